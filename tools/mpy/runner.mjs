@@ -1,0 +1,108 @@
+// Real MicroPython (WebAssembly build) under Node, driven over stdin/stdout.
+//
+// Usage: node tools/mpy/runner.mjs [--root DIR] [--heap BYTES] [--mount SRC:DST ...]
+//
+// The repository's lib/ is copied into the in-memory filesystem at /lib (on
+// sys.path), plus any --mount SRC:DST folders.  Then each line on stdin is a
+// JSON request {"id": n, "code": "...", "measure": bool}; each answer is one
+// JSON line on stdout: {"id", "ok", "out", "error", "alloc", "live"}.
+//   out   - what the code printed
+//   error - the MicroPython traceback, or null
+//   alloc - bytes allocated while the code ran with the GC disabled: an upper
+//           bound of its peak heap (MicroPython's gc.mem_alloc difference)
+//   live  - bytes still allocated after gc.collect() (retained by the code)
+import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
+import fs from "node:fs";
+import path from "node:path";
+import readline from "node:readline";
+import { fileURLToPath } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const args = process.argv.slice(2);
+let root = path.resolve(here, "..", "..");
+let heap = 8 * 1024 * 1024;
+const mounts = [];
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === "--root") root = path.resolve(args[++i]);
+  else if (args[i] === "--heap") heap = parseInt(args[++i], 10);
+  else if (args[i] === "--mount") mounts.push(args[++i]);
+}
+
+let outBuf = [];
+const mp = await loadMicroPython({
+  heapsize: heap,
+  stdout: (line) => outBuf.push(line),
+  stderr: (line) => outBuf.push(line),
+});
+
+function copyTree(src, dst) {
+  try { mp.FS.mkdir(dst); } catch (e) { /* exists */ }
+  for (const ent of fs.readdirSync(src, { withFileTypes: true })) {
+    if (ent.name === "__pycache__" || ent.name.startsWith(".")) continue;
+    const s = path.join(src, ent.name);
+    const d = dst + "/" + ent.name;
+    if (ent.isDirectory()) copyTree(s, d);
+    else mp.FS.writeFile(d, fs.readFileSync(s));
+  }
+}
+
+copyTree(path.join(root, "lib"), "/lib");
+for (const m of mounts) {
+  const [src, dst] = m.split(":");
+  copyTree(path.resolve(root, src), dst);
+}
+
+// Entropy for code that asks the host (the simulated board's RNG).
+globalThis.uspdmRandomHex = (n) => {
+  const b = new Uint8Array(n);
+  globalThis.crypto.getRandomValues(b);
+  return Buffer.from(b).toString("hex");
+};
+
+mp.runPython(`
+import sys, gc
+if '/lib' not in sys.path:
+    sys.path.append('/lib')
+def __uspdm_exec(__src, __measure):
+    g = {'__name__': '__main__'}
+    if __measure:
+        gc.collect()
+        a0 = gc.mem_alloc()
+        gc.disable()
+        try:
+            exec(__src, g)
+            a1 = gc.mem_alloc()
+        finally:
+            gc.enable()
+        g = None
+        gc.collect()
+        return '%d %d' % (a1 - a0, gc.mem_alloc() - a0)
+    exec(__src, g)
+    return '0 0'
+`);
+const pyExec = mp.globals.get("__uspdm_exec");
+
+function send(obj) {
+  fs.writeSync(1, JSON.stringify(obj) + "\n");
+}
+
+send({ ready: true, version: String(mp.pyimport("sys").version) });
+
+const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
+for await (const line of rl) {
+  if (!line.trim()) continue;
+  let req;
+  try { req = JSON.parse(line); } catch (e) { send({ id: null, ok: false, error: "bad request: " + e }); continue; }
+  outBuf = [];
+  let res = { id: req.id, ok: true, error: null, alloc: 0, live: 0 };
+  try {
+    const r = String(pyExec(req.code, !!req.measure)).split(" ");
+    res.alloc = parseInt(r[0], 10);
+    res.live = parseInt(r[1], 10);
+  } catch (e) {
+    res.ok = false;
+    res.error = String(e && e.message ? e.message : e);
+  }
+  res.out = outBuf.join("\n");
+  send(res);
+}

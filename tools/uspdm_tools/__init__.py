@@ -1,0 +1,1 @@
+"""Host-side tools for uspdm: CLI, MicroPython runner, simulator, MCTP link, verifier."""

