@@ -1,0 +1,113 @@
+"""Persistent key/value storage on the board's filesystem (flash).
+
+Names are relative paths like "uspdm/key_p384.bin".  `on_write` is called
+after every change (the simulated board uses it to mirror its in-memory
+flash to a host folder).
+
+Layout used by uspdm (under the storage root):
+  uspdm/eid.bin                MCTP EID, 1 byte
+  uspdm/key_<alg>.bin          device private key (alg: p384, p256), raw big-endian scalar
+  uspdm/slot<N>_<alg>.der      certificate chain for slot N: DER certificates concatenated, root first, leaf last
+  uspdm/psk_<hint-hex>.bin     pre-shared keys, by hint
+  uspdm/i2c_addr.bin           I2C address, 1 byte
+"""
+import os
+
+
+def _isdir(path):
+    try:
+        return (os.stat(path)[0] & 0x4000) != 0
+    except OSError:
+        return False
+
+
+class FileStorage:
+    def __init__(self, root="/", on_write=None):
+        root = root.rstrip("/")
+        self.root = root
+        self.on_write = on_write
+
+    def _path(self, name):
+        if not name or name.startswith("/") or ".." in name.split("/"):
+            raise ValueError("bad storage name")
+        return self.root + "/" + name
+
+    def read(self, name):
+        try:
+            with open(self._path(name), "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def exists(self, name):
+        try:
+            os.stat(self._path(name))
+            return True
+        except OSError:
+            return False
+
+    def _mkdirs(self, path):
+        parts = path.split("/")[:-1]
+        cur = ""
+        for p in parts:
+            if not p:
+                continue
+            cur = cur + "/" + p if (cur or path.startswith("/")) else p
+            if not _isdir(cur):
+                try:
+                    os.mkdir(cur)
+                except OSError:
+                    pass
+
+    def write(self, name, data):
+        path = self._path(name)
+        self._mkdirs(path)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        os.rename(tmp, path)
+        if self.on_write:
+            self.on_write()
+
+    def delete(self, name):
+        try:
+            os.remove(self._path(name))
+        except OSError:
+            return False
+        if self.on_write:
+            self.on_write()
+        return True
+
+    def list(self, folder):
+        try:
+            return sorted(os.listdir(self._path(folder)))
+        except OSError:
+            return []
+
+
+class MemoryStorage:
+    """Volatile storage (tests, boards without a filesystem)."""
+
+    def __init__(self):
+        self.files = {}
+        self.on_write = None
+
+    def read(self, name):
+        return self.files.get(name)
+
+    def exists(self, name):
+        return name in self.files
+
+    def write(self, name, data):
+        self.files[name] = bytes(data)
+
+    def delete(self, name):
+        return self.files.pop(name, None) is not None
+
+    def list(self, folder):
+        pre = folder.rstrip("/") + "/"
+        return sorted(k[len(pre):] for k in self.files if k.startswith(pre) and "/" not in k[len(pre):])
