@@ -1,0 +1,100 @@
+"""MCTP control messages (DSP0236 section 12): responder and request helpers.
+
+Message body: [0x00][Rq(7) D(6) instance(4:0)][command][data...]; a response
+echoes the instance id with Rq=0, D=0, then a completion code.
+
+respond(ep, body) -> response body or None (no answer: not a request, or a
+    datagram).  ep is an mctp.endpoint.Endpoint (uses ep.eid, ep.static_eid,
+    ep.discovered, ep.message_types(), ep.versions, ep.set_eid()).
+build_request(instance, command, data=b"") -> body
+parse_response(body) -> (instance, command, completion_code, data) or None
+"""
+from uspdm.compat import const
+
+CMD_SET_EID = const(0x01)
+CMD_GET_EID = const(0x02)
+CMD_GET_UUID = const(0x03)
+CMD_GET_VERSION = const(0x04)
+CMD_GET_MSG_TYPES = const(0x05)
+
+CC_SUCCESS = const(0x00)
+CC_ERROR = const(0x01)
+CC_INVALID_DATA = const(0x02)
+CC_INVALID_LENGTH = const(0x03)
+CC_NOT_READY = const(0x04)
+CC_UNSUPPORTED_CMD = const(0x05)
+CC_MSG_TYPE_NOT_SUPPORTED = const(0x80)  # Get MCTP Version Support
+
+SET_EID_SET = const(0)
+SET_EID_FORCE = const(1)
+SET_EID_RESET = const(2)
+SET_EID_DISCOVERED = const(3)
+
+RQ = const(0x80)
+DGRAM = const(0x40)
+
+
+def build_request(instance, command, data=b""):
+    return bytes((0x00, RQ | (instance & 0x1F), command & 0xFF)) + bytes(data)
+
+
+def parse_response(body):
+    """(instance, command, completion_code, data) of a control response."""
+    if body is None or len(body) < 4 or body[0] != 0x00 or body[1] & RQ:
+        return None
+    return body[1] & 0x1F, body[2], body[3], bytes(body[4:])
+
+
+def _rsp(body, cc, data=b""):
+    return bytes((0x00, body[1] & 0x1F, body[2], cc)) + data
+
+
+def respond(ep, body):
+    n = len(body)
+    if n < 3 or body[0] != 0x00:
+        return None
+    if not body[1] & RQ or body[1] & DGRAM:
+        return None  # a response, or a datagram (no response expected)
+    cmd = body[2]
+    if cmd == CMD_SET_EID:
+        if n != 5:
+            return _rsp(body, CC_INVALID_LENGTH)
+        op = body[3] & 3
+        eid = body[4]
+        if op == SET_EID_SET or op == SET_EID_FORCE:
+            if eid == 0x00 or eid == 0xFF:
+                return _rsp(body, CC_INVALID_DATA)
+            ep.set_eid(eid)
+            ep.discovered = True
+        elif op == SET_EID_RESET:
+            # only meaningful for an endpoint with a static EID
+            if ep.static_eid is None:
+                return _rsp(body, CC_INVALID_DATA)
+            ep.set_eid(ep.static_eid)
+        else:  # set discovered flag; the EID byte is ignored
+            ep.discovered = True
+        # status: assignment accepted (bits 5:4 = 0), no EID pool (bits 1:0 = 0)
+        return _rsp(body, CC_SUCCESS, bytes((0x00, ep.eid, 0x00)))
+    if cmd == CMD_GET_EID:
+        if n != 3:
+            return _rsp(body, CC_INVALID_LENGTH)
+        if ep.static_eid is None:
+            t = 0x00  # simple endpoint, dynamic EID
+        elif ep.eid == ep.static_eid:
+            t = 0x02  # static EID, current EID matches it
+        else:
+            t = 0x03  # static EID, current EID differs
+        return _rsp(body, CC_SUCCESS, bytes((ep.eid, t, 0x00)))
+    if cmd == CMD_GET_VERSION:
+        if n != 4:
+            return _rsp(body, CC_INVALID_LENGTH)
+        vs = ep.versions.get(body[3])
+        if not vs:
+            return _rsp(body, CC_MSG_TYPE_NOT_SUPPORTED)
+        return _rsp(body, CC_SUCCESS, bytes((len(vs),)) + b"".join(vs))
+    if cmd == CMD_GET_MSG_TYPES:
+        if n != 3:
+            return _rsp(body, CC_INVALID_LENGTH)
+        ts = ep.message_types()
+        return _rsp(body, CC_SUCCESS, bytes((len(ts),)) + bytes(ts))
+    return _rsp(body, CC_UNSUPPORTED_CMD)

@@ -1,0 +1,213 @@
+"""The MCTP stack: an endpoint (responder) and a requester.  Sans-I/O.
+
+Responder (firmware, simulator):
+
+    from mctp.endpoint import Endpoint
+    ep = Endpoint(eid=8, mtu=64, max_message=4160)
+    ep.register(0x05, spdm_handler)   # handler(src_eid, body) -> response body or None
+    ep.on_eid_changed = persist       # called with the new EID after Set Endpoint ID
+    out = ep.receive_packet(pkt, now_ms)   # -> list of response packets (maybe empty)
+    out = ep.respond(dest_eid, tag, body)  # a deferred response (TO=0) -> packets
+
+  Packets are raw MCTP packets (4-byte header + payload); wrap each one with
+  mctp.serial.encode_frame() or mctp.smbus.encode() to send, and feed what
+  mctp.serial.SerialDecoder / mctp.smbus.decode_target() give you to
+  receive_packet().  body always starts with the message-type byte
+  (0x05 SPDM, 0x06 secured SPDM); so does a handler's response body.
+
+  A handler that wants to answer later returns None and keeps (src_eid,
+  ep.last_tag) to call ep.respond() when ready.  Control messages (type 0) are
+  answered by mctp.control.  Messages with the IC bit, unknown types and
+  responses (TO=0) are dropped (responses go to ep.on_response(src, tag, body)
+  if set).  Nothing raised by wire data escapes: drops are counted in
+  ep.dropped (and ep.reasm's counters); a handler exception is counted in
+  ep.handler_errors and kept in ep.last_error.
+
+Requester (host tools):
+
+    rq = Requester(eid=8, mtu=64)
+    tag, pkts = rq.request(dest_eid, body)        # TO=1, tag allocated 0..7
+    msg = rq.receive_packet(pkt, now_ms)          # -> (src_eid, tag, body) or None
+    rq.control(dest_eid, command, data) / rq.next_instance() for control requests
+
+EIDs: a packet is accepted when its destination is the own EID, 0 (null) or
+0xFF (broadcast) and its source is not 0xFF.
+"""
+from mctp import control
+from mctp.packet import (
+    BASELINE_MTU,
+    EID_BROADCAST,
+    EID_NULL,
+    HDR_LEN,
+    Reassembler,
+    packetize,
+)
+
+# Get MCTP Version Support entries (major, minor, update, alpha; BCD with the
+# high nibble set, 0xF? = "present").
+V_MCTP_1_3_3 = b"\xf1\xf3\xf3\x00"
+V_BINDING_1_0_0 = b"\xf1\xf0\xf0\x00"
+
+
+class _Base:
+    def __init__(self, eid, mtu, max_message, max_contexts, timeout_ms):
+        if mtu < 1 or mtu > 250:
+            # SMBus allows at most 250; serial 251 (count <= 255)
+            raise ValueError("mtu")
+        self.eid = eid
+        self.mtu = mtu
+        self.reasm = Reassembler(max_message, max_contexts, timeout_ms)
+        self.dropped = 0
+        self.last_tag = 0
+        self.last_src = 0
+
+    def _accept(self, pkt, now_ms):
+        """(src, tag, to, body) of a completed message addressed to us, or None."""
+        if len(pkt) < HDR_LEN or (pkt[0] & 0x0F) != 1:
+            self.dropped += 1
+            return None
+        d = pkt[1]
+        if d != self.eid and d != EID_NULL and d != EID_BROADCAST:
+            self.dropped += 1
+            return None
+        if pkt[2] == EID_BROADCAST:
+            self.dropped += 1
+            return None
+        m = self.reasm.feed(pkt, now_ms)
+        if m is None or len(m[3]) == 0:
+            return None
+        return m
+
+
+class Endpoint(_Base):
+    def __init__(self, eid=0, mtu=BASELINE_MTU, max_message=4160, max_contexts=4,
+                 timeout_ms=5000, static_eid=None, secured=False, on_eid_changed=None):
+        _Base.__init__(self, eid, mtu, max_message, max_contexts, timeout_ms)
+        self.static_eid = static_eid
+        self.secured = secured
+        self.discovered = False
+        self.on_eid_changed = on_eid_changed
+        self.on_response = None
+        self.handlers = {}
+        self.handler_errors = 0
+        self.last_error = None
+        self.versions = {
+            0xFF: (V_MCTP_1_3_3,),
+            0x00: (V_MCTP_1_3_3,),
+            0x05: (V_BINDING_1_0_0,),  # DSP0275
+            0x06: (V_BINDING_1_0_0,),  # DSP0276
+        }
+
+    def register(self, msg_type, handler):
+        """handler(src_eid, body) -> response body (starting with the type
+        byte) or None.  msg_type 0x05 or 0x06 (any type but 0 works)."""
+        self.handlers[msg_type & 0x7F] = handler
+
+    def message_types(self):
+        """Types advertised by Get Message Type Support."""
+        ts = [0x00, 0x05]
+        if self.secured:
+            ts.append(0x06)
+        return ts
+
+    def set_eid(self, eid):
+        old = self.eid
+        self.eid = eid
+        if eid != old and self.on_eid_changed is not None:
+            try:
+                self.on_eid_changed(eid)
+            except Exception as e:
+                self.handler_errors += 1
+                self.last_error = e
+
+    def respond(self, dest_eid, tag, body):
+        """Packets of a response (TO=0, the request's tag) from this endpoint."""
+        return packetize(dest_eid, self.eid, tag, 0, body, self.mtu)
+
+    def receive_packet(self, pkt, now_ms=0):
+        """Feed one received packet; returns the list of packets to send back."""
+        try:
+            m = self._accept(pkt, now_ms)
+            if m is None:
+                return []
+            src, tag, to, body = m
+            self.last_tag = tag
+            self.last_src = src
+            mt = body[0]
+            if mt & 0x80:
+                self.dropped += 1
+                return []
+            if not to:
+                if self.on_response is not None:
+                    self._call(self.on_response, src, tag, body)
+                else:
+                    self.dropped += 1
+                return []
+            if mt == 0x00:
+                rsp = control.respond(self, body)
+            else:
+                h = self.handlers.get(mt)
+                if h is None:
+                    self.dropped += 1
+                    return []
+                rsp = self._call(h, src, body)
+            if not rsp:
+                return []
+            return packetize(src, self.eid, tag, 0, rsp, self.mtu)
+        except Exception as e:  # never raise on wire data
+            self.dropped += 1
+            self.last_error = e
+            return []
+
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as e:
+            self.handler_errors += 1
+            self.last_error = e
+            return None
+
+
+class Requester(_Base):
+    """Host-side: build requests (TO=1) and reassemble the responses (TO=0)."""
+
+    def __init__(self, eid=8, mtu=BASELINE_MTU, max_message=65536, max_contexts=8, timeout_ms=10000):
+        _Base.__init__(self, eid, mtu, max_message, max_contexts, timeout_ms)
+        self._tag = 7
+        self._instance = 31
+
+    def next_tag(self):
+        self._tag = (self._tag + 1) & 7
+        return self._tag
+
+    def next_instance(self):
+        self._instance = (self._instance + 1) & 0x1F
+        return self._instance
+
+    def request(self, dest_eid, body, tag=None):
+        """(tag, packets) of a request message to dest_eid."""
+        if tag is None:
+            tag = self.next_tag()
+        return tag, packetize(dest_eid, self.eid, tag, 1, body, self.mtu)
+
+    def control(self, dest_eid, command, data=b"", instance=None):
+        """(tag, instance, packets) of a control request."""
+        if instance is None:
+            instance = self.next_instance()
+        tag, pkts = self.request(dest_eid, control.build_request(instance, command, data))
+        return tag, instance, pkts
+
+    def receive_packet(self, pkt, now_ms=0):
+        """(src_eid, tag, body) when a response message completes, else None."""
+        try:
+            m = self._accept(pkt, now_ms)
+            if m is None:
+                return None
+            src, tag, to, body = m
+            if to:
+                self.dropped += 1  # a request to us: not handled here
+                return None
+            return src, tag, bytes(body)
+        except Exception:
+            self.dropped += 1
+            return None
