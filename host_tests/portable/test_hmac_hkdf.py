@@ -34,3 +34,30 @@ def test_hmac_streaming_and_copy():
         m2.update(data)
         assert m2.digest() == mac
         assert tmpl.digest_size == len(mac)
+
+
+def test_hkdf_vectors():
+    from uspdm.crypto import hkdf
+
+    n = 0
+    for v in read_blocks("hkdf.txt"):
+        name = v["Hash"]
+        ikm, salt, info = unhex(v["IKM"]), unhex(v["Salt"]), unhex(v["Info"])
+        prk = hkdf.extract(name, salt, ikm)
+        assert prk == unhex(v["PRK"]), (v["_section"], v["Case"])
+        okm = hkdf.expand(name, prk, info, int(v["L"]))
+        assert okm == unhex(v["OKM"]), (v["_section"], v["Case"])
+        assert hkdf.hkdf(name, salt, ikm, info, int(v["L"])) == okm
+        n += 1
+    assert n == 9
+
+
+def test_hkdf_limits():
+    from _util import raises
+
+    from uspdm.crypto import hkdf
+
+    prk = bytes(32)
+    assert len(hkdf.expand("sha256", prk, b"", 255 * 32)) == 255 * 32
+    raises(ValueError, hkdf.expand, "sha256", prk, b"", 255 * 32 + 1)
+    assert hkdf.expand("sha256", prk, b"x", 0) == b""
