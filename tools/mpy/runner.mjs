@@ -1,63 +1,28 @@
 // Real MicroPython (WebAssembly build) under Node, driven over stdin/stdout.
 //
-// Usage: node tools/mpy/runner.mjs [--root DIR] [--heap BYTES] [--mount SRC:DST ...]
+// Usage: node tools/mpy/runner.mjs [--root DIR] [--heap BYTES] [--mount SRC:DST ...] [--flash DIR]
 //
 // The repository's lib/ is copied into the in-memory filesystem at /lib (on
-// sys.path), plus any --mount SRC:DST folders.  Then each line on stdin is a
-// JSON request {"id": n, "code": "...", "measure": bool}; each answer is one
+// sys.path), plus any --mount SRC:DST folders; with --flash DIR that host
+// folder is mirrored at /flash (uspdmFlashSync() writes it back, and it is
+// synced after every request).  Then each line on stdin is a JSON request {"id": n, "code": "...", "measure": bool}; each answer is one
 // JSON line on stdout: {"id", "ok", "out", "error", "alloc", "live"}.
 //   out   - what the code printed
 //   error - the MicroPython traceback, or null
 //   alloc - bytes allocated while the code ran with the GC disabled: an upper
 //           bound of its peak heap (MicroPython's gc.mem_alloc difference)
 //   live  - bytes still allocated after gc.collect() (retained by the code)
-import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
 import fs from "node:fs";
 import path from "node:path";
 import readline from "node:readline";
 import { fileURLToPath } from "node:url";
+import { startMicroPython, parseArgs } from "./mpcore.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const args = process.argv.slice(2);
-let root = path.resolve(here, "..", "..");
-let heap = 8 * 1024 * 1024;
-const mounts = [];
-for (let i = 0; i < args.length; i++) {
-  if (args[i] === "--root") root = path.resolve(args[++i]);
-  else if (args[i] === "--heap") heap = parseInt(args[++i], 10);
-  else if (args[i] === "--mount") mounts.push(args[++i]);
-}
+const opts = parseArgs(process.argv.slice(2), { root: path.resolve(here, "..", ".."), heap: 8 * 1024 * 1024, flash: null });
 
 let outBuf = [];
-const mp = await loadMicroPython({
-  heapsize: heap,
-  stdout: (line) => outBuf.push(line),
-  stderr: (line) => outBuf.push(line),
-});
-
-function copyTree(src, dst) {
-  try { mp.FS.mkdir(dst); } catch (e) { /* exists */ }
-  for (const ent of fs.readdirSync(src, { withFileTypes: true })) {
-    if (ent.name === "__pycache__" || ent.name.startsWith(".")) continue;
-    const s = path.join(src, ent.name);
-    const d = dst + "/" + ent.name;
-    if (ent.isDirectory()) copyTree(s, d);
-    else mp.FS.writeFile(d, fs.readFileSync(s));
-  }
-}
-
-copyTree(path.join(root, "lib"), "/lib");
-for (const m of mounts) {
-  const [src, dst] = m.split(":");
-  copyTree(path.resolve(root, src), dst);
-}
-
-// Entropy for code that asks the host (the simulated board's RNG).
-globalThis.uspdmRandomHex = (n) => {
-  const b = new Uint8Array(n);
-  globalThis.crypto.getRandomValues(b);
-  return Buffer.from(b).toString("hex");
-};
+const mp = await startMicroPython({ ...opts, stdout: (line) => outBuf.push(line) });
 
 mp.runPython(`
 import sys, gc
@@ -104,5 +69,6 @@ for await (const line of rl) {
     res.error = String(e && e.message ? e.message : e);
   }
   res.out = outBuf.join("\n");
+  try { globalThis.uspdmFlashSync(); } catch (e) { res.ok = false; res.error = "flash sync failed: " + e; }
   send(res);
 }

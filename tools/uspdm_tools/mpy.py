@@ -5,7 +5,10 @@
         r.out, r.alloc, r.live
 
 `lib/` is importable inside.  `mounts` copies more host folders into the
-interpreter's in-memory filesystem (``[("host_tests/portable", "/tests")]``).
+interpreter's in-memory filesystem (``[("host_tests/portable", "/tests")]``);
+`flash=DIR` mirrors a host folder at /flash (written back after every run:
+the simulated board's persistent storage); `board="sim"` makes that board's
+`board` module importable.
 A failing snippet raises MicroPythonError carrying the MicroPython traceback;
 the interpreter stays usable afterwards.
 """
@@ -50,10 +53,15 @@ def node_path():
 
 
 class MicroPython:
-    def __init__(self, mounts=(), heap=8 * 1024 * 1024, root=REPO_ROOT, start_timeout=30.0):
+    def __init__(self, mounts=(), heap=8 * 1024 * 1024, root=REPO_ROOT, start_timeout=30.0, flash=None,
+                 board=None):
         cmd = [node_path(), MPY_RUNNER, "--root", root, "--heap", str(heap)]
+        if board:
+            mounts = list(mounts) + [("boards/" + board, "/board")]
         for src, dst in mounts:
             cmd += ["--mount", "%s:%s" % (src, dst)]
+        if flash:
+            cmd += ["--flash", os.path.abspath(flash)]
         self._proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=root
         )
@@ -63,6 +71,8 @@ class MicroPython:
         if not hello.get("ready"):
             raise MicroPythonUnavailable("runner did not start: %r" % (hello,))
         self.version = hello.get("version")
+        if board:
+            self.run("import sys\nif '/board' not in sys.path: sys.path.insert(0, '/board')\n")
 
     def _read_line(self, timeout):
         deadline = time.monotonic() + timeout

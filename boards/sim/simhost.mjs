@@ -1,0 +1,77 @@
+// The simulated board's "hardware": real MicroPython (wasm) running the
+// firmware, with the board's USB serial on this process's stdin/stdout
+// (raw bytes both ways; `uspdm sim` connects them to a pseudo-terminal or
+// TCP) and its log on stderr.
+//
+// Usage: node boards/sim/simhost.mjs [--root DIR] [--flash DIR] [--heap BYTES] [--verbose 1]
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { startMicroPython, parseArgs } from "../../tools/mpy/mpcore.mjs";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const opts = parseArgs(process.argv.slice(2), {
+  root: path.resolve(here, "..", ".."),
+  heap: 4 * 1024 * 1024,
+  flash: null,
+  verbose: "0",
+});
+
+function log(line) {
+  fs.writeSync(2, line + "\n");
+}
+
+const mp = await startMicroPython({
+  root: opts.root,
+  heap: opts.heap,
+  flash: opts.flash,
+  mounts: [["firmware", "/firmware"], ["boards/sim", "/board"], ...opts.mounts],
+  stdout: (line) => log(line),
+});
+
+mp.runPython(`
+import sys
+sys.path.insert(0, '/board')
+sys.path.insert(0, '/firmware')
+import main as _fw
+_dev = _fw.make_device(sim=True, verbose=${opts.verbose === "1" ? "True" : "False"})
+`);
+const dev = mp.globals.get("_dev");
+
+let idleScheduled = false;
+function idle() {
+  idleScheduled = false;
+  let more = false;
+  try {
+    const out = String(dev.idle_hex());
+    if (out.length) fs.writeSync(1, Buffer.from(out, "hex"));
+    more = !!dev.pending();
+  } catch (e) {
+    log("sim: firmware error in idle: " + (e && e.message ? e.message : e));
+  }
+  if (more) schedule();
+}
+function schedule() {
+  if (!idleScheduled) {
+    idleScheduled = true;
+    setImmediate(idle);
+  }
+}
+
+process.stdin.on("data", (chunk) => {
+  try {
+    const out = String(dev.feed_hex(chunk.toString("hex")));
+    if (out.length) fs.writeSync(1, Buffer.from(out, "hex"));
+    if (dev.pending()) schedule();
+  } catch (e) {
+    // The firmware catches everything itself; this is a bug worth a log line,
+    // never a reason to stop serving.
+    log("sim: firmware error: " + (e && e.message ? e.message : e));
+  }
+});
+// Timers (reassembly expiry, heartbeat) run even when the line is quiet.
+setInterval(schedule, 250);
+process.stdin.on("end", () => process.exit(0));
+process.on("SIGTERM", () => process.exit(0));
+process.on("SIGINT", () => process.exit(0));
+log("sim: board ready");

@@ -1,0 +1,169 @@
+"""The device: a board's transports wired to the MCTP stack and the SPDM responder.
+
+Sans-I/O like the rest: `feed(serial_bytes)` returns the bytes to write back
+on the USB serial; `idle()` advances deferred work (a signature in slices,
+timers) and returns bytes to write, if any.  The board's loop (main.py) or the
+simulator's host does the actual I/O.  Nothing a peer sends can raise out of
+feed(): a bug shows as a log line and the device keeps serving.
+"""
+import gc
+
+from mctp import serial as mserial
+from mctp.endpoint import Endpoint
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+MAX_REQUESTERS = const(4)   # SPDM connection states kept (one per requester EID)
+EID_FILE = "uspdm/eid.bin"
+
+
+class Device:
+    def __init__(self, board, verbose=False, measure_heap=False, log=None):
+        self.board = board
+        self.verbose = verbose
+        self.measure_heap = measure_heap
+        self._log = log or print
+        cfg = board.config()
+        self.cfg = cfg
+        self.storage = board.storage()
+        eid = cfg.get("default_eid", 0)
+        saved = self.storage.read(EID_FILE)
+        if saved and len(saved) == 1 and 0 < saved[0] < 0xFF:
+            eid = saved[0]
+        self.decoder = mserial.SerialDecoder()
+        self.ep = Endpoint(eid=eid, mtu=cfg.get("serial_mtu", 64), on_eid_changed=self._eid_changed,
+                           secured=False)
+        self.ep.register(0x05, self._on_spdm)
+        self.responders = {}       # src EID -> Responder
+        self._order = []           # LRU of requester EIDs
+        self._spdm = None          # shared SPDM context (identity, measurements), built on first use
+        self.stats = {"messages": 0, "live_max": 0, "alloc_max": 0, "live": 0}
+        self.log("uspdm: board %s, EID %d, serial MTU %d" % (board.NAME, eid, cfg.get("serial_mtu", 64)))
+
+    def log(self, msg):
+        try:
+            self._log(msg)
+        except Exception:
+            pass
+
+    # -- MCTP -------------------------------------------------------------
+    def _eid_changed(self, eid):
+        self.log("mctp: EID set to %d" % eid)
+        try:
+            self.storage.write(EID_FILE, bytes((eid,)))
+        except Exception as e:
+            self.log("mctp: cannot persist EID: %r" % (e,))
+
+    def _now(self):
+        return self.board.ticks_ms()
+
+    def feed(self, data):
+        """Bytes from the USB serial in; bytes to write back out."""
+        out = []
+        try:
+            for pkt in self.decoder.feed(data):
+                self._packet(pkt, out)
+        except Exception as e:  # a bug, never the peer's fault: log and keep serving
+            self.log("fw: error on input: %r" % (e,))
+            self.decoder.reset()
+        return b"".join(out)
+
+    def _packet(self, pkt, out):
+        if self.measure_heap:
+            gc.collect()
+            a0 = gc.mem_alloc()
+        rsp = self.ep.receive_packet(pkt, self._now())
+        for p in rsp:
+            out.append(mserial.encode_frame(p))
+        if self.measure_heap and rsp:
+            a1 = gc.mem_alloc()
+            gc.collect()
+            live = gc.mem_alloc()
+            st = self.stats
+            st["messages"] += 1
+            st["live"] = live
+            if live > st["live_max"]:
+                st["live_max"] = live
+            if a1 - a0 > st["alloc_max"]:
+                st["alloc_max"] = a1 - a0
+            if self.verbose:
+                self.log("heap: live %d B after message (max %d), message allocated ~%d B" % (
+                    live, st["live_max"], a1 - a0))
+
+    def pending(self):
+        for r in self.responders.values():
+            if r.pending():
+                return True
+        return False
+
+    def idle(self):
+        """Advance deferred work by one slice; return bytes to send (if any)."""
+        try:
+            for r in self.responders.values():
+                if r.pending():
+                    r.work()
+                    break
+            self.ep.reasm.expire(self._now())
+        except Exception as e:
+            self.log("fw: error in idle: %r" % (e,))
+        return b""
+
+    # -- SPDM -------------------------------------------------------------
+    def _spdm_context(self):
+        if self._spdm is None:
+            from spdm_setup import build_context
+
+            self._spdm = build_context(self.board, self.log)
+        return self._spdm
+
+    def _responder(self, src):
+        r = self.responders.get(src)
+        if r is None:
+            ctx = self._spdm_context()
+            if len(self.responders) >= MAX_REQUESTERS:
+                old = self._order.pop(0)
+                self.responders.pop(old, None)
+            r = ctx.new_responder()
+            self.responders[src] = r
+        if src in self._order:
+            self._order.remove(src)
+        self._order.append(src)
+        return r
+
+    def _on_spdm(self, src, body):
+        r = self._responder(src)
+        rsp = r.handle(body[1:])
+        if self.verbose:
+            self.log("spdm: EID %d req %02x -> %s" % (
+                src, body[2] if len(body) > 2 else 0, ("%02x" % rsp[1]) if rsp and len(rsp) > 1 else "none"))
+        if rsp is None:
+            return None
+        return b"\x05" + rsp
+
+    # -- helpers for hosts that pass hex strings (the simulator) -----------
+    def feed_hex(self, h):
+        return _hex(self.feed(_unhex(h)))
+
+    def idle_hex(self):
+        return _hex(self.idle())
+
+    def stats_line(self):
+        st = self.stats
+        return "messages %d live %d live_max %d alloc_max %d" % (
+            st["messages"], st["live"], st["live_max"], st["alloc_max"])
+
+
+def _hex(b):
+    # MicroPython's b''.hex() returns b'', not ''
+    return b.hex() if b else ""
+
+
+def _unhex(h):
+    try:
+        return bytes.fromhex(h)
+    except Exception:
+        return bytes(int(h[i:i + 2], 16) for i in range(0, len(h), 2))

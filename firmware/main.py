@@ -1,0 +1,25 @@
+"""uspdm firmware entry point.
+
+On a board this file is /main.py: it builds the Device for the board module
+(/board.py, from boards/<name>/) and runs the board's serve loop, which never
+returns (returning would hand the USB serial to the REPL).  The simulator
+imports it and calls make_device() itself.
+"""
+
+
+def make_device(sim=False, verbose=False):
+    import board
+    from device import Device
+
+    return Device(board, verbose=verbose, measure_heap=sim)
+
+
+def main():
+    import board
+
+    dev = make_device()
+    board.serve(dev)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""uspdm mctp: probe an MCTP endpoint over a serial port (EID, message types, versions)."""
+import json
+import sys
+
+from .link import SerialLink, Unreachable
+
+TYPE_NAMES = {0x00: "MCTP control", 0x05: "SPDM", 0x06: "secured SPDM", 0xFF: "MCTP base"}
+EP_TYPES = {0: "simple endpoint", 1: "bus owner/bridge"}
+
+
+def register(sub):
+    p = sub.add_parser("mctp", help="probe an MCTP endpoint: EID, supported message types and versions")
+    p.add_argument("--port", required=True, help="serial port (/dev/ttyACM0, a sim pty, socket://host:port)")
+    p.add_argument("--eid", type=lambda s: int(s, 0), default=0, help="target EID (default 0: null, any endpoint)")
+    p.add_argument("--set-eid", type=lambda s: int(s, 0), metavar="EID", help="assign this EID (Set Endpoint ID)")
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def version_str(entry):
+    def bcd(b):
+        return "%d" % (b & 0x0F) if (b & 0xF0) == 0xF0 else "%d" % b
+    major, minor, update, alpha = entry
+    s = bcd(major) + "." + bcd(minor)
+    if update != 0xFF and (update & 0xF0) == 0xF0:
+        s += "." + bcd(update)
+    return s
+
+
+def probe(link, eid=None):
+    info = {}
+    cc, data = link.control(0x02, eid=eid)
+    if cc != 0 or len(data) < 2:
+        raise ValueError("Get Endpoint ID failed (completion code %d)" % cc)
+    info["eid"] = data[0]
+    info["endpoint_type"] = EP_TYPES.get((data[1] >> 4) & 3, "type %d" % ((data[1] >> 4) & 3))
+    info["eid_type"] = ["dynamic", "static", "static (current)", "static (differs)"][data[1] & 3]
+    cc, data = link.control(0x05, eid=eid)
+    types = list(data[1:1 + data[0]]) if cc == 0 and data else []
+    info["message_types"] = types
+    versions = {}
+    for t in [0xFF] + types:
+        cc, data = link.control(0x04, bytes((t,)), eid=eid)
+        if cc == 0 and data:
+            n = data[0]
+            versions[t] = [version_str(data[1 + 4 * i:5 + 4 * i]) for i in range(n) if len(data) >= 5 + 4 * i]
+        else:
+            versions[t] = None
+    info["versions"] = versions
+    return info
+
+
+def run(args):
+    try:
+        with SerialLink(args.port, eid=args.eid, timeout=args.timeout) as link:
+            if args.set_eid is not None:
+                cc, data = link.control(0x01, bytes((0x00, args.set_eid)))
+                if cc != 0:
+                    print("Set Endpoint ID %d refused (completion code %d)" % (args.set_eid, cc), file=sys.stderr)
+                    return 3
+                accepted = ((data[0] >> 4) & 3) == 0
+                print("Set Endpoint ID: %s, EID now %d" % ("accepted" if accepted else "rejected", data[1]))
+                link.eid = data[1]
+            info = probe(link)
+    except Unreachable as e:
+        print("unreachable: %s" % e, file=sys.stderr)
+        return 2
+    if args.json:
+        out = dict(info)
+        out["versions"] = {"0x%02x" % k: v for k, v in info["versions"].items()}
+        print(json.dumps(out, indent=2))
+        return 0
+    print("MCTP endpoint on %s" % args.port)
+    print("  EID            %d (%s, %s)" % (info["eid"], info["eid_type"], info["endpoint_type"]))
+    print("  message types  %s" % ", ".join("0x%02x %s" % (t, TYPE_NAMES.get(t, "")) for t in info["message_types"]))
+    for t, v in info["versions"].items():
+        print("  %-14s %s" % (TYPE_NAMES.get(t, "0x%02x" % t), ", ".join(v) if v else "not supported"))
+    return 0

@@ -1,0 +1,125 @@
+"""Host side MCTP link over a serial port (DSP0253), with pyserial.
+
+    with SerialLink("/dev/ttyACM0") as link:          # or socket://127.0.0.1:5555
+        body = link.request(b"\\x00\\x80\\x02")           # MCTP control Get Endpoint ID
+        rsp = link.spdm(b"\\x10\\x84\\x00\\x00")            # SPDM GET_VERSION -> VERSION
+
+The framing, packetization and reassembly are the portable lib/mctp code the
+board runs, so the host and the board share one implementation of DSP0253;
+tests check it independently with pymctp.
+"""
+import time
+
+from mctp import serial as mserial
+from mctp.endpoint import Requester
+
+HOST_EID = 8          # our (the requester's) EID: a bus owner / BMC usually has 8
+DEFAULT_TARGET = 0    # the null EID reaches the board whether or not it has an EID
+
+
+class Unreachable(Exception):
+    """No answer from the endpoint (port missing, board silent, timeout)."""
+
+
+class SerialLink:
+    def __init__(self, port, eid=DEFAULT_TARGET, host_eid=HOST_EID, baudrate=115200, timeout=10.0, mtu=64,
+                 trace=None):
+        import serial  # pyserial
+
+        self.eid = eid
+        self.host_eid = host_eid
+        self.timeout = timeout
+        self.mtu = mtu
+        self.trace = trace
+        self._decoder = mserial.SerialDecoder()
+        self._rq = Requester(eid=host_eid, mtu=mtu, max_message=65536 + 64, max_contexts=8, timeout_ms=30000)
+        self.stats = {"tx_bytes": 0, "rx_bytes": 0, "tx_packets": 0, "rx_packets": 0}
+        try:
+            self.ser = serial.serial_for_url(port, baudrate=baudrate, timeout=0.05, do_not_open=True)
+            try:
+                self.ser.dtr = True  # a board's USB CDC drops output until DTR is asserted
+            except Exception:
+                pass
+            self.ser.open()
+        except (serial.SerialException, OSError, ValueError) as e:
+            raise Unreachable("cannot open %s: %s" % (port, e))
+        try:
+            self.ser.reset_input_buffer()
+        except Exception:
+            pass
+
+    def close(self):
+        try:
+            self.ser.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send_packets(self, packets):
+        data = b"".join(mserial.encode_frame(p) for p in packets)
+        if self.trace:
+            for p in packets:
+                self.trace(">", bytes(p))
+        self.ser.write(data)
+        self.ser.flush()
+        self.stats["tx_bytes"] += len(data)
+        self.stats["tx_packets"] += len(packets)
+
+    def send_raw(self, data):
+        """Write raw bytes to the line (tests: garbage, truncated frames)."""
+        self.ser.write(data)
+        self.ser.flush()
+
+    def request(self, body, eid=None, timeout=None):
+        """Send one MCTP message (body starts with the message type byte) and
+        return the response body from the same endpoint and tag."""
+        eid = self.eid if eid is None else eid
+        timeout = self.timeout if timeout is None else timeout
+        tag, packets = self._rq.request(eid, body)
+        self.send_packets(packets)
+        return self.receive(tag, timeout)
+
+    def receive(self, tag, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Unreachable("no response within %.1f s" % timeout)
+            data = self.ser.read(4096)
+            if not data:
+                continue
+            self.stats["rx_bytes"] += len(data)
+            for pkt in self._decoder.feed(data):
+                self.stats["rx_packets"] += 1
+                if self.trace:
+                    self.trace("<", bytes(pkt))
+                msg = self._rq.receive_packet(pkt, int(time.monotonic() * 1000))
+                if msg is not None and msg[1] == tag:
+                    return msg[2]
+
+    def control(self, command, data=b"", eid=None, timeout=None, instance=None):
+        """MCTP control request; returns (completion_code, response data)."""
+        inst = self._rq.next_instance() if instance is None else instance & 0x1F
+        rsp = self.request(bytes((0x00, 0x80 | inst, command)) + bytes(data), eid=eid, timeout=timeout)
+        if len(rsp) < 4 or rsp[0] != 0x00 or rsp[2] != command:
+            raise ValueError("malformed control response %s" % rsp.hex())
+        return rsp[3], rsp[4:]
+
+    def spdm(self, req, timeout=None, eid=None):
+        """SPDM request (without the 0x05 type byte) -> SPDM response."""
+        rsp = self.request(b"\x05" + bytes(req), eid=eid, timeout=timeout)
+        if not rsp or rsp[0] != 0x05:
+            raise ValueError("not an SPDM response: %s" % rsp[:8].hex())
+        return rsp[1:]
+
+    def secured(self, body, timeout=None, eid=None):
+        """Secured SPDM message (type 0x06) round trip: body after the type byte."""
+        rsp = self.request(b"\x06" + bytes(body), eid=eid, timeout=timeout)
+        if not rsp or rsp[0] != 0x06:
+            raise ValueError("not a secured SPDM response: %s" % rsp[:8].hex())
+        return rsp[1:]

@@ -1,0 +1,213 @@
+"""uspdm sim: the simulated board.
+
+Runs firmware/main.py on real MicroPython (wasm, under Node) and exposes the
+board's USB serial as a pseudo-terminal (printed, e.g. /dev/pts/5: usable by
+pyserial, picocom, any serial tool) and, with --tcp HOST:PORT, as a TCP socket
+carrying the identical byte stream (pyserial: socket://HOST:PORT).
+
+    uspdm sim [--flash DIR] [--tcp 127.0.0.1:5555] [-v] [--log FILE] [--port-file FILE]
+
+The board's log (boot, requests, heap use) goes to stderr or --log.  If the
+board process dies it is restarted, like a watchdog reset.  Ctrl-C/SIGTERM
+stop it cleanly.
+"""
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tty
+
+from .mpy import node_path
+from .paths import REPO_ROOT
+
+SIMHOST = os.path.join(REPO_ROOT, "boards", "sim", "simhost.mjs")
+
+
+def register(sub):
+    p = sub.add_parser("sim", help="run the simulated board (firmware on MicroPython) behind a serial port",
+                       description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    p.add_argument("--flash", metavar="DIR",
+                   help="the board's persistent filesystem (EID, keys, certificates); default: a temporary folder")
+    p.add_argument("--tcp", metavar="HOST:PORT", help="also serve the serial byte stream on a TCP socket")
+    p.add_argument("--port-file", metavar="FILE", help="write the pseudo-terminal path to FILE once ready")
+    p.add_argument("--link", metavar="PATH", help="make PATH a symlink to the pseudo-terminal")
+    p.add_argument("--log", metavar="FILE", help="write the board log to FILE instead of stderr")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every message and the heap it used")
+    p.set_defaults(func=run)
+
+
+class Sim:
+    def __init__(self, flash, verbose=False, log=None, tcp=None):
+        self.flash = flash
+        self.verbose = verbose
+        self.logf = log or sys.stderr
+        self.tcp_addr = tcp
+        self.proc = None
+        self.stopping = False
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        tty.setraw(self.master)
+        self.pty_path = os.ttyname(self.slave)
+        self.listener = None
+        self.client = None
+        if tcp:
+            host, port = tcp.rsplit(":", 1)
+            self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.listener.bind((host, int(port)))
+            self.listener.listen(1)
+            self.tcp_addr = "%s:%d" % self.listener.getsockname()[:2]
+        self._errbuf = b""
+
+    def log(self, msg):
+        self.logf.write("%s %s\n" % (time.strftime("%H:%M:%S"), msg))
+        self.logf.flush()
+
+    def start_board(self):
+        cmd = [node_path(), SIMHOST, "--root", REPO_ROOT, "--flash", self.flash,
+               "--verbose", "1" if self.verbose else "0"]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, cwd=REPO_ROOT, bufsize=0)
+
+    def stop_board(self):
+        p = self.proc
+        if p and p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def to_board(self, data):
+        try:
+            self.proc.stdin.write(data)
+        except (BrokenPipeError, OSError):
+            pass
+
+    def serve(self, ready_cb=None):
+        self.start_board()
+        if ready_cb:
+            ready_cb()
+        while not self.stopping:
+            fds = [self.master, self.proc.stdout, self.proc.stderr]
+            if self.listener:
+                fds.append(self.listener)
+            if self.client:
+                fds.append(self.client)
+            try:
+                r, _, _ = select.select(fds, [], [], 0.5)
+            except InterruptedError:
+                continue
+            if self.proc.poll() is not None and not r:
+                if self.stopping:
+                    break
+                self.log("sim: board process exited (%s); restarting" % self.proc.returncode)
+                self.start_board()
+                continue
+            for f in r:
+                if f is self.master:
+                    try:
+                        data = os.read(self.master, 4096)
+                    except OSError:
+                        data = b""
+                    if data:
+                        self.to_board(data)
+                elif f is self.proc.stdout:
+                    data = os.read(self.proc.stdout.fileno(), 65536)
+                    if data:
+                        os.write(self.master, data)
+                        if self.client:
+                            try:
+                                self.client.sendall(data)
+                            except OSError:
+                                self.client.close()
+                                self.client = None
+                elif f is self.proc.stderr:
+                    data = os.read(self.proc.stderr.fileno(), 65536)
+                    if data:
+                        self._errbuf += data
+                        while b"\n" in self._errbuf:
+                            line, self._errbuf = self._errbuf.split(b"\n", 1)
+                            self.log(line.decode(errors="replace"))
+                elif f is self.listener:
+                    conn, addr = self.listener.accept()
+                    if self.client:
+                        self.client.close()
+                    self.client = conn
+                    self.log("sim: TCP client %s:%d connected" % addr[:2])
+                elif f is self.client:
+                    try:
+                        data = self.client.recv(4096)
+                    except OSError:
+                        data = b""
+                    if data:
+                        self.to_board(data)
+                    else:
+                        self.client.close()
+                        self.client = None
+        self.stop_board()
+
+    def close(self):
+        self.stop_board()
+        for fd in (self.master, self.slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self.listener:
+            self.listener.close()
+
+
+def run(args):
+    tmp = None
+    flash = args.flash
+    if not flash:
+        tmp = tempfile.mkdtemp(prefix="uspdm-sim-flash-")
+        flash = tmp
+    os.makedirs(flash, exist_ok=True)
+    logf = open(args.log, "a", buffering=1) if args.log else None
+    sim = Sim(os.path.abspath(flash), verbose=args.verbose, log=logf, tcp=args.tcp)
+
+    def stop(signum, frame):
+        sim.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    def ready():
+        if args.link:
+            try:
+                os.unlink(args.link)
+            except OSError:
+                pass
+            os.symlink(sim.pty_path, args.link)
+        print("uspdm sim: serial port %s" % sim.pty_path)
+        if sim.tcp_addr:
+            print("uspdm sim: TCP %s (pyserial: socket://%s)" % (sim.tcp_addr, sim.tcp_addr))
+        print("uspdm sim: flash %s%s" % (flash, " (temporary; use --flash DIR to keep it)" if tmp else ""))
+        sys.stdout.flush()
+        if args.port_file:
+            with open(args.port_file + ".tmp", "w") as f:
+                f.write(sim.pty_path + "\n")
+            os.replace(args.port_file + ".tmp", args.port_file)
+
+    try:
+        sim.serve(ready)
+    finally:
+        sim.close()
+        if args.link:
+            try:
+                os.unlink(args.link)
+            except OSError:
+                pass
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if logf:
+            logf.close()
+    return 0
