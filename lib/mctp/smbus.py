@@ -112,6 +112,8 @@ class SmbusRx:
         try:
             frame = bytes(data) if with_addr else bytes(((self.own_addr7 & 0x7F) << 1,)) + bytes(data)
             why = check(frame)
+            if why is None and with_addr and frame[0] >> 1 != self.own_addr7:
+                why = "address"
         except Exception:
             why = "error"
         if why is not None:
