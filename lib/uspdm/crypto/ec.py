@@ -1,0 +1,601 @@
+"""ECDSA and ECDH on NIST P-384 (secp384r1) and P-256 (secp256r1), pure Python.
+
+Runs on MicroPython and CPython.  Keys are ints (private) and X||Y bytes
+(public, 2*size big-endian, no 04 prefix); signatures are r||s bytes.
+
+    d = generate_private_key(P384, drbg.generate)
+    pub = public_key(P384, d)
+    sig = sign(P384, d, digest)            # RFC 6979 deterministic nonce
+    ok = verify(P384, pub, digest, sig)
+    z = ecdh(P384, d, peer_pub)            # X coordinate of d*peer
+
+Every operation also exists as a generator (sign_iter, ecdh_iter,
+public_key_iter, verify_iter) doing a bounded slice of work per next() and
+returning the result through StopIteration.value, so a single-threaded
+device can keep serving while it computes; sign() and friends only drive
+them with run_iter().
+
+How it computes:
+- Jacobian coordinates, a = -3 doubling (3M+5S), mixed Jacobian+affine
+  addition (8M+3S).  Field elements are plain ints reduced with % p.
+- Fixed base (keygen, signing, u1*G of verify): a signed-digit comb (h
+  teeth, v sub-combs, b columns) over a precomputed table of affine points
+  stored as a bytes constant in ec_p384_tbl / ec_p256_tbl (64 points:
+  6 KB for P-384, 4 KB for P-256; in flash when frozen), loaded on first use
+  and sliced through a memoryview.  Every column does one doubling and v
+  additions: no digit is ever zero, so the sequence of point operations
+  does not depend on the scalar.
+- Variable base (ECDH, u2*Q of verify): the same signed-digit recoding with
+  fixed 5-bit windows (digits odd, +-1..+-31, never zero) over a table of
+  16 odd multiples converted to affine with one inversion.
+- Inversion: extended Euclid with divmod (about 4x faster than
+  pow(x, p-2, p) on MicroPython; variable time, see below).
+- verify compares r*Z^2 with X instead of inverting Z.
+
+Side channels: what this code does and does not do.
+- Scalar level (done): nonce k and ECDH/keygen scalars are blinded as
+  k + m*n with a 64-bit m and made odd by adding n when even, with no
+  branch on the scalar; the recoded scalar always has the same number of
+  digits, each nonzero, so the number and order of doublings/additions is
+  fixed (no skipped zero digits, no early exit on short scalars, which is
+  what Minerva-style nonce-length attacks exploit).  The start point of the
+  comb is put in random projective coordinates.  Inversions of secret
+  values (k mod n for s, Z mod p for the result point) are blinded:
+  x^-1 = b * (x*b)^-1 with a random b.
+- Blinding randomness comes from the function installed with
+  set_rng(randbytes) (the board's DRBG); without one it is derived from the
+  secret inputs with SHA-256 (deterministic, different for every nonce).
+- Not done (cannot be done from Python): big-int arithmetic in MicroPython
+  and CPython is variable time (its cost depends on operand sizes and
+  values: normalisation, leading zero digits, the % p reduction, the
+  Euclid inverse), table entries are selected by secret-dependent index
+  (memory/cache access pattern, XIP cache on RP2040), the sign of a digit
+  selects between y and p-y by index, and the interpreter's allocator and
+  GC add noise that depends on the values.  Exceptional cases of the
+  addition formulas (a branch) occur only with negligible probability.
+  So this code resists simple timing/SPA on the operation sequence but is
+  not constant time; do not rely on it where an attacker can take many
+  precise timing or power measurements of the device.
+- Public-input code paths (verify, key validation) are not protected.
+"""
+import hashlib
+
+from uspdm.compat import const
+
+_BLIND_BITS = const(64)
+_W = const(5)  # variable-base window width (table of 2^(_W-1) odd multiples)
+_SLICE_COLS = const(16)  # comb columns per generator step
+_SLICE_WINS = const(8)  # variable-base windows per generator step
+
+
+class Curve:
+    def __init__(self, name, size, p, b, n, gx, gy, hashname, comb):
+        self.name = name
+        self.size = size
+        self.p = p
+        self.a = p - 3
+        self.b = b
+        self.n = n
+        self.gx = gx
+        self.gy = gy
+        self.hashname = hashname
+        self.nbits = size * 8  # both orders have exactly 8*size bits
+        self.comb = comb  # (h teeth, v sub-combs, b columns)
+        self._tbl = None
+
+    def __repr__(self):
+        return "<Curve %s>" % self.name
+
+    def table(self):
+        """The fixed-base comb table (memoryview over the stored bytes)."""
+        t = self._tbl
+        if t is None:
+            try:
+                mod = __import__("uspdm.crypto.ec_%s_tbl" % self.name, None, None, ["T"])
+                t = mod.T
+            except ImportError:
+                t = make_table(self)
+            t = self._tbl = memoryview(t)
+        return t
+
+
+P384 = Curve(
+    "p384", 48,
+    0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFFFF0000000000000000FFFFFFFF,
+    0xB3312FA7E23EE7E4988E056BE3F82D19181D9C6EFE8141120314088F5013875AC656398D8A2ED19D2A85C8EDD3EC2AEF,
+    0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973,
+    0xAA87CA22BE8B05378EB1C71EF320AD746E1D3B628BA79B9859F741E082542A385502F25DBF55296C3A545E3872760AB7,
+    0x3617DE4A96262C6F5D9E98BF9292DC29F8F41DBD289A147CE9DA3113B5F0B8C00A60B1CE1D7E819D7A431D7C90EA0E5F,
+    "sha384", (6, 2, 38),
+)
+
+P256 = Curve(
+    "p256", 32,
+    0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF,
+    0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B,
+    0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+    0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296,
+    0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5,
+    "sha256", (6, 2, 27),
+)
+
+CURVES = (P384, P256)
+
+# ---------------------------------------------------------------- randomness
+
+_rng = None
+
+
+def set_rng(randbytes):
+    """Install randbytes(n) -> bytes (e.g. the DRBG) for blinding; None = derive."""
+    global _rng
+    _rng = randbytes
+
+
+def _blind_bytes(seed, nbytes):
+    if _rng is not None:
+        return _rng(nbytes)
+    out = b""
+    c = 0
+    while len(out) < nbytes:
+        h = hashlib.sha256(b"uspdm-ec-blind")
+        h.update(bytes((c,)))
+        h.update(seed)
+        out += h.digest()
+        c += 1
+    return out[:nbytes]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def run_iter(gen):
+    """Drive a *_iter generator to completion and return its result."""
+    try:
+        while True:
+            next(gen)
+    except StopIteration as e:
+        return e.value
+
+
+def _inv(a, m):
+    """a^-1 mod m (a not 0 mod m), extended Euclid."""
+    a %= m
+    x0 = 1
+    x1 = 0
+    r0 = a
+    r1 = m
+    while r1:
+        q = r0 // r1
+        r0, r1 = r1, r0 - q * r1
+        x0, x1 = x1, x0 - q * x1
+    if r0 != 1:
+        raise ValueError("not invertible")
+    return x0 % m
+
+
+def _binv(a, m, blind):
+    """Blinded inverse: b * (a*b)^-1."""
+    b = blind % m or 1
+    return _inv(a * b % m, m) * b % m
+
+
+def _dbl(X, Y, Z, p):
+    d = Z * Z % p
+    g = Y * Y % p
+    bt = X * g % p
+    a = 3 * (X - d) * (X + d) % p
+    X3 = (a * a - 8 * bt) % p
+    return X3, (a * (4 * bt - X3) - 8 * g * g) % p, 2 * Y * Z % p
+
+
+def _madd(X1, Y1, Z1, x2, y2, p):
+    """Jacobian + affine."""
+    if not Z1:
+        return x2, y2, 1
+    zz = Z1 * Z1 % p
+    H = (x2 * zz - X1) % p
+    r = (y2 * zz % p * Z1 - Y1) % p
+    if not H:
+        if r:
+            return 1, 1, 0
+        return _dbl(x2, y2, 1, p)
+    HH = H * H % p
+    HHH = H * HH % p
+    V = X1 * HH % p
+    X3 = (r * r - HHH - 2 * V) % p
+    return X3, (r * (V - X3) - Y1 * HHH) % p, Z1 * H % p
+
+
+def _add(X1, Y1, Z1, X2, Y2, Z2, p):
+    """Jacobian + Jacobian."""
+    if not Z1:
+        return X2, Y2, Z2
+    if not Z2:
+        return X1, Y1, Z1
+    z1 = Z1 * Z1 % p
+    z2 = Z2 * Z2 % p
+    U1 = X1 * z2 % p
+    H = (X2 * z1 - U1) % p
+    S1 = Y1 * z2 % p * Z2 % p
+    r = (Y2 * z1 % p * Z1 - S1) % p
+    if not H:
+        if r:
+            return 1, 1, 0
+        return _dbl(X1, Y1, Z1, p)
+    HH = H * H % p
+    HHH = H * HH % p
+    V = U1 * HH % p
+    X3 = (r * r - HHH - 2 * V) % p
+    return X3, (r * (V - X3) - S1 * HHH) % p, Z1 * Z2 % p * H % p
+
+
+def _affine(c, X, Y, Z, blind=1):
+    p = c.p
+    zi = _binv(Z, p, blind)
+    z2 = zi * zi % p
+    return X * z2 % p, Y * z2 % p * zi % p
+
+
+def _on_curve(c, x, y):
+    p = c.p
+    return (y * y - x * x * x + 3 * x - c.b) % p == 0
+
+
+def _prep_scalar(c, k, seed, blind):
+    """k (1..n-1) -> odd k + m*n (m random when blind), and the bit budget T."""
+    n = c.n
+    if blind:
+        m = int.from_bytes(_blind_bytes(seed, _BLIND_BITS // 8), "big")
+        k = k + m * n
+        extra = _BLIND_BITS + 2
+    else:
+        extra = 2
+    k = (k + n, k)[k & 1]
+    return k, c.nbits + extra
+
+
+# ---------------------------------------------------------------- fixed base
+
+
+def _comb_iter(c, k, zr=0):
+    """k*G for odd k < 2^(h*v*b), Jacobian; yields every few columns."""
+    h, v, b = c.comb
+    vb = v * b
+    T = h * vb
+    B = ((k + (1 << T) - 1) >> 1).to_bytes(T // 8 + 1, "little")
+    tbl = c.table()
+    p = c.p
+    sz = c.size
+    ent = 2 * sz
+    mask = (1 << (h - 1)) - 1
+    X = Y = 1
+    Z = 0
+    col = b - 1
+    while col >= 0:
+        if Z:
+            X, Y, Z = _dbl(X, Y, Z, p)
+        for t in range(v):
+            q = t * b + col + (h - 1) * vb
+            w = 0
+            while q >= 0:
+                w = (w << 1) | ((B[q >> 3] >> (q & 7)) & 1)
+                q -= vb
+            top = w >> (h - 1)
+            o = (((t << (h - 1)) | ((w ^ ((top - 1) & mask)) & mask))) * ent
+            x = int.from_bytes(tbl[o:o + sz], "big")
+            y = int.from_bytes(tbl[o + sz:o + ent], "big")
+            y = (p - y, y)[top]
+            if Z:
+                X, Y, Z = _madd(X, Y, Z, x, y, p)
+            else:
+                # start (or restart) in random projective coordinates
+                z = zr % p or 1
+                zz = z * z % p
+                X, Y, Z = x * zz % p, y * zz % p * z % p, z
+        if col % _SLICE_COLS == 0:
+            yield
+        col -= 1
+    return X, Y, Z
+
+
+# ---------------------------------------------------------------- variable base
+
+
+def _window_iter(c, k, T, x, y):
+    """k*(x, y) for odd k < 2^T with signed fixed windows, Jacobian."""
+    p = c.p
+    # odd multiples 1P..31P in Jacobian, then to affine with one inversion
+    half = 1 << (_W - 1)
+    X2, Y2, Z2 = _dbl(x, y, 1, p)
+    pts = [(x, y, 1)]
+    for i in range(half - 1):
+        X, Y, Z = pts[-1]
+        pts.append(_add(X, Y, Z, X2, Y2, Z2, p))
+    yield
+    acc = [1] * half
+    a = 1
+    for i in range(half):
+        acc[i] = a
+        a = a * pts[i][2] % p
+    ai = _inv(a, p)
+    tx = [0] * half
+    ty = [0] * half
+    for i in range(half - 1, -1, -1):
+        X, Y, Z = pts[i]
+        zi = ai * acc[i] % p
+        ai = ai * Z % p
+        z2 = zi * zi % p
+        tx[i] = X * z2 % p
+        ty[i] = Y * z2 % p * zi % p
+    pts = acc = None
+    yield
+    nw = (T + _W - 1) // _W
+    T = nw * _W
+    B = ((k + (1 << T) - 1) >> 1).to_bytes(T // 8 + 2, "little")
+    mask = half - 1
+    X = Y = 1
+    Z = 0
+    i = nw - 1
+    while i >= 0:
+        if Z:
+            X, Y, Z = _dbl(X, Y, Z, p)
+            X, Y, Z = _dbl(X, Y, Z, p)
+            X, Y, Z = _dbl(X, Y, Z, p)
+            X, Y, Z = _dbl(X, Y, Z, p)
+            X, Y, Z = _dbl(X, Y, Z, p)
+        q = i * _W
+        w = ((B[q >> 3] | (B[(q >> 3) + 1] << 8)) >> (q & 7)) & (2 * half - 1)
+        top = w >> (_W - 1)
+        j = (w ^ ((top - 1) & mask)) & mask
+        yy = ty[j]
+        X, Y, Z = _madd(X, Y, Z, tx[j], (p - yy, yy)[top], p)
+        if i % _SLICE_WINS == 0:
+            yield
+        i -= 1
+    return X, Y, Z
+
+
+# ---------------------------------------------------------------- keys
+
+
+def _check_d(c, d):
+    if not isinstance(d, int) or not 1 <= d < c.n:
+        raise ValueError("private key out of range")
+
+
+def generate_private_key(curve, randbytes):
+    """Uniform d in [1, n-1] by rejection sampling of randbytes(size)."""
+    for _ in range(64):
+        d = int.from_bytes(randbytes(curve.size), "big")
+        if 1 <= d < curve.n:
+            return d
+    raise ValueError("random source keeps failing")
+
+
+def private_key_from_bytes(curve, b):
+    if len(b) != curve.size:
+        raise ValueError("private key must be %d bytes" % curve.size)
+    d = int.from_bytes(b, "big")
+    _check_d(curve, d)
+    return d
+
+
+def private_key_to_bytes(curve, d):
+    _check_d(curve, d)
+    return d.to_bytes(curve.size, "big")
+
+
+def validate_public_key(curve, pub):
+    """X||Y -> (x, y) if it is a valid point (cofactor 1), else ValueError."""
+    sz = curve.size
+    if len(pub) != 2 * sz:
+        raise ValueError("public key must be %d bytes (X||Y), got %d" % (2 * sz, len(pub)))
+    x = int.from_bytes(pub[:sz], "big")
+    y = int.from_bytes(pub[sz:], "big")
+    if x == 0 and y == 0:
+        raise ValueError("public key is the point at infinity")
+    if x >= curve.p or y >= curve.p:
+        raise ValueError("public key coordinate out of range (>= p)")
+    if not _on_curve(curve, x, y):
+        raise ValueError("public key is not on the curve")
+    return x, y
+
+
+def _enc(c, x, y):
+    return x.to_bytes(c.size, "big") + y.to_bytes(c.size, "big")
+
+
+def _kmul_g_iter(c, k, seed):
+    """Blinded fixed-base k*G -> affine (x, y)."""
+    rb = _blind_bytes(seed + b"G", c.size + 8)
+    kb, _ = _prep_scalar(c, k, rb[c.size:], True)
+    X, Y, Z = yield from _comb_iter(c, kb, int.from_bytes(rb[:c.size], "big"))
+    if not Z:
+        raise ValueError("point at infinity")
+    return _affine(c, X, Y, Z, int.from_bytes(rb[:c.size], "big") + 7)
+
+
+def public_key_iter(curve, d):
+    _check_d(curve, d)
+    x, y = yield from _kmul_g_iter(curve, d, d.to_bytes(curve.size, "big"))
+    return _enc(curve, x, y)
+
+
+def public_key(curve, d):
+    return run_iter(public_key_iter(curve, d))
+
+
+# ---------------------------------------------------------------- ECDH
+
+
+def ecdh_iter(curve, d, peer_pub):
+    _check_d(curve, d)
+    x, y = validate_public_key(curve, peer_pub)
+    seed = d.to_bytes(curve.size, "big") + peer_pub
+    rb = _blind_bytes(seed, curve.size)
+    k, T = _prep_scalar(curve, d, seed, True)
+    X, Y, Z = yield from _window_iter(curve, k, T, x, y)
+    if not Z:
+        raise ValueError("shared secret is the point at infinity")
+    x, y = _affine(curve, X, Y, Z, int.from_bytes(rb, "big"))
+    return x.to_bytes(curve.size, "big")
+
+
+def ecdh(curve, d, peer_pub):
+    return run_iter(ecdh_iter(curve, d, peer_pub))
+
+
+# ---------------------------------------------------------------- ECDSA
+
+
+def _bits2int(c, h):
+    e = int.from_bytes(h, "big")
+    hb = 8 * len(h)
+    if hb > c.nbits:
+        e >>= hb - c.nbits
+    return e
+
+
+_HLEN = {32: "sha256", 48: "sha384", 64: "sha512"}
+_HSZ = {"sha256": 32, "sha384": 48, "sha512": 64}
+_HK0 = {}  # HMAC keyed with the all-zero initial K, per hash
+
+
+def _rfc6979_iter(c, d, digest, extra):
+    """Candidate nonces k per RFC 6979 section 3.2 (3.6 with extra data).
+
+    The HMAC hash is the one whose output length equals len(digest)
+    (as in the RFC, where it is the message hash), else the curve's hash.
+    Yields None between HMAC steps and ints (candidates in [1, n-1])."""
+    from uspdm.crypto import hmac
+
+    name = _HLEN.get(len(digest), c.hashname)
+    n = c.n
+    sz = c.size
+    x = d.to_bytes(sz, "big")
+    h1 = (_bits2int(c, digest) % n).to_bytes(sz, "big")
+    tail = x + h1 + (extra or b"")
+    V = b"\x01" * _HSZ[name]
+    hk = _HK0.get(name)
+    if hk is None:
+        hk = _HK0[name] = hmac.Hmac(name, b"\x00" * _HSZ[name])
+    for sep in (b"\x00", b"\x01"):
+        K = _hmac_with(hk, V + sep + tail)
+        yield None
+        hk = hmac.Hmac(name, K)
+        V = _hmac_with(hk, V)
+        yield None
+    while True:
+        t = b""
+        while len(t) < sz:
+            V = _hmac_with(hk, V)
+            t += V
+        k = _bits2int(c, t)
+        if 1 <= k < n:
+            yield k
+        K = _hmac_with(hk, V + b"\x00")
+        hk = hmac.Hmac(name, K)
+        V = _hmac_with(hk, V)
+        yield None
+
+
+def _hmac_with(hk, msg):
+    m = hk.copy()
+    m.update(msg)
+    return m.digest()
+
+
+def sign_iter(curve, d, digest, extra_entropy=None):
+    """ECDSA signature r||s over a precomputed digest (RFC 6979 nonce)."""
+    _check_d(curve, d)
+    n = curve.n
+    sz = curve.size
+    e = _bits2int(curve, digest)
+    gen = _rfc6979_iter(curve, d, digest, extra_entropy)
+    for k in gen:
+        if k is None:
+            yield
+            continue
+        kb = k.to_bytes(sz, "big")
+        x, y = yield from _kmul_g_iter(curve, k, kb + digest)
+        r = x % n
+        if not r:
+            continue
+        bl = int.from_bytes(_blind_bytes(kb + b"inv" + digest, sz), "big")
+        s = _binv(k, n, bl) * ((e + r * d) % n) % n
+        if s:
+            return r.to_bytes(sz, "big") + s.to_bytes(sz, "big")
+
+
+def sign(curve, d, digest, extra_entropy=None):
+    return run_iter(sign_iter(curve, d, digest, extra_entropy))
+
+
+def verify_iter(curve, pub, digest, sig):
+    """True if sig (r||s) is valid for digest under pub; False on any bad input."""
+    try:
+        sz = curve.size
+        if len(sig) != 2 * sz:
+            return False
+        x, y = validate_public_key(curve, pub)
+        n = curve.n
+        r = int.from_bytes(sig[:sz], "big")
+        s = int.from_bytes(sig[sz:], "big")
+        if not (0 < r < n and 0 < s < n):
+            return False
+        e = _bits2int(curve, digest)
+    except (ValueError, TypeError):
+        return False
+    w = _inv(s, n)
+    u1 = e * w % n
+    u2 = r * w % n
+    p = curve.p
+    if u1:
+        k, _ = _prep_scalar(curve, u1, b"", False)
+        X1, Y1, Z1 = yield from _comb_iter(curve, k, 1)
+    else:
+        X1 = Y1 = 1
+        Z1 = 0
+    k, T = _prep_scalar(curve, u2, b"", False)
+    X2, Y2, Z2 = yield from _window_iter(curve, k, T, x, y)
+    X, Y, Z = _add(X1, Y1, Z1, X2, Y2, Z2, p)
+    if not Z:
+        return False
+    zz = Z * Z % p
+    if r * zz % p == X:
+        return True
+    return r + n < p and (r + n) * zz % p == X
+
+
+def verify(curve, pub, digest, sig):
+    try:
+        return run_iter(verify_iter(curve, pub, digest, sig))
+    except Exception:
+        return False
+
+
+# ---------------------------------------------------------------- table generation
+
+
+def make_table(c):
+    """The comb table of c as bytes (what ec_<name>_tbl.T stores)."""
+    h, v, b = c.comb
+    vb = v * b
+    n = c.n
+    half = 1 << (h - 1)
+    out = []
+    for t in range(v):
+        for idx in range(half):
+            s = 1 << ((h - 1) * vb)
+            for j in range(h - 1):
+                if (idx >> j) & 1:
+                    s += 1 << (j * vb)
+                else:
+                    s -= 1 << (j * vb)
+            s = (s << (t * b)) % n
+            k, T = _prep_scalar(c, s, b"", False)
+            X, Y, Z = run_iter(_window_iter(c, k, T, c.gx, c.gy))
+            x, y = _affine(c, X, Y, Z)
+            out.append(_enc(c, x, y))
+    return b"".join(out)
