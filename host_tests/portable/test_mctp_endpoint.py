@@ -58,7 +58,10 @@ def test_set_eid_ops():
     # the same EID again: no flash write
     assert _one(ep, unhex("00830100" "43")) == unhex("00030100" "004300")
     assert seen == [0x42, 0x43]
-    # set discovered: EID byte ignored
+    # set discovered: not supported by serial/SMBus bindings (invalid data)
+    assert _one(ep, unhex("00840103" "99")) == unhex("00040102")
+    ep.discovered_flag = True
+    # ... and with a Discovered flag, the EID byte is ignored
     assert _one(ep, unhex("00840103" "99")) == unhex("00040100" "004300")
     assert ep.eid == 0x43
     # invalid EIDs

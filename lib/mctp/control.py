@@ -5,7 +5,7 @@ echoes the instance id with Rq=0, D=0, then a completion code.
 
 respond(ep, body) -> response body or None (no answer: not a request, or a
     datagram).  ep is an mctp.endpoint.Endpoint (uses ep.eid, ep.static_eid,
-    ep.discovered, ep.message_types(), ep.versions, ep.set_eid()).
+    ep.discovered, ep.discovered_flag, ep.message_types(), ep.versions, ep.set_eid()).
 build_request(instance, command, data=b"") -> body
 parse_response(body) -> (instance, command, completion_code, data) or None
 """
@@ -67,11 +67,16 @@ def respond(ep, body):
             ep.set_eid(eid)
             ep.discovered = True
         elif op == SET_EID_RESET:
-            # only meaningful for an endpoint with a static EID
+            # only for endpoints with a static EID (the EID byte is ignored),
+            # otherwise ERROR_INVALID_DATA
             if ep.static_eid is None:
                 return _rsp(body, CC_INVALID_DATA)
             ep.set_eid(ep.static_eid)
-        else:  # set discovered flag; the EID byte is ignored
+        else:  # set discovered flag; the EID byte is ignored.  Only bindings
+            # with a Discovered flag (PCIe VDM, USB) support it; serial and
+            # SMBus do not: ERROR_INVALID_DATA.
+            if not ep.discovered_flag:
+                return _rsp(body, CC_INVALID_DATA)
             ep.discovered = True
         # status: assignment accepted (bits 5:4 = 0), no EID pool (bits 1:0 = 0)
         return _rsp(body, CC_SUCCESS, bytes((0x00, ep.eid, 0x00)))

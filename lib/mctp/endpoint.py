@@ -81,11 +81,13 @@ class _Base:
 
 class Endpoint(_Base):
     def __init__(self, eid=0, mtu=BASELINE_MTU, max_message=4160, max_contexts=4,
-                 timeout_ms=5000, static_eid=None, secured=False, on_eid_changed=None):
+                 timeout_ms=5000, static_eid=None, secured=False, on_eid_changed=None,
+                 discovered_flag=False):
         _Base.__init__(self, eid, mtu, max_message, max_contexts, timeout_ms)
         self.static_eid = static_eid
         self.secured = secured
         self.discovered = False
+        self.discovered_flag = discovered_flag  # the binding has a Discovered flag
         self.on_eid_changed = on_eid_changed
         self.on_response = None
         self.handlers = {}
