@@ -1,0 +1,131 @@
+"""AES block encryption (FIPS 197), 128/256-bit keys.
+
+    a = aes.Aes(key); a.encrypt_block(b16) -> 16 bytes
+    a.encrypt_blocks(buf) -> len(buf) bytes (ECB over whole blocks)
+
+Uses the board's C `cryptolib.aes(key, 1)` (ECB) when the module exists,
+otherwise a pure-Python T-table implementation (tables built at first use,
+kept in `array('I')`: 4 KiB instead of ~40 KiB of boxed ints on MicroPython).
+Only the forward direction is provided (GCM/CTR need no decryption).
+"""
+try:
+    import cryptolib as _cryptolib
+except ImportError:
+    _cryptolib = None
+
+from array import array
+
+_ECB = 1
+_T = None  # (T0, T1, T2, T3, SBOX) built lazily
+
+
+def _xtime(a):
+    a <<= 1
+    return (a ^ 0x11B) if a & 0x100 else a
+
+
+def _build():
+    global _T
+    # exp/log over generator 3 for inverses
+    exp = bytearray(256)
+    log = bytearray(256)
+    x = 1
+    for i in range(255):
+        exp[i] = x
+        log[x] = i
+        x ^= _xtime(x)
+    sbox = bytearray(256)
+    for a in range(256):
+        inv = exp[(255 - log[a]) % 255] if a else 0
+        s = inv
+        for _ in range(4):
+            inv = ((inv << 1) | (inv >> 7)) & 0xFF
+            s ^= inv
+        sbox[a] = s ^ 0x63
+    t0 = array("I", bytes(1024))
+    t1 = array("I", bytes(1024))
+    t2 = array("I", bytes(1024))
+    t3 = array("I", bytes(1024))
+    for a in range(256):
+        s = sbox[a]
+        s2 = _xtime(s)
+        w = (s2 << 24) | (s << 16) | (s << 8) | (s2 ^ s)
+        t0[a] = w
+        w = ((w >> 8) | (w << 24)) & 0xFFFFFFFF
+        t1[a] = w
+        w = ((w >> 8) | (w << 24)) & 0xFFFFFFFF
+        t2[a] = w
+        w = ((w >> 8) | (w << 24)) & 0xFFFFFFFF
+        t3[a] = w
+    _T = (t0, t1, t2, t3, bytes(sbox))
+    return _T
+
+
+def _expand(key):
+    nk = len(key) // 4
+    nr = nk + 6
+    sbox = (_T or _build())[4]
+    w = [int.from_bytes(key[4 * i:4 * i + 4], "big") for i in range(nk)]
+    rcon = 1
+    for i in range(nk, 4 * (nr + 1)):
+        t = w[i - 1]
+        if i % nk == 0:
+            t = ((sbox[(t >> 16) & 255] << 24) | (sbox[(t >> 8) & 255] << 16) | (sbox[t & 255] << 8)
+                 | sbox[t >> 24]) ^ (rcon << 24)
+            rcon = _xtime(rcon)
+        elif nk > 6 and i % nk == 4:
+            t = (sbox[t >> 24] << 24) | (sbox[(t >> 16) & 255] << 16) | (sbox[(t >> 8) & 255] << 8) | sbox[t & 255]
+        w.append(w[i - nk] ^ t)
+    return nr, w
+
+
+class Aes:
+    def __init__(self, key, force_pure=False):
+        if len(key) not in (16, 32):
+            raise ValueError("AES key must be 16 or 32 bytes")
+        if _cryptolib is not None and not force_pure:
+            self._c = _cryptolib.aes(bytes(key), _ECB)
+            self.encrypt_block = self._c.encrypt
+            return
+        self._c = None
+        nr, w = _expand(key)
+        self._nr = nr
+        self._rk = w[:4 * nr]  # round keys 0..nr-1 as words
+        self._last = b"".join(x.to_bytes(4, "big") for x in w[4 * nr:])
+
+    def encrypt_blocks(self, buf):
+        """ECB-encrypt len(buf) (a multiple of 16) bytes."""
+        if self._c is not None:
+            return self._c.encrypt(bytes(buf))
+        eb = self.encrypt_block
+        return b"".join(eb(buf[i:i + 16]) for i in range(0, len(buf), 16))
+
+    def encrypt_block(self, b):
+        if len(b) != 16:
+            raise ValueError("AES block must be 16 bytes")
+        T0, T1, T2, T3, S = _T
+        rk = self._rk
+        fb = int.from_bytes
+        s0 = fb(b[0:4], "big") ^ rk[0]
+        s1 = fb(b[4:8], "big") ^ rk[1]
+        s2 = fb(b[8:12], "big") ^ rk[2]
+        s3 = fb(b[12:16], "big") ^ rk[3]
+        for r in range(4, 4 * self._nr, 4):
+            t0 = T0[s0 >> 24] ^ T1[(s1 >> 16) & 255] ^ T2[(s2 >> 8) & 255] ^ T3[s3 & 255] ^ rk[r]
+            t1 = T0[s1 >> 24] ^ T1[(s2 >> 16) & 255] ^ T2[(s3 >> 8) & 255] ^ T3[s0 & 255] ^ rk[r + 1]
+            t2 = T0[s2 >> 24] ^ T1[(s3 >> 16) & 255] ^ T2[(s0 >> 8) & 255] ^ T3[s1 & 255] ^ rk[r + 2]
+            s3 = T0[s3 >> 24] ^ T1[(s0 >> 16) & 255] ^ T2[(s1 >> 8) & 255] ^ T3[s2 & 255] ^ rk[r + 3]
+            s0 = t0
+            s1 = t1
+            s2 = t2
+        k = self._last
+        return bytes((
+            S[s0 >> 24] ^ k[0], S[(s1 >> 16) & 255] ^ k[1], S[(s2 >> 8) & 255] ^ k[2], S[s3 & 255] ^ k[3],
+            S[s1 >> 24] ^ k[4], S[(s2 >> 16) & 255] ^ k[5], S[(s3 >> 8) & 255] ^ k[6], S[s0 & 255] ^ k[7],
+            S[s2 >> 24] ^ k[8], S[(s3 >> 16) & 255] ^ k[9], S[(s0 >> 8) & 255] ^ k[10], S[s1 & 255] ^ k[11],
+            S[s3 >> 24] ^ k[12], S[(s0 >> 16) & 255] ^ k[13], S[(s1 >> 8) & 255] ^ k[14], S[s2 & 255] ^ k[15],
+        ))
+
+
+def has_cryptolib():
+    return _cryptolib is not None
