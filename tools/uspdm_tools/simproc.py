@@ -1,0 +1,67 @@
+"""Start and stop `uspdm sim` as a child process (tests, demo, bench).
+
+    with SimProcess(flash="/tmp/f") as sim:
+        sim.port        # the pseudo-terminal path
+        sim.log_text()  # the board log so far
+"""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+
+class SimProcess:
+    def __init__(self, flash=None, verbose=True, start_timeout=60.0, extra_args=()):
+        self._tmp = tempfile.mkdtemp(prefix="uspdm-sim-")
+        self.flash = flash or os.path.join(self._tmp, "flash")
+        self.port_file = os.path.join(self._tmp, "port")
+        self.log_path = os.path.join(self._tmp, "board.log")
+        cmd = [sys.executable, "-m", "uspdm_tools.cli", "sim", "--flash", self.flash,
+               "--port-file", self.port_file, "--log", self.log_path] + list(extra_args)
+        if verbose:
+            cmd.append("-v")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + start_timeout
+        while not os.path.exists(self.port_file):
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode(errors="replace")
+                raise RuntimeError("uspdm sim exited: " + out[-2000:])
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError("uspdm sim did not start within %.0f s" % start_timeout)
+            time.sleep(0.05)
+        with open(self.port_file) as f:
+            self.port = f.read().strip()
+        # The board logs "sim: board ready" once the firmware is imported.
+        while "board ready" not in self.log_text():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+
+    def log_text(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        try:
+            self.proc.stdout.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
