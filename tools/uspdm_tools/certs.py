@@ -336,6 +336,16 @@ def check_leaf_profile(cert, cert_der, alg, version, requester=False):
     if not isinstance(pk, ec.EllipticCurvePublicKey) or not isinstance(pk.curve, CURVES[alg]):
         raise ChainError("leaf key is not %s (the negotiated algorithm)" % CURVES[alg].name)
     exts = raw_extensions(cert_der)
+    bc = exts.get(BASIC_CONSTRAINTS_OID_DER)
+    if version >= 0x13:
+        if bc is None:
+            raise ChainError("SPDM 1.3 leaf lacks basicConstraints")
+        if bc[1] != b"\x30\x00":
+            raise ChainError("SPDM 1.3 leaf basicConstraints is encoded %s, expected 30 00" % bc[1].hex())
+    try:
+        cert.extensions
+    except ValueError as e:
+        raise ChainError("leaf extensions are not valid DER: %s" % e)
     try:
         ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
@@ -352,7 +362,6 @@ def check_leaf_profile(cert, cert_der, alg, version, requester=False):
         notes.append("EKU: " + ", ".join(o.dotted_string for o in eku))
     except x509.ExtensionNotFound:
         notes.append("no EKU")
-    bc = exts.get(BASIC_CONSTRAINTS_OID_DER)
     if bc is not None:
         try:
             bcv = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -360,11 +369,6 @@ def check_leaf_profile(cert, cert_der, alg, version, requester=False):
             bcv = None
         if bcv is not None and bcv.ca:
             raise ChainError("leaf basicConstraints says cA TRUE")
-    if version >= 0x13:
-        if bc is None:
-            raise ChainError("SPDM 1.3 leaf lacks basicConstraints")
-        if bc[1] != b"\x30\x00":
-            raise ChainError("SPDM 1.3 leaf basicConstraints is encoded %s, expected 30 00" % bc[1].hex())
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         for gn in san:
@@ -441,6 +445,8 @@ def validate_chain(buf, hash_size, hash_algo, alg, version, trusted_root, digest
                 bc = c.extensions.get_extension_for_class(x509.BasicConstraints).value
             except x509.ExtensionNotFound:
                 bc = None
+            except ValueError as e:
+                raise ChainError("certificate %d (%s) has invalid extensions: %s" % (i, _name(c), e))
             if bc is None or not bc.ca:
                 raise ChainError("certificate %d (%s) is not a CA but issues certificate %d" % (i, _name(c), i + 1))
     notes = check_leaf_profile(certs[-1], ders[-1], alg, version)

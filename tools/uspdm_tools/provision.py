@@ -1,0 +1,243 @@
+"""uspdm provision: give a board its SPDM identity.
+
+1. Creates the lab CA if there is none (default: ~/.config/uspdm/ca; root as
+   ca.cert.pem and ca.cert.der, key ca.key.pem with mode 0600).
+2. Has the BOARD produce its key pair (`Identity(storage, drbg).ensure_key(alg)`
+   runs on the board; the private key never leaves it) and reads back only
+   the public key.
+3. Issues the device leaf (optionally below an intermediate) with the SPDM
+   certificate profile for that public key.
+4. Installs the chain (root, [intermediate], leaf) into the slot on the board
+   (`Identity.install_chain`), and reads it back to check.
+
+Real board: through mpremote (`--port`); the board has lib/ deployed and a
+`board` module with storage() and drbg().  Simulator: `--flash DIR` runs the
+same code on MicroPython (wasm) against the simulated board's flash folder.
+Idempotent: a board that already has a key keeps it unless --new-key.
+"""
+import argparse
+import binascii
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+from . import certs as certs_mod
+
+EXIT_OK = 0
+EXIT_USAGE = 1
+EXIT_UNREACHABLE = 2
+EXIT_DEVICE = 3
+
+KEY_FILE = "uspdm/key_%s.bin"  # lib/uspdm/storage.py layout
+
+
+class DeviceError(Exception):
+    pass
+
+
+class DeviceUnreachable(Exception):
+    pass
+
+
+def _log(msg):
+    sys.stderr.write("uspdm provision: %s\n" % msg)
+    sys.stderr.flush()
+
+
+# ---------------------------------------------------------------- snippets
+# Run on the board (MicroPython); they print "KEY value" lines.
+
+_PRELUDE = """
+import board, binascii
+from uspdm.identity import Identity
+_st = board.storage()
+_id = Identity(_st, board.drbg())
+"""
+
+
+def snippet_key(alg, new_key):
+    return _PRELUDE + """
+_alg = %r
+_had = _st.exists(%r)
+if %r and _had:
+    _st.delete(%r)
+_id.ensure_key(_alg)
+print('NAME', getattr(board, 'NAME', 'board'))
+print('HAD', 1 if (_had and not %r) else 0)
+print('PUB', binascii.hexlify(bytes(_id.public_key(_alg))).decode())
+""" % (alg, KEY_FILE % alg, bool(new_key), KEY_FILE % alg, bool(new_key))
+
+
+def snippet_install(slot, alg, der_concat):
+    return _PRELUDE + """
+_der = binascii.unhexlify(%r)
+_id.install_chain(%d, %r, _der)
+_c = _id.chain(%d, %r)
+print('CHAIN', len(_c) if _c else 0)
+print('PUB', binascii.hexlify(bytes(_id.public_key(%r))).decode())
+""" % (binascii.hexlify(der_concat).decode(), slot, alg, slot, alg, alg)
+
+
+def parse_lines(out):
+    d = {}
+    for line in out.splitlines():
+        parts = line.strip().split(" ", 1)
+        if len(parts) == 2 and parts[0].isupper():
+            d[parts[0]] = parts[1].strip()
+    return d
+
+
+# ---------------------------------------------------------------- devices
+
+class SimFlashDevice:
+    """The simulated board's flash folder, driven through our MicroPython runner."""
+
+    def __init__(self, flash_dir):
+        from .mpy import MicroPython, MicroPythonError, MicroPythonUnavailable
+
+        self._err = MicroPythonError
+        os.makedirs(flash_dir, exist_ok=True)
+        self.where = "simulated board flash %s" % os.path.abspath(flash_dir)
+        try:
+            self.mp = MicroPython(flash=flash_dir, board="sim")
+        except MicroPythonUnavailable as e:
+            raise DeviceUnreachable(str(e))
+        except TypeError:
+            raise DeviceError("this checkout's MicroPython runner has no flash=/board= support")
+
+    def run(self, code):
+        try:
+            return self.mp.run(code, timeout=600).out
+        except self._err as e:
+            raise DeviceError("board code failed:\n%s" % e.traceback)
+
+    def close(self):
+        self.mp.close()
+
+
+class MpremoteDevice:
+    """A real board over mpremote (`mpremote connect PORT exec CODE`)."""
+
+    def __init__(self, port, timeout=300):
+        exe = shutil.which("mpremote") or os.path.join(os.path.dirname(sys.executable), "mpremote")
+        if not os.path.exists(exe):
+            raise DeviceError("mpremote is not installed (pip install mpremote)")
+        self.exe = exe
+        self.port = port
+        self.timeout = timeout
+        self.where = "board on %s (mpremote)" % port
+
+    def run(self, code):
+        cmd = [self.exe, "connect", self.port, "exec", code]
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            raise DeviceUnreachable("mpremote on %s did not finish within %d s" % (self.port, self.timeout))
+        if p.returncode != 0:
+            err = (p.stderr or "") + (p.stdout or "")
+            if "could not" in err.lower() or "no device" in err.lower() or "failed to access" in err.lower():
+                raise DeviceUnreachable("mpremote cannot reach %s: %s" % (self.port, err.strip()[-400:]))
+            raise DeviceError("board code failed on %s:\n%s" % (self.port, err.strip()[-2000:]))
+        return p.stdout
+
+    def close(self):
+        pass
+
+
+# ---------------------------------------------------------------- flow
+
+def default_device_info(board_name, xy):
+    return "uspdm:%s:%s" % (board_name, hashlib.sha256(xy).hexdigest()[:16])
+
+
+def provision(device, ca, slot=0, algs=("p384",), intermediate=False, subject=None, device_info=None,
+              new_key=False, log=_log):
+    """Provision `device` (SimFlashDevice/MpremoteDevice-like: run(code) -> stdout).
+    Returns a list of dicts, one per algorithm."""
+    results = []
+    for alg in algs:
+        log("%s: asking the board to generate or load its %s key (it never leaves the board)..."
+            % (device.where, alg.upper()))
+        out = parse_lines(device.run(snippet_key(alg, new_key)))
+        if "PUB" not in out:
+            raise DeviceError("the board did not report a public key")
+        xy = binascii.unhexlify(out["PUB"])
+        try:
+            pub = certs_mod.public_key_from_xy(alg, xy)
+        except ValueError as e:
+            raise DeviceError("the board's %s public key is invalid: %s" % (alg, e))
+        reused = out.get("HAD") == "1"
+        log("%s key %s: %s..." % (alg.upper(), "reused" if reused else "generated", out["PUB"][:32]))
+        info = device_info or default_device_info(out.get("NAME", "board"), xy)
+        chain = ca.issue_leaf(pub, info, subject=subject, use_intermediate=intermediate)
+        der = b"".join(chain)
+        log("issued %s leaf for %r (%d certificates, %d bytes); installing into slot %d..."
+            % (alg.upper(), info, len(chain), len(der), slot))
+        out2 = parse_lines(device.run(snippet_install(slot, alg, der)))
+        if out2.get("PUB") != out["PUB"]:
+            raise DeviceError("the board's key changed while provisioning")
+        if "CHAIN" not in out2 or out2["CHAIN"] == "0":
+            raise DeviceError("the board does not report the installed chain")
+        results.append({"alg": alg, "slot": slot, "key_reused": reused, "device_info": info,
+                        "public_key": out["PUB"], "chain": chain})
+    return results
+
+
+def register(sub):
+    p = sub.add_parser(
+        "provision", help="give a board its SPDM identity (lab CA, on-board key, certificate chain)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit status: 0 provisioned, 1 usage error, 2 board unreachable, 3 board-side failure")
+    tgt = p.add_mutually_exclusive_group(required=True)
+    tgt.add_argument("--port", help="serial port of a real board (via mpremote)")
+    tgt.add_argument("--flash", metavar="DIR", help="the simulated board's flash folder (as given to `uspdm sim`)")
+    p.add_argument("--ca-dir", default=None,
+                   help="lab CA directory (default %s); created if missing" % certs_mod.default_ca_dir())
+    p.add_argument("--slot", type=int, default=0, choices=range(8), metavar="N", help="certificate slot 0-7")
+    p.add_argument("--alg", choices=["p384", "p256", "all"], default="all",
+                   help="key/chain algorithm(s) to provision (default: all)")
+    p.add_argument("--intermediate", action="store_true", help="issue the leaf below an intermediate CA")
+    p.add_argument("--subject", default=None, help="leaf subject common name (default: uspdm device <serial>)")
+    p.add_argument("--device-info", default=None,
+                   help="device-info SAN string, vendor:model:serial (default uspdm:<board>:<key hash>)")
+    p.add_argument("--new-key", action="store_true", help="replace the board's key instead of reusing it")
+    p.set_defaults(func=cmd_provision)
+
+
+def cmd_provision(args, device=None):
+    ca_dir = args.ca_dir or certs_mod.default_ca_dir()
+    ca = certs_mod.LabCA(ca_dir)
+    try:
+        created = ca.load_or_create()
+    except (OSError, ValueError) as e:
+        _log("cannot use the CA in %s: %s" % (ca_dir, e))
+        return EXIT_USAGE
+    if created:
+        _log("created a lab CA in %s" % os.path.abspath(ca_dir))
+    else:
+        _log("using the lab CA in %s" % os.path.abspath(ca_dir))
+    _log("root certificate: %s (and %s); key %s (mode 0600)"
+         % (ca.root_pem_path, ca.root_der_path, ca.root_key_path))
+    algs = ("p384", "p256") if args.alg == "all" else (args.alg,)
+    try:
+        if device is None:
+            device = SimFlashDevice(args.flash) if args.flash else MpremoteDevice(args.port)
+        try:
+            res = provision(device, ca, slot=args.slot, algs=algs, intermediate=args.intermediate,
+                            subject=args.subject, device_info=args.device_info, new_key=args.new_key)
+        finally:
+            device.close()
+    except DeviceUnreachable as e:
+        _log("UNREACHABLE: %s" % e)
+        return EXIT_UNREACHABLE
+    except DeviceError as e:
+        _log("FAILED: %s" % e)
+        return EXIT_DEVICE
+    for r in res:
+        print("provisioned slot %d %s: device-info %s, key %s, chain of %d certificates (%s)"
+              % (r["slot"], r["alg"].upper(), r["device_info"], "reused" if r["key_reused"] else "new",
+                 len(r["chain"]), "root, intermediate, leaf" if len(r["chain"]) == 3 else "root, leaf"))
+    print("trust anchor for `uspdm attest --root`: %s" % ca.root_pem_path)
+    return EXIT_OK
