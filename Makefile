@@ -34,6 +34,12 @@ mpy: setup
 bench: setup
 	$(VPY) -m uspdm_tools.bench
 
+demo: setup
+	$(VPY) -m uspdm_tools.demo $(if $(PORT),--port $(PORT),)
+
+sim: setup
+	$(VPY) -m uspdm_tools.cli sim -v --flash sim-flash
+
 clean:
 	rm -rf build
 
