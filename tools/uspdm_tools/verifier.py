@@ -354,22 +354,40 @@ def report_text(rep, out):
 
 # ----------------------------------------------------------------- CLI
 
+class LinkTransport:
+    """Adapts link.SerialLink to the requester's transport contract: link.Unreachable
+    (no answer) becomes TimeoutError, a non-SPDM answer a ProtocolError."""
+
+    def __init__(self, link, unreachable_exc):
+        self.link = link
+        self._unreachable = unreachable_exc
+
+    def spdm(self, request, timeout):
+        try:
+            return self.link.spdm(request, timeout=timeout)
+        except self._unreachable as e:
+            raise TimeoutError(str(e))
+        except ValueError as e:
+            raise ProtocolError("transport: %s" % e)
+
+    def close(self):
+        self.link.close()
+
+
 def _open_transport(args):
     try:
-        from .link import SerialLink
+        from . import link as link_mod
     except ImportError as e:
         raise UsageError("serial link support is not available: %s" % e)
     kw = {"timeout": args.timeout}
     if args.eid is not None:
         kw["eid"] = args.eid
     try:
-        return SerialLink(args.port, **kw)
-    except (OSError, TimeoutError) as e:
+        return LinkTransport(link_mod.SerialLink(args.port, **kw), link_mod.Unreachable)
+    except link_mod.Unreachable as e:
+        raise Unreachable(str(e))
+    except OSError as e:
         raise Unreachable("cannot open %s: %s" % (args.port, e))
-    except Exception as e:  # pyserial's SerialException derives from OSError; be safe
-        if e.__class__.__name__ == "SerialException":
-            raise Unreachable("cannot open %s: %s" % (args.port, e))
-        raise
 
 
 def _close(t):
