@@ -48,10 +48,27 @@ class UsageError(Exception):
 
 # ----------------------------------------------------------------- helpers
 
+# uspdm's standard measurement indices (lib/uspdm/measurements.py, README)
+USPDM_INDEX_LABELS = {0x40: "board configuration", 0x41: "MicroPython version", 0x42: "board / hardware",
+                      0x43: "security version number", 0xFE: "device mode"}
+
+
 def _label(block):
     """A human label for a measurement block."""
     t = block.get("type")
-    name = MEAS_TYPES.get(t, "type %s" % t) if t is not None else "vendor-defined"
+    idx = block["index"]
+    if idx in USPDM_INDEX_LABELS:
+        name = USPDM_INDEX_LABELS[idx]
+    elif 1 <= idx <= 0x3F and t == 1:
+        name = "firmware file #%d" % idx
+    else:
+        name = MEAS_TYPES.get(t, "type %s" % t) if t is not None else "vendor-defined"
+    v = block["value"]
+    if block.get("raw_bitstream") and t == 7 and len(v) == 8:
+        return "%s: %d" % (name, int.from_bytes(v, "little"))
+    if block.get("raw_bitstream") and t == 5 and len(v) == 16:
+        f = [int.from_bytes(v[i:i + 4], "little") for i in range(0, 16, 4)]
+        return "%s: operational 0x%x/0x%x, device 0x%x/0x%x" % (name, f[1], f[0], f[3], f[2])
     text = _text(block)
     if text is not None:
         return "%s: %s" % (name, text)
