@@ -89,16 +89,6 @@ def encode_frame(packet):
     return bytes(out)
 
 
-def _find_flag(data, i):
-    try:
-        return data.find(b"\x7e", i)
-    except AttributeError:  # MicroPython bytearray/memoryview have no find()
-        for k in range(i, len(data)):
-            if data[k] == FLAG:
-                return k
-        return -1
-
-
 # decoder states
 _HUNT = const(0)  # looking for a flag
 _FLAG = const(1)  # after a flag: revision (or more flags)
@@ -131,13 +121,14 @@ class SerialDecoder:
     def reset(self):
         self._state = _HUNT
         self._raw = bytearray()  # raw bytes of the frame in progress (from its flag)
-        self._pkt = bytearray()
+        self._pkt = None  # preallocated unescaped packet
+        self._n = 0  # bytes of _pkt filled
         self._count = 0
-        self._tails = None
+        self._tail = None  # candidate FCS+flag encodings (raw, escaped)
         self._tpos = 0
 
     def buffered(self):
-        return len(self._raw) + len(self._pkt)
+        return len(self._raw) + (len(self._pkt) if self._pkt is not None else 0)
 
     def feed(self, data):
         out = []
@@ -149,12 +140,6 @@ class SerialDecoder:
             self.dropped += 1
             self.reset()
         return out
-
-    def _error(self):
-        self.dropped += 1
-        self._pkt = bytearray()
-        self._state = _HUNT
-        self._tails = None
 
     def _run(self, data, out):
         # Segments still to scan, last one first.  An error re-queues the raw
@@ -172,120 +157,131 @@ class SerialDecoder:
 
     def _scan(self, data, i, out):
         n = len(data)
+        mv = memoryview(data)
         fstart = i  # where the current frame's bytes start in data
         while i < n:
             st = self._state
             if st == _HUNT:
-                j = _find_flag(data, i)
+                j = data.find(b"\x7e", i)
                 if j < 0:
                     self.skipped += n - i
-                    self._raw = bytearray()
                     return None
                 self.skipped += j - i
-                self._raw = bytearray()
                 fstart = j
                 self._state = _FLAG
                 i = j + 1
                 continue
-            b = data[i]
             err = False
-            if st == _FLAG:
-                if b == FLAG:
-                    # repeated flag: the frame starts at this one
-                    self._raw = bytearray()
-                    fstart = i
-                elif b == REVISION:
-                    self._state = _LEN
-                else:
-                    self.err_rev += 1
-                    err = True
-                i += 1
-            elif st == _LEN:
-                i += 1
-                if b < self.min_packet or b > self.max_packet:
-                    self.err_len += 1
-                    err = True
-                else:
-                    self._count = b
-                    self._pkt = bytearray()
-                    self._state = _DATA
-            elif st == _DATA:
-                pkt = self._pkt
-                need = self._count - len(pkt)
-                chunk = data[i:i + need]
-                if _clean(chunk):
-                    pkt.extend(chunk)
-                    i += len(chunk)
-                else:
+            if st == _DATA:
+                # bulk copy up to the next flag/escape byte
+                k = self._n
+                end = i + self._count - k
+                if end > n:
+                    end = n
+                j = data.find(b"\x7e", i, end)
+                e = data.find(b"\x7d", i, end)
+                if j < 0 or (0 <= e < j):
+                    j = e
+                if j < 0:
+                    j = end
+                if j > i:
+                    self._pkt[k:k + j - i] = mv[i:j]
+                    k += j - i
+                    self._n = k
+                    i = j
+                if k == self._count:
+                    self._start_tail()
+                elif i < end:
                     i += 1
+                    if data[j] == FLAG:
+                        self.err_abort += 1
+                        err = True
+                    else:
+                        self._state = _ESC
+                if not err:
+                    continue
+            else:
+                b = data[i]
+                i += 1
+                if st == _FLAG:
+                    if b == FLAG:
+                        # repeated flag: the frame starts at this one
+                        fstart = i - 1
+                        if self._raw:
+                            self._raw = bytearray()
+                    elif b == REVISION:
+                        self._state = _LEN
+                    else:
+                        self.err_rev += 1
+                        err = True
+                elif st == _LEN:
+                    if b < self.min_packet or b > self.max_packet:
+                        self.err_len += 1
+                        err = True
+                    else:
+                        self._count = b
+                        self._pkt = bytearray(b)
+                        self._n = 0
+                        self._state = _DATA
+                elif st == _ESC:
                     if b == FLAG:
                         self.err_abort += 1
                         err = True
-                    elif b == ESC:
-                        self._state = _ESC
                     else:
-                        pkt.append(b)
-                if not err and len(pkt) == self._count:
-                    self._start_tail()
-            elif st == _ESC:
-                i += 1
-                if b == FLAG:
-                    self.err_abort += 1
-                    err = True
-                else:
-                    self._pkt.append(b ^ 0x20)
-                    if len(self._pkt) == self._count:
-                        self._start_tail()
+                        self._pkt[self._n] = b ^ 0x20
+                        self._n += 1
+                        if self._n == self._count:
+                            self._start_tail()
+                        else:
+                            self._state = _DATA
+                else:  # _TAIL
+                    p = self._tpos
+                    raw, esc = self._tail
+                    ok_raw = raw is not None and raw[p] == b
+                    ok_esc = esc is not None and p < len(esc) and esc[p] == b
+                    self._tpos = p + 1
+                    if ok_raw and p == 2 or ok_esc and p + 1 == len(esc):
+                        out.append(bytes(self._pkt))
+                        self.frames += 1
+                        self._pkt = None
+                        self._tail = None
+                        # the closing flag may also open the next frame
+                        self._state = _FLAG
+                        if self._raw:
+                            self._raw = bytearray()
+                        fstart = i - 1
+                    elif ok_raw or ok_esc:
+                        self._tail = (raw if ok_raw else None, esc if ok_esc else None)
                     else:
-                        self._state = _DATA
-            else:  # _TAIL
-                i += 1
-                p = self._tpos
-                tl = self._tails
-                done = False
-                alive = False
-                for k in range(len(tl)):
-                    t = tl[k]
-                    if t is None:
-                        continue
-                    if p < len(t) and t[p] == b:
-                        alive = True
-                        if p + 1 == len(t):
-                            done = True
-                    else:
-                        tl[k] = None
-                self._tpos = p + 1
-                if not alive:
-                    self.err_fcs += 1
-                    err = True
-                elif done:
-                    out.append(bytes(self._pkt))
-                    self.frames += 1
-                    self._pkt = bytearray()
-                    self._tails = None
-                    # the closing flag may also open the next frame
-                    self._state = _FLAG
-                    self._raw = bytearray()
-                    fstart = i - 1
+                        self.err_fcs += 1
+                        err = True
             if err:
                 raw = self._raw
-                raw.extend(data[fstart:i])
-                self._error()
+                raw.extend(mv[fstart:i])
+                self.dropped += 1
+                self._state = _HUNT
+                self._pkt = None
+                self._tail = None
                 self._raw = bytearray()
                 return (bytes(raw[1:]) if len(raw) > 1 else None), i
         if self._state != _HUNT:
-            self._raw.extend(data[fstart:n])
+            self._raw.extend(mv[fstart:n])
         return None
 
     def _start_tail(self):
-        pkt = self._pkt
-        c = fcs16(pkt, fcs16(bytes((REVISION, self._count))))
+        t = _T
+        c = (0xFFFF >> 8) ^ t[(0xFFFF ^ REVISION) & 0xFF]
+        c = (c >> 8) ^ t[(c ^ self._count) & 0xFF]
+        c = fcs16(self._pkt, c)
         hi = c >> 8
         lo = c & 0xFF
         raw = bytes((hi, lo, FLAG))
-        esc = bytearray()
-        _escape_into(esc, bytes((hi, lo)))
-        esc.append(FLAG)
-        self._tails = [raw, bytes(esc)] if len(esc) != 3 else [raw]
+        esc = None
+        if hi == FLAG or hi == ESC or lo == FLAG or lo == ESC:
+            e = bytearray()
+            _escape_into(e, raw[:2])
+            e.append(FLAG)
+            esc = bytes(e)
+        self._tail = (raw, esc)
         self._tpos = 0
         self._state = _TAIL
