@@ -184,7 +184,7 @@ class Scripted:
         out = []
         for idx, t, val in self.blocks:
             dm = bytes((t,)) + struct.pack("<H", len(val)) + val
-            out.append((bytes((idx, 1)) + struct.pack("<H", len(dm)) + dm) if v >= 0x12 else dm)
+            out.append(bytes((idx, 1)) + struct.pack("<H", len(dm)) + dm)
         return out
 
     def sign(self, transcript, ctx):

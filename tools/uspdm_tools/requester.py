@@ -275,15 +275,17 @@ def parse_measurement_record(record, count=None):
     return blocks
 
 
-def measurement_summary(version, hash_bit, blocks, kind=0xFF):
-    """Measurement summary hash as the responder computes it (DSP0274; libspdm reading):
-    1.2+: Hash(concatenated blocks); 1.0/1.1: Hash(concatenated DMTF measurement fields);
-    kind 1 (TCB) keeps only immutable-ROM blocks, as libspdm's sample does (device-defined)."""
+def measurement_summary(version, hash_bit, blocks, kind=0xFF, legacy=False):
+    """Measurement summary hash: Hash(concatenated measurement blocks) -- DSP0274 1.1.2+
+    wording, applied by libspdm to every version (libspdm issues #2404/#2888).
+    `legacy=True`: the SPDM 1.0.x/1.1.0/1.1.1 text (concatenated Measurement fields,
+    without the 4-byte block header), which older responders implement.
+    kind 1 (TCB) keeps the blocks of types 0 (ROM) and 1 (firmware)."""
     data = b""
     for b in blocks:
-        if kind == 1 and b.get("type") != 0:
+        if kind == 1 and b.get("type") not in (0, 1):
             continue
-        data += b["raw"] if version >= 0x12 else b["dmtf"]
+        data += b["dmtf"] if legacy else b["raw"]
     return hash_bytes(hash_bit, data)
 
 
