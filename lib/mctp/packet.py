@@ -179,7 +179,7 @@ class Reassembler:
                     self.dropped += 1
                     return None
                 self.messages += 1
-                return src, tag, to, pkt[HDR_LEN:]
+                return src, tag, to, bytes(pkt[HDR_LEN:])
             if size == 0 or size > self.max_message:
                 self.dropped += 1
                 if size:
