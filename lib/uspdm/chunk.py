@@ -1,0 +1,71 @@
+"""CHUNK_GET / CHUNK_SEND state (SPDM 1.2+, DSP0274 "Large SPDM message transfer").
+
+CHUNK_RESPONSE: Version | 0x06 | Param1 (bit0 LastChunk) | Param2 Handle |
+  ChunkSeqNo u16 | Reserved u16 | ChunkSize u32 | [LargeMessageSize u32, first chunk only] | chunk
+CHUNK_SEND:     Version | 0x85 | Param1 (bit0 LastChunk) | Param2 Handle |
+  ChunkSeqNo u16 | Reserved u16 | ChunkSize u32 | [LargeMessageSize u32, first chunk only] | chunk
+CHUNK_SEND_ACK: Version | 0x05 | Param1 (bit0 EarlyErrorDetected) | Param2 Handle |
+  ChunkSeqNo u16 | [response to the large request, after the last chunk]
+"""
+from uspdm.compat import p16, p32, u16, u32
+
+CHUNK_RESPONSE = 0x06
+LAST = 0x01
+
+
+class Outgoing:
+    """A response larger than the requester's DataTransferSize, served by CHUNK_GET."""
+
+    def __init__(self, handle, msg):
+        self.handle = handle
+        self.msg = msg
+        self.seq = 0
+        self.off = 0
+
+    def chunk(self, version, dts):
+        """Next CHUNK_RESPONSE for the requester's DataTransferSize; returns (bytes, last)."""
+        hdr = 12 + (4 if self.seq == 0 else 0)
+        room = dts - hdr
+        if room <= 0:
+            return None, True
+        n = min(room, len(self.msg) - self.off)
+        last = self.off + n >= len(self.msg)
+        out = bytearray(bytes((version, CHUNK_RESPONSE, LAST if last else 0, self.handle)))
+        out += p16(self.seq) + b"\x00\x00" + p32(n)
+        if self.seq == 0:
+            out += p32(len(self.msg))
+        out += self.msg[self.off:self.off + n]
+        self.off += n
+        self.seq += 1
+        return bytes(out), last
+
+
+class Incoming:
+    """Reassembly of a large request sent with CHUNK_SEND."""
+
+    def __init__(self, handle, size):
+        self.handle = handle
+        self.buf = bytearray(size)
+        self.size = size
+        self.got = 0
+        self.seq = 0
+
+    def add(self, data):
+        self.buf[self.got:self.got + len(data)] = data
+        self.got += len(data)
+
+    def done(self):
+        return self.got == self.size
+
+
+def parse_chunk_send(msg):
+    """(last, handle, seq, chunk_size, large_size or None, chunk_offset) or None if short."""
+    if len(msg) < 12:
+        return None
+    seq = u16(msg, 4)
+    size = u32(msg, 8)
+    if seq == 0:
+        if len(msg) < 16:
+            return None
+        return msg[2] & LAST, msg[3], seq, size, u32(msg, 12), 16
+    return msg[2] & LAST, msg[3], seq, size, None, 12

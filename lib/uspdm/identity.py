@@ -1,0 +1,177 @@
+"""Device identity: the private key(s) and certificate chains on the board's storage.
+
+    ident = Identity(storage, drbg)
+    ident.ensure_key('p384')          # generate with the DRBG on first use, store it
+    ident.public_key('p384')          # X||Y (96 bytes for P-384), for the CSR / leaf cert
+    ident.private_key('p384')         # int
+    ident.install_chain(0, 'p384', der_certs_root_first)
+    ident.chain(0, 'p384')            # DER certificates concatenated, root first, or None
+    ident.provisioned_mask('p384')    # bit N set when slot N holds a chain
+
+`alg` is 'p384' or 'p256'.  Storage layout (see uspdm.storage):
+  uspdm/key_<alg>.bin       raw big-endian private scalar (curve size bytes)
+  uspdm/slot<N>_<alg>.der   DER certificates concatenated, root first, leaf last
+
+The SPDM certificate-chain buffer served by GET_CERTIFICATE
+(`Length u16 | Reserved u16 | RootHash[H] | certificates`) and its digest are
+derived on demand for the negotiated hash and cached (small: one chain per
+provisioned slot actually used).
+The private key never leaves the device: there is no API that returns it in
+any serialised form other than `private_key()` for the local signer.
+"""
+from uspdm.compat import p16
+
+ALGS = ("p384", "p256")
+_KEY = "uspdm/key_%s.bin"
+_SLOT = "uspdm/slot%d_%s.der"
+
+
+def _curve(alg):
+    from uspdm.crypto import ec
+
+    if alg == "p384":
+        return ec.P384
+    if alg == "p256":
+        return ec.P256
+    raise ValueError("unknown algorithm")
+
+
+def der_elements(der):
+    """Split concatenated DER TLVs; return a list of (offset, length). Raises ValueError."""
+    out = []
+    off = 0
+    n = len(der)
+    while off < n:
+        if n - off < 2 or der[off] != 0x30:
+            raise ValueError("not a DER SEQUENCE")
+        ln = der[off + 1]
+        hdr = 2
+        if ln & 0x80:
+            k = ln & 0x7F
+            if k == 0 or k > 3 or n - off < 2 + k:
+                raise ValueError("bad DER length")
+            ln = 0
+            for i in range(k):
+                ln = (ln << 8) | der[off + 2 + i]
+            hdr = 2 + k
+        total = hdr + ln
+        if off + total > n:
+            raise ValueError("truncated DER")
+        out.append((off, total))
+        off += total
+    if not out:
+        raise ValueError("empty chain")
+    return out
+
+
+class Identity:
+    def __init__(self, storage, drbg=None):
+        self.storage = storage
+        self.drbg = drbg
+        self._keys = {}
+        self._pubs = {}
+        self._buf = {}  # (slot, alg, hashname) -> (chain buffer, digest)
+
+    # keys -----------------------------------------------------------------
+    def has_key(self, alg):
+        return self.storage.exists(_KEY % alg)
+
+    def ensure_key(self, alg):
+        """Return the private scalar for `alg`, generating and storing it with
+        the DRBG the first time."""
+        d = self._keys.get(alg)
+        if d is not None:
+            return d
+        raw = self.storage.read(_KEY % alg)
+        if raw is None:
+            from uspdm.crypto import ec
+
+            if self.drbg is None:
+                raise ValueError("no DRBG to generate a key")
+            d = ec.generate_private_key(_curve(alg), self.drbg.generate)
+            self.storage.write(_KEY % alg, d.to_bytes(_curve(alg).size, "big"))
+        else:
+            d = int.from_bytes(raw, "big")
+        self._keys[alg] = d
+        return d
+
+    def set_private_key(self, alg, d):
+        """Provision an externally generated key (tests, or a lab that injects keys)."""
+        c = _curve(alg)
+        self.storage.write(_KEY % alg, d.to_bytes(c.size, "big"))
+        self._keys[alg] = d
+        self._pubs.pop(alg, None)
+
+    def private_key(self, alg):
+        d = self._keys.get(alg)
+        if d is None:
+            raw = self.storage.read(_KEY % alg)
+            if raw is None:
+                return None
+            d = int.from_bytes(raw, "big")
+            self._keys[alg] = d
+        return d
+
+    def public_key(self, alg):
+        q = self._pubs.get(alg)
+        if q is None:
+            d = self.private_key(alg)
+            if d is None:
+                return None
+            from uspdm.crypto import ec
+
+            q = ec.public_key(_curve(alg), d)
+            self._pubs[alg] = q
+        return q
+
+    # certificate chains ---------------------------------------------------
+    def chain(self, slot, alg):
+        if not 0 <= slot < 8:
+            return None
+        return self.storage.read(_SLOT % (slot, alg))
+
+    def install_chain(self, slot, alg, der):
+        if not 0 <= slot < 8 or alg not in ALGS:
+            raise ValueError("bad slot or algorithm")
+        der = bytes(der)
+        der_elements(der)
+        self.storage.write(_SLOT % (slot, alg), der)
+        self._drop(slot, alg)
+
+    def delete_chain(self, slot, alg):
+        self._drop(slot, alg)
+        return self.storage.delete(_SLOT % (slot, alg))
+
+    def _drop(self, slot, alg):
+        for k in list(self._buf):
+            if k[0] == slot and k[1] == alg:
+                del self._buf[k]
+
+    def provisioned_mask(self, alg):
+        names = self.storage.list("uspdm")
+        m = 0
+        for s in range(8):
+            if ("slot%d_%s.der" % (s, alg)) in names:
+                m |= 1 << s
+        return m
+
+    def chain_buffer(self, slot, alg, hashname):
+        """(SPDM cert chain buffer, Hash(buffer)) for the negotiated hash, or None."""
+        k = (slot, alg, hashname)
+        v = self._buf.get(k)
+        if v is not None:
+            return v
+        der = self.chain(slot, alg)
+        if der is None:
+            return None
+        from uspdm.crypto import sha2
+
+        off, ln = der_elements(der)[0]
+        root_hash = sha2.new(hashname, der[off:off + ln]).digest()
+        total = 4 + len(root_hash) + len(der)
+        if total > 0xFFFF:
+            return None
+        buf = p16(total) + b"\x00\x00" + root_hash + der
+        v = (buf, sha2.new(hashname, buf).digest())
+        self._buf[k] = v
+        return v

@@ -1,0 +1,61 @@
+"""SPDM transcripts kept as running hashes (never whole buffered transcripts).
+
+A  = GET_VERSION, VERSION, GET_CAPABILITIES, CAPABILITIES, NEGOTIATE_ALGORITHMS,
+     ALGORITHMS: kept as bytes (a few hundred bytes) because the hash algorithm
+     is only known once ALGORITHMS is sent, and L1 / M1 / later TH all start with it.
+M1 = A || B || C (B: GET_DIGESTS/DIGESTS/GET_CERTIFICATE/CERTIFICATE; C: CHALLENGE and
+     CHALLENGE_AUTH without the signature): a hash object seeded with A on first use.
+L1 = (A if SPDM 1.2+) || (GET_MEASUREMENTS || MEASUREMENTS without signature)*.
+
+Callers fork with `fork_m1()` / `fork_l()` (copy()), update the fork, and only
+`commit_*` it once the response is known to succeed, so a failing request
+never changes a transcript.
+"""
+from uspdm.crypto import sha2
+
+
+class Transcript:
+    def __init__(self):
+        self.a = bytearray()
+        self.hashname = None
+        self.m1 = None
+        self.l = None
+
+    def reset(self):
+        self.a = bytearray()
+        self.hashname = None
+        self.m1 = None
+        self.l = None
+
+    def add_a(self, *parts):
+        for p in parts:
+            self.a.extend(p)
+
+    def set_hash(self, hashname):
+        self.hashname = hashname
+        self.m1 = None
+        self.l = None
+
+    def _seeded(self, with_a):
+        h = sha2.new(self.hashname)
+        if with_a:
+            h.update(self.a)
+        return h
+
+    def fork_m1(self):
+        return self.m1.copy() if self.m1 is not None else self._seeded(True)
+
+    def commit_m1(self, h):
+        self.m1 = h
+
+    def reset_m1(self):
+        self.m1 = None
+
+    def fork_l(self, with_a):
+        return self.l.copy() if self.l is not None else self._seeded(with_a)
+
+    def commit_l(self, h):
+        self.l = h
+
+    def reset_l(self):
+        self.l = None
