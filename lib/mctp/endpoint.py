@@ -9,6 +9,18 @@ Responder (firmware, simulator):
     out = ep.receive_packet(pkt, now_ms)   # -> list of response packets (maybe empty)
     out = ep.respond(dest_eid, tag, body)  # a deferred response (TO=0) -> packets
 
+  Endpoint(eid=0, mtu=64, max_message=4160, max_contexts=4, timeout_ms=5000,
+           static_eid=None, secured=False, on_eid_changed=None, discovered_flag=False)
+    mtu: payload bytes per packet sent (1..250); max_message: largest message
+    reassembled (bigger ones are dropped); max_contexts: partial messages kept
+    at once (the oldest is evicted); timeout_ms: idle partial messages expire
+    (now_ms is any ms counter of the caller; going backwards also expires);
+    static_eid: the static EID if the device has one (Get EID type, Set EID
+    reset); secured: advertise type 0x06 in Get Message Type Support;
+    discovered_flag: the binding has a Discovered flag (serial/SMBus: no).
+    ep.versions: {message type: (4-byte version entries,)} for Get MCTP
+    Version Support.
+
   Packets are raw MCTP packets (4-byte header + payload); wrap each one with
   mctp.serial.encode_frame() or mctp.smbus.encode() to send, and feed what
   mctp.serial.SerialDecoder / mctp.smbus.decode_target() give you to
