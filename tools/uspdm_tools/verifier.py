@@ -167,7 +167,7 @@ def compare_golden(blocks, golden):
 
 def _short(hexstr, n=24):
     hexstr = str(hexstr)
-    return hexstr if len(hexstr) <= n else hexstr[:n] + "..."
+    return hexstr if len(hexstr) <= n else hexstr[:n - 3] + "..."
 
 
 def load_root(path):
@@ -337,25 +337,24 @@ def report_text(rep, out):
     if m:
         w("Measurements  %d blocks, %s%s\n" % (len(m["blocks"]), "signature valid over L1 (%d bytes)" % m["l1_bytes"]
                                                if m["signed"] and m.get("l1_bytes") else m["signature"],
-                                               "" if not m["content_changed"] else
-                                               ", content-changed bits %d" % m["content_changed"]))
+                                               {0: "", 1: "; content CHANGED since the last signed response",
+                                                2: "; no content change detected"}.get(m["content_changed"], "")))
         verdicts = {}
         for g in rep.get("golden") or []:
             verdicts[g["index"]] = g
-        w("  %-5s %-24s %-34s %s\n" % ("index", "type", "value", "verdict"))
+        w("  %-6s %-26s %-36s %s\n" % ("index", "measurement", "value", "verdict"))
         for b in m["blocks"]:
-            tn = (b["type_name"] or "type %s" % b["type"]) + (" (raw)" if b["raw_bitstream"] else "")
-            txt = b["label"].split(": ", 1)[1] if ": " in b["label"] else None
-            val = ('"%s"' % _short(txt, 30)) if txt else _short(b["value"], 32)
+            name, _, txt = b["label"].partition(": ")
+            val = _short(txt, 36) if txt else _short(b["value"], 32)
             if rep.get("golden") is None:
                 v = "unchecked"
             else:
                 g = verdicts.get(b["index"])
                 v = g["verdict"] + (" (%s)" % g["detail"] if g and g["detail"] else "") if g else "?"
-            w("  %-5d %-24s %-34s %s\n" % (b["index"], _short(tn, 24), val, v))
+            w("  0x%02x   %-26s %-36s %s\n" % (b["index"], _short(name, 26), val, v))
         for g in rep.get("golden") or []:
             if g["verdict"] == "MISSING":
-                w("  %-5d %-24s %-34s %s\n" % (g["index"], "", "", "MISSING (%s)" % g["detail"]))
+                w("  0x%02x   %-26s %-36s %s\n" % (g["index"], "", "", "MISSING (%s)" % g["detail"]))
     t = rep.get("timings") or []
     if t:
         w("Timings\n")
