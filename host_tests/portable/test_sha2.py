@@ -124,3 +124,11 @@ def test_helpers():
     assert sha2.pure("sha384", memoryview(b"xabc")[1:]).digest() == sha2.sha384(b"abc").digest()
     if IS_MPY:
         assert sha2.backend("sha256") == "replay"
+
+
+def test_unknown_name():
+    from _util import raises
+
+    for fn in (sha2.new, sha2.digest_size, sha2.block_size, sha2.pure, sha2.backend):
+        raises(ValueError, fn, "md5")
+    raises(ValueError, sha2.digest, "sha1", b"")

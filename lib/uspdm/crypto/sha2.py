@@ -383,11 +383,18 @@ _init_backends()
 
 def backend(name):
     """'wrap', 'replay' or 'pure': how `name` is implemented on this port."""
-    return _BACKEND[name][0]
+    return _backend(name)[0]
+
+
+def _backend(name):
+    try:
+        return _BACKEND[name]
+    except KeyError:
+        raise ValueError("unsupported hash %r" % (name,))
 
 
 def new(name, data=b""):
-    kind, ctor = _BACKEND[name]
+    kind, ctor = _backend(name)
     if kind == "pure":
         return ctor(data)
     if kind == "replay":
@@ -411,21 +418,24 @@ def sha512(data=b""):
 
 
 def digest_size(name):
-    return _DIGEST_SIZE[name]
+    return _DIGEST_SIZE[_check(name)]
 
 
 def block_size(name):
-    return _BLOCK_SIZE[name]
+    return _BLOCK_SIZE[_check(name)]
+
+
+def _check(name):
+    if name not in _DIGEST_SIZE:
+        raise ValueError("unsupported hash %r" % (name,))
+    return name
 
 
 def pure(name, data=b""):
     """The pure-Python implementation regardless of backend (tests, bench)."""
-    return _PURE[name](data)
+    return _PURE[_check(name)](data)
 
 
 def digest(name, data):
     """One-shot digest (uses the C hashlib directly when present)."""
-    kind, ctor = _BACKEND[name]
-    if kind == "pure":
-        return ctor(data).digest()
-    return ctor(data).digest()
+    return _backend(name)[1](data).digest()
