@@ -93,6 +93,10 @@ def test_version_support():
     spdm = _one(ep, unhex("00820405"))
     assert spdm[:4] == unhex("00020400") and spdm[4] >= 1 and len(spdm) == 5 + 4 * spdm[4]
     assert _one(ep, unhex("00830401")) == unhex("00030480")  # PLDM: not supported
+    assert _one(ep, unhex("00830406")) == unhex("00030480")  # secured: not advertised
+    ep.secured = True
+    sec = _one(ep, unhex("00830406"))
+    assert sec[:4] == unhex("00030400") and sec[4] >= 1 and len(sec) == 5 + 4 * sec[4]
     assert _one(ep, unhex("008404")) == unhex("00040403")
     assert _one(ep, unhex("0085040506")) == unhex("00050403")
 

@@ -93,8 +93,9 @@ def respond(ep, body):
     if cmd == CMD_GET_VERSION:
         if n != 4:
             return _rsp(body, CC_INVALID_LENGTH)
-        vs = ep.versions.get(body[3])
-        if not vs:
+        t = body[3]
+        vs = ep.versions.get(t)
+        if not vs or (t != 0xFF and t not in ep.message_types()):
             return _rsp(body, CC_MSG_TYPE_NOT_SUPPORTED)
         return _rsp(body, CC_SUCCESS, bytes((len(vs),)) + b"".join(vs))
     if cmd == CMD_GET_MSG_TYPES:
