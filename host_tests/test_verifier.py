@@ -206,3 +206,11 @@ def test_progress_bar(board, ca, capsys):
     rc, out, err = run(verifier.cmd_attest, a, LoopbackTransport(board.responder()), capsys)
     assert rc == 0
     assert "certificate [" in err and "#" * 30 in err
+
+
+def test_golden_of_other_hash_explained(board, ca, tmp_path, capsys):
+    g, doc = golden_file(board, ca, tmp_path, capsys)  # P-384 board default: SHA-384 digests
+    rc, out, _ = run(verifier.cmd_attest, args(ca, golden=str(g), alg="p256"),
+                     LoopbackTransport(board.responder()), capsys)
+    assert rc == 5
+    assert "golden file holds SHA-384 digests" in out

@@ -185,7 +185,7 @@ def load_root(path):
 # ----------------------------------------------------------------- the flow
 
 def attest(transport, root_cert, golden=None, version=None, slot=0, algs=("p384", "p256"),
-           progress=None, requester_opts=None):
+           progress=None, requester_opts=None, golden_meta=None):
     """Run the attestation flow over `transport`. Returns (exit_code, report dict)."""
     rep = {"verdict": None, "exit_code": None, "errors": []}
     r = Requester(transport, version=version, algs=algs, **(requester_opts or {}))
@@ -284,8 +284,12 @@ def attest(transport, root_cert, golden=None, version=None, slot=0, algs=("p384"
     rep["golden"] = rows
     if not ok:
         bad = sum(1 for x in rows if x["verdict"] != "OK")
-        return _finish(rep, EXIT_MISMATCH, "MEASUREMENT MISMATCH",
-                       "identity verified, but %d measurement(s) differ from the golden file" % bad)
+        why = "identity verified, but %d measurement(s) differ from the golden file" % bad
+        gh = (golden_meta or {}).get("measurement_hash")
+        if gh and gh != rep["connection"]["measurement_hash"]:
+            why += (" (the golden file holds %s digests, this connection negotiated %s: capture it with the "
+                    "same --alg)" % (gh, rep["connection"]["measurement_hash"]))
+        return _finish(rep, EXIT_MISMATCH, "MEASUREMENT MISMATCH", why)
     return _finish(rep, EXIT_TRUSTED, "TRUSTED",
                    "identity verified; all %d measurements match the golden file" % len(rows))
 
@@ -475,7 +479,7 @@ def register(sub):
 def cmd_attest(args, transport=None):
     try:
         root, root_path = load_root(args.root)
-        golden = load_golden(args.golden)[1] if args.golden else None
+        golden_meta, golden = load_golden(args.golden) if args.golden else (None, None)
     except UsageError as e:
         print("uspdm attest: %s" % e, file=sys.stderr)
         return EXIT_USAGE
@@ -493,7 +497,7 @@ def cmd_attest(args, transport=None):
         return code
     try:
         code, rep = attest(transport, root, golden, version=args.spdm_version, slot=args.slot,
-                           algs=_algs(args.alg), progress=progress,
+                           algs=_algs(args.alg), progress=progress, golden_meta=golden_meta,
                            requester_opts={"timeout": args.timeout})
     finally:
         progress.done()
