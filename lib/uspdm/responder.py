@@ -307,6 +307,9 @@ class Responder:
             f |= C.CAP_CHUNK
         return f & C.CAP_MASK[v]
 
+    def _local(self):
+        return self.our_flags(C.V13)
+
     def _get_capabilities(self, msg):
         if self.state != ST_VERSION:
             return self._error(C.ERR_UNEXPECTED_REQUEST)
@@ -489,7 +492,7 @@ class Responder:
         return self.identity.provisioned_mask(self.asym) & self.cfg.supported_slots
 
     def _get_digests(self, msg):
-        if not (self.flags & C.CAP_CERT):
+        if not (self._local() & C.CAP_CERT):
             return self._unsupported(C.GET_DIGESTS)
         if self.state < ST_NEG:
             return self._error(C.ERR_UNEXPECTED_REQUEST)
@@ -513,7 +516,7 @@ class Responder:
         return resp
 
     def _get_certificate(self, msg):
-        if not (self.flags & C.CAP_CERT):
+        if not (self._local() & C.CAP_CERT):
             return self._unsupported(C.GET_CERTIFICATE)
         if self.state < ST_NEG:
             return self._error(C.ERR_UNEXPECTED_REQUEST)
@@ -569,7 +572,7 @@ class Responder:
         d = self.identity.private_key(self.asym)
         if d is None:
             return self._error(C.ERR_UNSPECIFIED)
-        m = self._digest_to_sign(context, tdigest)[:curve.size]
+        m = self._digest_to_sign(context, tdigest)
         extra = self.drbg.generate(32)
         if self.cfg.defer_signing:
             self._token = (self._token + 1) & 0xFF
@@ -601,7 +604,7 @@ class Responder:
 
     # ------------------------------------------------------------ CHALLENGE
     def _challenge(self, msg):
-        if not (self.flags & C.CAP_CHAL):
+        if not (self._local() & C.CAP_CHAL):
             return self._unsupported(C.CHALLENGE)
         if self.state < ST_NEG:
             return self._error(C.ERR_UNEXPECTED_REQUEST)
@@ -642,7 +645,7 @@ class Responder:
 
     # ---------------------------------------------------------- MEASUREMENTS
     def _get_measurements(self, msg):
-        if not (self.flags & C.CAP_MEAS_MASK):
+        if not (self._local() & C.CAP_MEAS_MASK):
             self.t.reset_l()
             return self._unsupported(C.GET_MEASUREMENTS)
         if self.state < ST_NEG or not self.meas_spec:
