@@ -212,3 +212,41 @@ def test_provision_unreachable_port(tmp_path):
         port="/dev/does-not-exist-uspdm", flash=None, ca_dir=str(tmp_path / "ca"), slot=0, alg="p384",
         intermediate=False, subject=None, device_info=None, new_key=False))
     assert rc in (provision.EXIT_UNREACHABLE, provision.EXIT_DEVICE)
+
+
+FAKE_MPREMOTE = """#!%s
+# stands in for `mpremote connect PORT exec CODE`: runs CODE on the simulated board whose flash is PORT
+import sys
+sys.path.insert(0, %r)
+from uspdm_tools.mpy import MicroPython, MicroPythonError
+assert sys.argv[1] == "connect" and sys.argv[3] == "exec", sys.argv
+with MicroPython(flash=sys.argv[2], board="sim") as mp:
+    try:
+        r = mp.run(sys.argv[4])
+    except MicroPythonError as e:
+        sys.stderr.write(e.traceback)
+        sys.exit(1)
+    print(r.out)
+"""
+
+
+def test_provision_through_mpremote_command(tmp_path, capsys):
+    """The --port path builds `mpremote connect PORT exec CODE` and parses its output."""
+    import sys as _sys
+    from uspdm_tools.paths import TOOLS_DIR
+    fake = tmp_path / "mpremote"
+    fake.write_text(FAKE_MPREMOTE % (_sys.executable, TOOLS_DIR))
+    fake.chmod(0o755)
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    dev = provision.MpremoteDevice(str(flash), exe=str(fake))
+    a = argparse.Namespace(port=str(flash), flash=None, ca_dir=str(tmp_path / "ca"), slot=2, alg="p256",
+                           intermediate=False, subject="bench unit 7", device_info=None, new_key=False)
+    assert provision.cmd_provision(a, device=dev) == 0
+    cs, _ = _leaf_of(flash / "uspdm" / "slot2_p256.der")
+    assert cs[-1].subject.rfc4514_string().startswith("CN=bench unit 7")
+    assert cs[-1].public_key().public_numbers() == _scalar_pub(flash / "uspdm" / "key_p256.bin", ec.SECP256R1)
+    # board-side failure is reported as such (exit 3)
+    bad = provision.MpremoteDevice(str(tmp_path / "missing-flash"), exe=str(fake))
+    bad.run = lambda code: (_ for _ in ()).throw(provision.DeviceError("boom"))
+    assert provision.cmd_provision(a, device=bad) == provision.EXIT_DEVICE

@@ -120,8 +120,9 @@ class SimFlashDevice:
 class MpremoteDevice:
     """A real board over mpremote (`mpremote connect PORT exec CODE`)."""
 
-    def __init__(self, port, timeout=300):
-        exe = shutil.which("mpremote") or os.path.join(os.path.dirname(sys.executable), "mpremote")
+    def __init__(self, port, timeout=300, exe=None):
+        exe = exe or os.environ.get("USPDM_MPREMOTE") or shutil.which("mpremote") or \
+            os.path.join(os.path.dirname(sys.executable), "mpremote")
         if not os.path.exists(exe):
             raise DeviceError("mpremote is not installed (pip install mpremote)")
         self.exe = exe
