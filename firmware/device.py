@@ -42,6 +42,11 @@ class Device:
         self._order = []           # LRU of requester EIDs
         self._spdm = None          # shared SPDM context (identity, measurements), built on first use
         self.stats = {"messages": 0, "live_max": 0, "alloc_max": 0, "live": 0}
+        # I2C (DSP0237): requester EID -> its SMBus source address, so that
+        # deferred responses go back on the transport the request came from
+        # (EIDs not in here are answered on the USB serial).
+        self.i2c_routes = {}
+        self.i2c_out = []          # (dest_addr7, packet) for the board's I2C port to master-write
         self.log("uspdm: board %s, EID %d, serial MTU %d" % (board.NAME, eid, cfg.get("serial_mtu", 64)))
 
     def log(self, msg):
@@ -76,6 +81,8 @@ class Device:
         if self.measure_heap:
             gc.collect()
             a0 = gc.mem_alloc()
+        if self.i2c_routes and len(pkt) >= 4:
+            self.i2c_routes.pop(pkt[2], None)  # this requester now talks over serial
         rsp = self.ep.receive_packet(pkt, self._now())
         for p in rsp:
             out.append(mserial.encode_frame(p))
@@ -93,6 +100,45 @@ class Device:
             if self.verbose:
                 self.log("heap: live %d B after message (max %d), message allocated ~%d B" % (
                     live, st["live_max"], a1 - a0))
+
+    def feed_i2c(self, src_addr, pkt):
+        """One MCTP packet received on I2C from SMBus address src_addr (already
+        checked by mctp.smbus).  Returns [(dest_addr7, packet)] to master-write
+        back (DSP0237: a response is a write to the requester's address); the
+        same Endpoint, reassembly and SPDM states serve both transports."""
+        out = []
+        try:
+            if len(pkt) >= 4 and pkt[2] != 0xFF:
+                rt = self.i2c_routes
+                if pkt[2] not in rt and len(rt) >= 16:
+                    rt.pop(next(iter(rt)))
+                rt[pkt[2]] = src_addr
+            for p in self.ep.receive_packet(pkt, self._now()):
+                out.append((src_addr, p))
+        except Exception as e:
+            self.log("fw: error on i2c input: %r" % (e,))
+        return out
+
+    def feed_smbus(self, data, own_addr):
+        """A raw I2C target capture (everything after our address byte) in;
+        [(dest_addr7, frame_after_address_byte)] to write out."""
+        from mctp import smbus
+
+        r = smbus.decode_target(data, own_addr)
+        if r is None:
+            return []
+        return [(a, smbus.encode(a, own_addr, p)[1:]) for a, p in self.feed_i2c(r[0], r[1])]
+
+    def emit(self, dest_eid, packets):
+        """Route response packets produced later (deferred work) to the
+        transport dest_eid used: I2C packets are queued on self.i2c_out,
+        serial frames are returned as bytes."""
+        a = self.i2c_routes.get(dest_eid)
+        if a is not None:
+            for p in packets:
+                self.i2c_out.append((a, p))
+            return b""
+        return b"".join(mserial.encode_frame(p) for p in packets)
 
     def pending(self):
         for r in self.responders.values():

@@ -17,6 +17,12 @@ def make_device(sim=False, verbose=False):
 def main():
     import board
 
+    # The way back to the REPL: the board's boot button held during the
+    # first second after reset skips the firmware (see usb_serial.py).
+    skip = getattr(board, "skip_firmware", None)
+    if skip is not None and skip():
+        print("uspdm: button held at boot: firmware not started; this is the REPL")
+        return
     dev = make_device()
     board.serve(dev)
 

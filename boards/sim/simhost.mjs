@@ -4,6 +4,10 @@
 // TCP) and its log on stderr.
 //
 // Usage: node boards/sim/simhost.mjs [--root DIR] [--flash DIR] [--heap BYTES] [--verbose 1]
+//        [--i2c 1 [--i2c-addr 0x1D] [--bridge-addr 0x10] [--i2c-irq hard|mem] [--i2c-trace 1]]
+// With --i2c the serial belongs to a bridge board that reaches the responder
+// board (the firmware Device, --flash) over a simulated I2C bus
+// (boards/sim/i2cbus.py).
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -15,6 +19,11 @@ const opts = parseArgs(process.argv.slice(2), {
   heap: 4 * 1024 * 1024,
   flash: null,
   verbose: "0",
+  i2c: "0",
+  "i2c-addr": "0x1D",
+  "bridge-addr": "0x10",
+  "i2c-irq": "hard",
+  "i2c-trace": "0",
 });
 
 function log(line) {
@@ -36,6 +45,13 @@ sys.path.insert(0, '/firmware')
 import main as _fw
 _dev = _fw.make_device(sim=True, verbose=${opts.verbose === "1" ? "True" : "False"})
 `);
+if (opts.i2c === "1") {
+  mp.runPython(`
+import i2cbus
+_dev = i2cbus.I2CSystem(_dev, prot_addr=${parseInt(opts["i2c-addr"])}, bridge_addr=${parseInt(opts["bridge-addr"])},
+                        hard=${opts["i2c-irq"] === "mem" ? "False" : "True"}, trace=${opts["i2c-trace"] === "1" ? "True" : "False"})
+`);
+}
 const dev = mp.globals.get("_dev");
 
 let idleScheduled = false;

@@ -17,13 +17,20 @@ HOST_EID = 8          # our (the requester's) EID: a bus owner / BMC usually has
 DEFAULT_TARGET = 0    # the null EID reaches the board whether or not it has an EID
 
 
+BRIDGE_EID = 0xFE     # a uspdm bridge board's own EID (firmware/bridge.py)
+_VENDOR = b"\x7f\x00\x00\x00\x00"  # vendor-defined (IANA) message, enterprise 0: the bridge's commands
+
+
 class Unreachable(Exception):
     """No answer from the endpoint (port missing, board silent, timeout)."""
 
 
 class SerialLink:
     def __init__(self, port, eid=DEFAULT_TARGET, host_eid=HOST_EID, baudrate=115200, timeout=10.0, mtu=64,
-                 trace=None):
+                 trace=None, via_i2c=None, bridge_eid=BRIDGE_EID):
+        """via_i2c: reach the PRoT at this I2C address through a uspdm bridge
+        board on `port` (the bridge forwards everything not addressed to its
+        own EID as DSP0237 writes to that address)."""
         import serial  # pyserial
 
         self.eid = eid
@@ -47,6 +54,25 @@ class SerialLink:
             self.ser.reset_input_buffer()
         except Exception:
             pass
+        self.bridge_eid = bridge_eid
+        self.via_i2c = via_i2c
+        if via_i2c is not None:
+            try:
+                st, _ = self.bridge_command(2, bytes((via_i2c,)), timeout=min(timeout, 5.0))
+            except Unreachable:
+                self.close()
+                raise Unreachable("no uspdm bridge answers on %s (needed for --via-i2c)" % port)
+            if st != 0:
+                self.close()
+                raise Unreachable("the bridge refused I2C address 0x%02x" % via_i2c)
+
+    def bridge_command(self, cmd, args=b"", timeout=None):
+        """A bridge board's own command (firmware/bridge.py): (status, data).
+        1 INFO, 2 SET_TARGET addr, 3 INJECT kind count addr, 4 STATS."""
+        rsp = self.request(_VENDOR + bytes((cmd,)) + bytes(args), eid=self.bridge_eid, timeout=timeout)
+        if len(rsp) < 7 or rsp[:5] != _VENDOR or rsp[5] != cmd:
+            raise ValueError("malformed bridge response %s" % rsp.hex())
+        return rsp[6], rsp[7:]
 
     def close(self):
         try:

@@ -38,12 +38,25 @@ def register(sub):
     p.add_argument("--link", metavar="PATH", help="make PATH a symlink to the pseudo-terminal")
     p.add_argument("--log", metavar="FILE", help="write the board log to FILE instead of stderr")
     p.add_argument("-v", "--verbose", action="store_true", help="log every message and the heap it used")
+    g = p.add_argument_group("simulated I2C bus (DSP0237)")
+    g.add_argument("--i2c", action="store_true",
+                   help="two boards on a simulated I2C bus: the serial port belongs to a bridge board that "
+                        "forwards MCTP to the responder board (reach it with --via-i2c ADDR)")
+    g.add_argument("--i2c-addr", type=lambda s: int(s, 0), default=0x1D, metavar="ADDR",
+                   help="the responder's I2C address (default 0x1D)")
+    g.add_argument("--bridge-addr", type=lambda s: int(s, 0), default=0x10, metavar="ADDR",
+                   help="the bridge's I2C address (default 0x10)")
+    g.add_argument("--i2c-irq", choices=("hard", "mem"), default="hard",
+                   help="capture mode the simulated I2C targets offer: hard IRQ events (rp2) or a memory "
+                        "buffer with a soft IRQ (esp32)")
+    g.add_argument("--i2c-trace", action="store_true", help="log every I2C write (address byte and bytes)")
     p.set_defaults(func=run)
 
 
 class Sim:
-    def __init__(self, flash, verbose=False, log=None, tcp=None):
+    def __init__(self, flash, verbose=False, log=None, tcp=None, extra=()):
         self.flash = flash
+        self.extra = list(extra)   # more simhost.mjs arguments (--i2c ...)
         self.verbose = verbose
         self.logf = log or sys.stderr
         self.tcp_addr = tcp
@@ -70,7 +83,7 @@ class Sim:
 
     def start_board(self):
         cmd = [node_path(), SIMHOST, "--root", REPO_ROOT, "--flash", self.flash,
-               "--verbose", "1" if self.verbose else "0"]
+               "--verbose", "1" if self.verbose else "0"] + self.extra
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, cwd=REPO_ROOT, bufsize=0)
 
@@ -172,7 +185,11 @@ def run(args):
         flash = tmp
     os.makedirs(flash, exist_ok=True)
     logf = open(args.log, "a", buffering=1) if args.log else None
-    sim = Sim(os.path.abspath(flash), verbose=args.verbose, log=logf, tcp=args.tcp)
+    extra = []
+    if getattr(args, "i2c", False):
+        extra = ["--i2c", "1", "--i2c-addr", str(args.i2c_addr), "--bridge-addr", str(args.bridge_addr),
+                 "--i2c-irq", args.i2c_irq, "--i2c-trace", "1" if args.i2c_trace else "0"]
+    sim = Sim(os.path.abspath(flash), verbose=args.verbose, log=logf, tcp=args.tcp, extra=extra)
 
     def stop(signum, frame):
         sim.stopping = True
@@ -188,6 +205,9 @@ def run(args):
                 pass
             os.symlink(sim.pty_path, args.link)
         print("uspdm sim: serial port %s" % sim.pty_path)
+        if extra:
+            print("uspdm sim: bridge board on the serial port; responder at I2C 0x%02x (use --via-i2c 0x%02x)" % (
+                args.i2c_addr, args.i2c_addr))
         if sim.tcp_addr:
             print("uspdm sim: TCP %s (pyserial: socket://%s)" % (sim.tcp_addr, sim.tcp_addr))
         print("uspdm sim: flash %s%s" % (flash, " (temporary; use --flash DIR to keep it)" if tmp else ""))

@@ -1,0 +1,166 @@
+"""Helpers shared by the real boards' modules (boards/rp2040, boards/esp32).
+
+Settings: a board module has DEFAULTS; the flash may override them with
+  uspdm/board.cfg     lines `key=value` (ints in any base: 0x1D, 100000;
+                      anything else is a string; '#' comments)
+  uspdm/i2c_addr.bin  the I2C address, 1 byte (storage layout)
+`uspdm deploy --mode bridge --i2c-addr 0x10 ...` writes these; so can
+mpremote or the REPL.  Everything here is pure (testable with fakes).
+"""
+
+SETTINGS_FILE = "uspdm/board.cfg"
+ADDR_FILE = "uspdm/i2c_addr.bin"
+BRIDGE_ADDR = 0x10
+
+
+def parse_settings(text):
+    out = {}
+    for line in text.split("\n"):
+        line = line.split("#", 1)[0].strip()
+        if "=" not in line:
+            continue
+        k, v = line.split("=", 1)
+        k = k.strip()
+        v = v.strip()
+        if not k:
+            continue
+        try:
+            out[k] = int(v, 0)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+def format_settings(d):
+    lines = []
+    for k in sorted(d):
+        v = d[k]
+        lines.append("%s=%s" % (k, ("0x%02x" % v) if k.endswith("_addr") or k == "bridge_target" else v))
+    return "\n".join(lines) + "\n"
+
+
+def load_settings(storage, defaults):
+    cfg = dict(defaults)
+    over = {}
+    try:
+        raw = storage.read(SETTINGS_FILE)
+        if raw:
+            over = parse_settings(raw.decode())
+    except Exception:
+        over = {}
+    cfg.update(over)
+    try:
+        a = storage.read(ADDR_FILE)
+        if a and len(a) == 1 and 0 < a[0] < 0x78:
+            cfg["i2c_addr"] = a[0]
+            over["i2c_addr"] = a[0]
+    except Exception:
+        pass
+    if cfg.get("mode") == "bridge" and "i2c_addr" not in over:
+        cfg["i2c_addr"] = BRIDGE_ADDR
+    a = cfg.get("i2c_addr")
+    if not isinstance(a, int) or not 0 < a < 0x78:
+        cfg["i2c_addr"] = defaults.get("i2c_addr", 0x1D)
+    return cfg
+
+
+def capabilities(modules=None):
+    """What this MicroPython offers (logged at boot; the crypto code detects
+    the same things itself when it imports)."""
+    import sys
+
+    caps = {"version": "%d.%d.%d" % tuple(sys.implementation.version[:3])}
+
+    def mod(name):
+        if modules is not None:
+            return modules.get(name)
+        try:
+            return __import__(name)
+        except ImportError:
+            return None
+
+    h = mod("hashlib")
+    caps["hashlib"] = [n for n in ("sha256", "sha384", "sha512") if h is not None and hasattr(h, n)]
+    c = mod("cryptolib")
+    caps["cryptolib"] = c is not None and hasattr(c, "aes")
+    o = mod("os")
+    caps["urandom"] = o is not None and hasattr(o, "urandom")
+    m = mod("machine")
+    caps["i2c_target"] = m is not None and hasattr(m, "I2CTarget")
+    caps["i2c_hard_irq"] = caps["i2c_target"] and hasattr(m.I2CTarget, "IRQ_WRITE_REQ")
+    return caps
+
+
+def caps_line(c):
+    return "uspdm: MicroPython %s; hashlib %s; cryptolib %s; os.urandom %s; I2C target %s" % (
+        c["version"], "/".join(c["hashlib"]) or "none", "yes" if c["cryptolib"] else "no (pure AES)",
+        "yes" if c["urandom"] else "no", ("yes (hard IRQ)" if c["i2c_hard_irq"] else "yes (soft IRQ)")
+        if c["i2c_target"] else "no")
+
+
+def button_window(pressed, led, window_ms, ticks_ms, ticks_diff, sleep_ms):
+    """Blink the LED for window_ms; True as soon as pressed() is true."""
+    if window_ms <= 0:
+        return False
+    t0 = ticks_ms()
+    on = 0
+    while ticks_diff(ticks_ms(), t0) < window_ms:
+        try:
+            if pressed():
+                if led is not None:
+                    led(1)
+                return True
+        except Exception:
+            return False
+        on ^= 1
+        if led is not None:
+            led(on)
+        sleep_ms(50)
+    if led is not None:
+        led(0)
+    return False
+
+
+def measured_files(listdir, isdir, root_names=None):
+    """[(label, path)] of the code that runs on a board: the .py/.mpy files
+    at / (main.py, board, firmware modules) and under /lib."""
+    out = []
+
+    def walk(base, label):
+        try:
+            names = sorted(listdir(base))
+        except OSError:
+            return
+        for n in names:
+            p = (base.rstrip("/") + "/" + n)
+            if isdir(p):
+                if base == "/" and n != "lib":
+                    continue
+                walk(p, (label + "/" + n) if label else n)
+            elif n.endswith(".py") or n.endswith(".mpy"):
+                if base == "/" and root_names is not None and n.split(".")[0] not in root_names:
+                    continue
+                out.append(((label + "/" + n) if label else n, p))
+
+    walk("/", "")
+    return out
+
+
+def conditioned(raw_bits, n, counter_start=0):
+    """n bytes from a raw (biased) bit source: SHA-256 over 512 raw bits per
+    32 output bytes (a 2:1 compression)."""
+    import hashlib
+
+    out = bytearray()
+    ctr = counter_start
+    while len(out) < n:
+        raw = bytearray(65)
+        for i in range(64):
+            v = 0
+            for _ in range(8):
+                v = (v << 1) | (raw_bits() & 1)
+            raw[i] = v
+        raw[64] = ctr & 0xFF
+        ctr += 1
+        out.extend(hashlib.sha256(raw).digest())
+    return bytes(out[:n])
