@@ -1,8 +1,7 @@
 """GET_DIGESTS, GET_CERTIFICATE, CHALLENGE / CHALLENGE_AUTH with M1 recomputed by the test."""
-import pytest
-from test_spdm_common import (MEAS_DEF, Peer, challenge, chain_buffer, err, expected_block, get_caps, get_cert,
-                              get_digests, get_meas, get_version, ids, make, make_identity, neg_algs, rd16,
-                              verify_sig)
+from test_spdm_common import (
+    parametrize, MEAS_DEF, Peer, challenge, chain_buffer, err, expected_block, get_caps, get_cert,
+    get_digests, get_meas, get_version, ids, make, make_identity, neg_algs, rd16, verify_sig)
 
 from uspdm.crypto import sha2
 
@@ -10,7 +9,7 @@ V = [0x10, 0x11, 0x12, 0x13]
 CTX = b"responder-challenge_auth signing"
 
 
-@pytest.mark.parametrize("v", V)
+@parametrize("v", V)
 def test_digests(v):
     p = Peer(make(), v)
     p.vca()
@@ -72,7 +71,7 @@ def test_certificate_13_slot_size():
     assert rd16(c, 4) == 0 and rd16(c, 6) == len(chain_buffer("p384", "sha384")) and len(c) == 8
 
 
-@pytest.mark.parametrize("v", [0x10, 0x12, 0x13])
+@parametrize("v", [0x10, 0x12, 0x13])
 def test_certificate_invalid(v):
     p = Peer(make(), v)
     p.vca()
@@ -101,7 +100,7 @@ def summary(kind, hashname):
     return sha2.new(hashname, blocks).digest()
 
 
-@pytest.mark.parametrize("v", V)
+@parametrize("v", V)
 def test_challenge_signature_over_m1(v):
     p = Peer(make(), v)
     a = p.vca()
@@ -152,7 +151,7 @@ def test_challenge_nonce_is_fresh():
     assert n1 != n2
 
 
-@pytest.mark.parametrize("v", [0x11, 0x13])
+@parametrize("v", [0x11, 0x13])
 def test_challenge_invalid(v):
     p = Peer(make(), v)
     p.vca()

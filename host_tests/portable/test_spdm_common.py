@@ -1,5 +1,14 @@
 """Shared helpers for the SPDM responder portable tests (requests built from
 DSP0274 layouts, an independent transcript/signature check) plus smoke tests."""
+try:
+    import pytest
+
+    parametrize = pytest.mark.parametrize
+except ImportError:  # inside MicroPython the arguments come from the host
+
+    def parametrize(*a):
+        return lambda f: f
+
 from _util import read_blocks, unhex
 
 from uspdm.crypto import ec, sha2

@@ -1,7 +1,7 @@
 """GET_MEASUREMENTS / MEASUREMENTS: count, one, all, signed/unsigned, L1 recomputed by the test."""
-import pytest
-from test_spdm_common import (MEAS_DEF, Peer, challenge, err, expected_block, get_cert, get_digests, get_meas, make,
-                              make_identity, make_meas, neg_algs, rd16, rd24, verify_sig)
+from test_spdm_common import (
+    parametrize, MEAS_DEF, Peer, challenge, err, expected_block, get_cert, get_digests, get_meas, make,
+    make_identity, make_meas, neg_algs, rd16, rd24, verify_sig)
 
 CTX = b"responder-measurements signing"
 V = [0x10, 0x11, 0x12, 0x13]
@@ -28,7 +28,7 @@ def parse(v, resp, signed, sig_size=96):
     return n, rec, nonce, ctx, o
 
 
-@pytest.mark.parametrize("v", V)
+@parametrize("v", V)
 def test_count_one_all(v):
     p = Peer(make(), v)
     p.vca()
@@ -46,7 +46,7 @@ def test_count_one_all(v):
     err(p.x(get_meas(v, False, 7)), 0x01, v=v)   # unknown index
 
 
-@pytest.mark.parametrize("v", V)
+@parametrize("v", V)
 def test_signed_l1(v):
     p = Peer(make(), v)
     a = p.vca()
@@ -118,7 +118,7 @@ def test_signed_slot_and_p256():
     assert a
 
 
-@pytest.mark.parametrize("v", [0x11, 0x12, 0x13])
+@parametrize("v", [0x11, 0x12, 0x13])
 def test_measurements_invalid(v):
     p = Peer(make(), v)
     p.vca()

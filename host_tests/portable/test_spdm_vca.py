@@ -1,7 +1,6 @@
 """GET_VERSION, GET_CAPABILITIES, NEGOTIATE_ALGORITHMS (DSP0274 1.0-1.3), incl. negative cases."""
-import pytest
-from test_spdm_common import (CHUNK_CAP, Peer, err, get_caps, get_digests, get_version, le32, make, neg_algs, rd16,
-                              rd32)
+from test_spdm_common import (
+    parametrize, CHUNK_CAP, Peer, err, get_caps, get_digests, get_version, le32, make, neg_algs, rd16, rd32)
 
 from uspdm.responder import Config
 
@@ -29,7 +28,7 @@ def test_requests_before_version():
     err(r.handle(bytes((0x55, 0x81, 0, 0))), 0x04, v=0x10)
 
 
-@pytest.mark.parametrize("v", V)
+@parametrize("v", V)
 def test_capabilities(v):
     r = make(ct_exponent=17, data_transfer_size=512, max_spdm_msg_size=2048)
     r.handle(get_version())
@@ -52,7 +51,7 @@ def test_capabilities_meas_unsigned_and_fresh():
     assert rd32(r.handle(get_caps(0x12)), 8) == 0x02 | 0x04 | 0x08 | 0x20
 
 
-@pytest.mark.parametrize("v", [0x11, 0x12, 0x13])
+@parametrize("v", [0x11, 0x12, 0x13])
 def test_capabilities_invalid(v):
     cases = [
         get_caps(v)[:-1],                        # short
@@ -88,7 +87,7 @@ def test_capabilities_13_supported_algorithms_block():
     assert rd32(blk, 6) == 0x90 and rd32(blk, 10) == 0x3
 
 
-@pytest.mark.parametrize("v", V)
+@parametrize("v", V)
 def test_algorithms_default_p384(v):
     p = Peer(make(), v)
     tabs = [(2, 0x18, 0), (3, 0x02, 0), (4, 0x90, 0), (5, 0x01, 0)] if v >= 0x11 else []
@@ -130,7 +129,7 @@ def test_algorithms_priority_and_pairs():
     assert p.vca(algs=neg_algs(0x12, other=1))[-36:][7] == 1
 
 
-@pytest.mark.parametrize("v", [0x10, 0x11, 0x12, 0x13])
+@parametrize("v", [0x10, 0x11, 0x12, 0x13])
 def test_algorithms_invalid(v):
     cases = [
         neg_algs(v)[:31],                         # short
