@@ -71,6 +71,7 @@ class Identity:
         self._keys = {}
         self._pubs = {}
         self._buf = {}  # (slot, alg, hashname) -> (chain buffer, digest)
+        self._masks = {}
 
     # keys -----------------------------------------------------------------
     def has_key(self, alg):
@@ -143,16 +144,20 @@ class Identity:
         return self.storage.delete(_SLOT % (slot, alg))
 
     def _drop(self, slot, alg):
+        self._masks.pop(alg, None)
         for k in list(self._buf):
             if k[0] == slot and k[1] == alg:
                 del self._buf[k]
 
     def provisioned_mask(self, alg):
-        names = self.storage.list("uspdm")
-        m = 0
-        for s in range(8):
-            if ("slot%d_%s.der" % (s, alg)) in names:
-                m |= 1 << s
+        m = self._masks.get(alg)
+        if m is None:
+            names = self.storage.list("uspdm")
+            m = 0
+            for s in range(8):
+                if ("slot%d_%s.der" % (s, alg)) in names:
+                    m |= 1 << s
+            self._masks[alg] = m
         return m
 
     def chain_buffer(self, slot, alg, hashname):

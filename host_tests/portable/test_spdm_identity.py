@@ -1,0 +1,101 @@
+"""uspdm.identity (keys and chains on storage) and uspdm.measurements (blocks, file digests)."""
+import sys
+
+from _util import raises
+from test_spdm_common import drbg, expected_block, ids
+
+from uspdm.crypto import ec, sha2
+from uspdm.identity import Identity, der_elements
+from uspdm.measurements import Measurements, file_digest, files_digest
+from uspdm.storage import MemoryStorage
+
+if sys.implementation.name == "micropython":
+    TMP = "/tmp"
+else:
+    import tempfile
+
+    TMP = tempfile.mkdtemp()
+
+
+def test_key_generated_once_and_stored():
+    st = MemoryStorage()
+    ident = Identity(st, drbg(b"k"))
+    assert ident.private_key("p256") is None and ident.public_key("p256") is None
+    d = ident.ensure_key("p256")
+    assert 1 <= d < ec.P256.n
+    assert st.read("uspdm/key_p256.bin") == d.to_bytes(32, "big")
+    # a new Identity on the same storage loads it instead of generating another
+    again = Identity(st, drbg(b"other"))
+    assert again.ensure_key("p256") == d and again.private_key("p256") == d
+    assert again.public_key("p256") == ec.public_key(ec.P256, d)
+
+
+def test_chains_and_masks():
+    st = MemoryStorage()
+    ident = Identity(st, None)
+    chain = ids()["p384"][1]
+    assert ident.provisioned_mask("p384") == 0 and ident.chain(0, "p384") is None
+    ident.install_chain(2, "p384", chain)
+    ident.install_chain(5, "p384", chain)
+    assert ident.provisioned_mask("p384") == 0x24 and ident.provisioned_mask("p256") == 0
+    assert ident.chain(2, "p384") == chain and st.read("uspdm/slot5_p384.der") == chain
+    buf, dig = ident.chain_buffer(2, "p384", "sha384")
+    root_len = der_elements(chain)[0][1]
+    assert buf[:2] == bytes(((len(buf) & 0xFF), len(buf) >> 8)) and buf[2:4] == b"\x00\x00"
+    assert buf[4:52] == sha2.new("sha384", chain[:root_len]).digest() and buf[52:] == chain
+    assert dig == sha2.new("sha384", buf).digest()
+    assert ident.delete_chain(5, "p384") and ident.provisioned_mask("p384") == 0x04
+    assert len(der_elements(chain)) == 3
+    raises(ValueError, ident.install_chain, 0, "p384", b"\x04\x01\x00")
+    raises(ValueError, ident.install_chain, 0, "p384", chain[:-1])
+    raises(ValueError, ident.install_chain, 8, "p384", chain)
+    raises(ValueError, ident.install_chain, 0, "rsa", chain)
+
+
+def test_measurement_blocks_and_summary():
+    m = Measurements([(3, 1, "digest", b"abc"), (1, 6, "raw", b"v1")])
+    m.add_svn(0x43, 0x0102)
+    m.add_device_mode()
+    assert [b.index for b in m.blocks] == [1, 3, 0x43, 0xFE] and m.count() == 4
+    rec, n = m.record(0xFF, "sha256")
+    want = (expected_block(1, 6, "raw", b"v1", "sha256") + expected_block(3, 1, "digest", b"abc", "sha256")
+            + expected_block(0x43, 7, "raw", b"\x02\x01" + bytes(6), "sha256"))
+    assert n == 4 and rec.startswith(want)
+    dm = rec[len(want):]
+    assert dm[:7] == bytes((0xFE, 1, 19, 0, 0x85, 16, 0)) and len(dm) == 23
+    assert m.record(2, "sha256") is None
+    assert m.summary_hash(1, "sha384", "sha256") == sha2.new(
+        "sha384", expected_block(3, 1, "digest", b"abc", "sha256")).digest()
+    assert m.summary_hash(0xFF, "sha256") == sha2.new("sha256", rec).digest()
+    v = m.version
+    m.set_raw(1, b"v2")
+    assert m.version == v + 1 and m.record(1, "sha384")[0][7:] == b"v2"
+    raises(ValueError, Measurements, [(0, 1, "raw", b"x")])
+    raises(ValueError, Measurements, [(1, 1, "hashed", b"x")])
+
+
+def test_file_digests_streamed():
+    data = bytes(range(256)) * 9 + b"tail"
+    p1 = TMP + "/uspdm-meas-a.bin"
+    p2 = TMP + "/uspdm-meas-b.bin"
+    with open(p1, "wb") as f:
+        f.write(data)
+    with open(p2, "wb") as f:
+        f.write(b"second")
+    assert file_digest(p1, "sha384") == sha2.new("sha384", data).digest()
+    want = sha2.new("sha256")
+    for p, d in ((p1, data), (p2, b"second")):
+        pb = p.encode()
+        want.update(bytes((len(pb) & 0xFF, len(pb) >> 8)) + pb + len(d).to_bytes(4, "little") + d)
+    assert files_digest([p1, p2], "sha256") == want.digest()
+    m = Measurements()
+    m.add_file(1, p1)
+    m.add_files(2, [p1, p2], dmtf_type=3)
+    m.prepare("sha384")
+    assert m.record(1, "sha384")[0] == bytes((1, 1, 51, 0, 1, 48, 0)) + sha2.new("sha384", data).digest()
+    assert m.get(2).tcb is False and m.get(1).tcb is True
+    with open(p1, "wb") as f:
+        f.write(b"changed")
+    assert m.record(1, "sha384")[0][7:] == sha2.new("sha384", data).digest()  # cached until refresh
+    m.refresh()
+    assert m.record(1, "sha384")[0][7:] == sha2.new("sha384", b"changed").digest()
