@@ -103,3 +103,42 @@ def test_unreachable_exit_code(tmp_path):
                          "--timeout", "1")
     assert rc == 2, out + err
     assert "UNREACHABLE" in out
+
+
+def test_modified_firmware_file_fails_golden_over_serial(request, tmp_path, monkeypatch):
+    """A copy of the firmware tree runs on the simulated board; after a firmware file
+    changes, the board's signed measurements no longer match the golden file (exit 5)."""
+    if request.config.getoption("--port"):
+        pytest.skip("needs the simulated board")
+    import shutil
+
+    from uspdm_tools.paths import REPO_ROOT
+    from uspdm_tools.simproc import SimProcess
+
+    tree = tmp_path / "tree"
+    for d in ("lib", "firmware", "boards", "tools"):
+        shutil.copytree(os.path.join(REPO_ROOT, d), tree / d,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    os.symlink(os.path.join(REPO_ROOT, "node_modules"), tree / "node_modules")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tree / "tools"), str(tree / "lib")]))
+    flash, ca = tmp_path / "flash", tmp_path / "ca"
+    rc, out, err = uspdm("provision", "--flash", flash, "--ca-dir", ca, "--alg", "p384")
+    assert rc == 0, err
+    root = str(ca / "ca.cert.pem")
+    g = tmp_path / "golden.json"
+    with SimProcess(flash=str(flash)) as sim:
+        rc, out, err = uspdm("golden", "--port", sim.port, "--root", root, "--timeout", "20", "-o", g)
+        assert rc == 0, err
+        rc, out, err = uspdm("attest", "--port", sim.port, "--root", root, "--golden", g, "--timeout", "20")
+        assert rc == 0, out + err
+    main_py = tree / "firmware" / "main.py"
+    main_py.write_text(main_py.read_text() + "\n# locally modified\n")
+    with SimProcess(flash=str(flash)) as sim:
+        rc, out, err = uspdm("attest", "--port", sim.port, "--root", root, "--golden", g, "--timeout", "20",
+                             "--json")
+    assert rc == 5, out + err
+    rep = json.loads(out)
+    bad = [r for r in rep["golden"] if r["verdict"] != "OK"]
+    assert len(bad) == 1 and bad[0]["verdict"] == "MISMATCH"
+    blk = [b for b in rep["measurements"]["blocks"] if b["index"] == bad[0]["index"]][0]
+    assert blk["type"] == 1  # a firmware file digest
