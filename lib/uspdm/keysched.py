@@ -1,0 +1,108 @@
+"""SPDM 1.1-1.3 session key schedule (DSP0274 "Key schedule"), as libspdm reads it.
+
+    bin_concat(version, length, label, context=b'')
+        = u16 LE length || "spdm1.N " || label || context
+
+    ks = KeySchedule('sha384', 0x12)
+    ks.handshake(ikm, th1_hash, psk=False)   # DHE X coordinate or the PSK
+    ks.req_finished / ks.rsp_finished        # HMAC keys of the verify data
+    ks.hs_keys()                             # (req (key, iv), rsp (key, iv)) handshake
+    ks.application(th2_hash)                 # req/rsp application secrets
+    ks.app_keys()                            # (req (key, iv), rsp (key, iv))
+    ks.update_secret(secret)                 # "traffic upd" step of KEY_UPDATE
+    ks.wipe()                                # overwrite every secret it holds
+
+HandshakeSecret = HKDF-Extract(salt_0, IKM): salt_0 is H zero bytes, except
+for a PSK session at SPDM 1.3 or later, where it is H bytes of 0xFF (libspdm's
+device-secret sample and DSP0274 1.3).  MasterSecret = Extract(salt_1, 0^H)
+with salt_1 = Expand(HandshakeSecret, BinConcat(H, "derived"), H).
+Every secret is a bytearray so wipe() can overwrite it in place.
+"""
+from uspdm.crypto import hkdf, sha2
+
+AEAD_KEY_SIZE = 32  # AES-256-GCM
+AEAD_IV_SIZE = 12
+
+
+def version_label(version):
+    """b'spdm1.N ' for the negotiated SPDM version byte 0x1N."""
+    return b"spdm" + bytes((0x30 + (version >> 4), 0x2E, 0x30 + (version & 0x0F), 0x20))
+
+
+def bin_concat(version, length, label, context=b""):
+    return bytes((length & 0xFF, (length >> 8) & 0xFF)) + version_label(version) + label + context
+
+
+def wipe(buf):
+    """Overwrite a bytearray in place (no-op for None / immutable bytes)."""
+    if isinstance(buf, bytearray):
+        for i in range(len(buf)):
+            buf[i] = 0
+
+
+class KeySchedule:
+    def __init__(self, hashname, version, key_size=AEAD_KEY_SIZE, iv_size=AEAD_IV_SIZE):
+        self.hashname = hashname
+        self.version = version
+        self.h = sha2.digest_size(hashname)
+        self.key_size = key_size
+        self.iv_size = iv_size
+        self.hs = None          # HandshakeSecret
+        self.req_hs = None
+        self.rsp_hs = None
+        self.req_finished = None
+        self.rsp_finished = None
+        self.req_app = None
+        self.rsp_app = None
+
+    def _expand(self, secret, label, context, length):
+        return bytearray(hkdf.expand(self.hashname, secret, bin_concat(self.version, length, label, context), length))
+
+    def salt0(self, psk):
+        if psk and self.version >= 0x13:
+            return b"\xff" * self.h
+        return bytes(self.h)
+
+    def handshake(self, ikm, th1_hash, psk=False):
+        """Derive HandshakeSecret from the DHE secret (or PSK), then the
+        per-direction handshake secrets and finished keys from Hash(TH1)."""
+        self.hs = bytearray(hkdf.extract(self.hashname, self.salt0(psk), ikm))
+        h = self.h
+        self.req_hs = self._expand(self.hs, b"req hs data", th1_hash, h)
+        self.rsp_hs = self._expand(self.hs, b"rsp hs data", th1_hash, h)
+        self.req_finished = self._expand(self.req_hs, b"finished", b"", h)
+        self.rsp_finished = self._expand(self.rsp_hs, b"finished", b"", h)
+
+    def key_iv(self, secret):
+        return (self._expand(secret, b"key", b"", self.key_size), self._expand(secret, b"iv", b"", self.iv_size))
+
+    def hs_keys(self):
+        return self.key_iv(self.req_hs), self.key_iv(self.rsp_hs)
+
+    def application(self, th2_hash):
+        """Master secret and the application secrets from Hash(TH2); the
+        handshake secrets are wiped (they are not needed any more)."""
+        h = self.h
+        salt1 = self._expand(self.hs, b"derived", b"", h)
+        master = bytearray(hkdf.extract(self.hashname, salt1, bytes(h)))
+        self.req_app = self._expand(master, b"req app data", th2_hash, h)
+        self.rsp_app = self._expand(master, b"rsp app data", th2_hash, h)
+        wipe(salt1)
+        wipe(master)
+        for b in (self.hs, self.req_hs, self.rsp_hs, self.req_finished, self.rsp_finished):
+            wipe(b)
+        self.hs = self.req_hs = self.rsp_hs = self.req_finished = self.rsp_finished = None
+
+    def app_keys(self):
+        return self.key_iv(self.req_app), self.key_iv(self.rsp_app)
+
+    def update_secret(self, secret):
+        """KEY_UPDATE: next application secret of one direction."""
+        return self._expand(secret, b"traffic upd", b"", self.h)
+
+    def wipe(self):
+        for b in (self.hs, self.req_hs, self.rsp_hs, self.req_finished, self.rsp_finished, self.req_app,
+                  self.rsp_app):
+            wipe(b)
+        self.hs = self.req_hs = self.rsp_hs = self.req_finished = self.rsp_finished = None
+        self.req_app = self.rsp_app = None

@@ -1,0 +1,124 @@
+"""Secured SPDM messages (DSP0277) with the MCTP binding (DSP0276).
+
+Wire form of one message (the body after the MCTP type byte 0x06):
+
+    SessionID u32 | SeqNum u16 | Length u16 | AEAD{ AppDataLength u16 | AppData | pad } | MAC[16]
+
+- AppData over MCTP is the inner MCTP message: 0x05 followed by the SPDM message.
+- SeqNum is the low 16 bits of a 64-bit per-direction, per-key counter that
+  starts at 0 and never wraps; the AEAD nonce is the IV with the full counter
+  XORed in little endian (iv[i] ^= counter >> 8i, i = 0..7), the encoding
+  libspdm uses by default.
+- Length = len(ciphertext) + 16; AAD = SessionID || SeqNum || Length.
+- Random padding (1..32 bytes, as libspdm's MCTP transport) is stripped by
+  the receiver using AppDataLength.
+- MAC-only sessions (no ENCRYPT_CAP): AAD = the header and the AppData in the
+  clear, no AppDataLength, no padding.
+
+    d = Direction(key, iv)                 # one per direction and key
+    body = encode(session_id, d, app, pad) # pad = random bytes (may be b'')
+    app = decode(session_id, d, body)      # SecuredError on any failure
+
+The counter of a direction advances on every encode/decode attempt, as in
+libspdm, so a failed message also consumes its sequence number.
+"""
+from uspdm.compat import u16
+from uspdm.crypto.gcm import AesGcm, AuthenticationError
+
+TAG = 16
+HDR = 8          # SessionID u32 + SeqNum u16 + Length u16 (MCTP binding)
+SEQ_SIZE = 2
+MAX_SEQ = 0xFFFFFFFFFFFFFFFF
+MAX_PAD = 32
+
+
+class SecuredError(Exception):
+    """A secured message that cannot be accepted (bad size, wrong session or
+    sequence number, authentication failure, counter exhausted)."""
+
+
+class Direction:
+    """AEAD key, IV and counter of one direction; `backup` holds the previous
+    key state during a KEY_UPDATE until it is verified."""
+
+    def __init__(self, key, iv, max_seq=MAX_SEQ):
+        self.key = key
+        self.iv = iv
+        self.seq = 0
+        self.max_seq = max_seq
+        self._gcm = None
+
+    def gcm(self):
+        if self._gcm is None:
+            self._gcm = AesGcm(bytes(self.key))
+        return self._gcm
+
+    def nonce(self, seq):
+        n = bytearray(self.iv)
+        for i in range(8):
+            n[i] ^= (seq >> (8 * i)) & 0xFF
+        return bytes(n)
+
+    def wipe(self):
+        for b in (self.key, self.iv):
+            if isinstance(b, bytearray):
+                for i in range(len(b)):
+                    b[i] = 0
+        self._gcm = None
+
+
+def _hdr(session_id, seq, length):
+    return bytes((session_id & 0xFF, (session_id >> 8) & 0xFF, (session_id >> 16) & 0xFF,
+                  (session_id >> 24) & 0xFF, seq & 0xFF, (seq >> 8) & 0xFF, length & 0xFF, (length >> 8) & 0xFF))
+
+
+def session_id_of(body):
+    """SessionID of a secured message body, or None when it is too short."""
+    if len(body) < 4:
+        return None
+    return body[0] | (body[1] << 8) | (body[2] << 16) | (body[3] << 24)
+
+
+def encode(session_id, d, app, pad=b"", mac_only=False):
+    seq = d.seq
+    if seq >= d.max_seq:
+        raise SecuredError("sequence number exhausted")
+    d.seq = seq + 1
+    if mac_only:
+        hdr = _hdr(session_id, seq, len(app) + TAG)
+        tag = d.gcm().seal(d.nonce(seq), hdr + app, b"")
+        return hdr + app + tag
+    n = len(app)
+    pt = bytes((n & 0xFF, n >> 8)) + app + pad
+    hdr = _hdr(session_id, seq, len(pt) + TAG)
+    return hdr + d.gcm().seal(d.nonce(seq), hdr, pt)
+
+
+def decode(session_id, d, body, mac_only=False):
+    seq = d.seq
+    if seq >= d.max_seq:
+        raise SecuredError("sequence number exhausted")
+    d.seq = seq + 1
+    if len(body) < HDR + TAG:
+        raise SecuredError("secured message too short")
+    if session_id_of(body) != session_id:
+        raise SecuredError("wrong session ID")
+    if u16(body, 4) != (seq & 0xFFFF):
+        raise SecuredError("unexpected sequence number")
+    length = u16(body, 6)
+    if length < TAG or length > len(body) - HDR:
+        raise SecuredError("bad Length")
+    end = HDR + length
+    try:
+        if mac_only:
+            d.gcm().open(d.nonce(seq), body[:end - TAG], body[end - TAG:end])
+            return bytes(body[HDR:end - TAG])
+        pt = d.gcm().open(d.nonce(seq), body[:HDR], body[HDR:end])
+    except AuthenticationError:
+        raise SecuredError("authentication failed")
+    if len(pt) < 2:
+        raise SecuredError("no AppDataLength")
+    n = u16(pt, 0)
+    if n > len(pt) - 2:
+        raise SecuredError("AppDataLength beyond the plaintext")
+    return pt[2:2 + n]

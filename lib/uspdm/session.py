@@ -1,0 +1,815 @@
+"""SPDM secure sessions (DSP0274 1.1-1.3, DSP0277, DSP0276): the responder side.
+
+One SessionManager per board holds every open session (across requesters) and
+bounds how many there are.  The SPDM responder of a connection (`conn`, one
+per requester) calls into it:
+
+    mgr = SessionManager(drbg, storage, max_sessions=2, heartbeat=0, psk_mode=2)
+    rsp = mgr.handle_in_clear(conn, msg, now_ms)   # KEY_EXCHANGE, PSK_EXCHANGE,
+                                                  # FINISH in the clear, ...; None = not ours
+    out = mgr.handle_secured(src_eid, body, now_ms)  # MCTP type 0x06 body -> 0x06 body / None
+    mgr.tick(now_ms)                  # heartbeat timeouts (call from the idle loop)
+    mgr.end_conn(conn)                # GET_VERSION / connection reset: end its sessions
+    mgr.reset()                       # wipe everything
+    mgr.cap_flags(version)            # capability bits to advertise for sessions
+
+`conn` is duck-typed (uspdm.responder.Responder provides it): version, flags
+(our advertised capabilities), req_flags, asym ('p384'/'p256'), hashname,
+meas_hashname, meas_spec, other_params (opaque data format), t.a (the VCA
+transcript bytes), identity, meas, sel_dhe, sel_aead, sel_ks (selected
+algorithm bits), eid; optional t.reset_l() and session_request(msg, session)
+for GET_MEASUREMENTS / GET_DIGESTS / GET_CERTIFICATE inside a session.
+VENDOR_DEFINED_REQUEST inside a session goes to `vendor_hook(msg, session)`.
+
+Failure handling follows libspdm's default policy: a secured message for an
+unknown session ID is dropped silently; one that fails to decode (wrong
+sequence number = replay or reordering, bad Length, bad MAC/tag, counter
+exhausted) is answered with ERROR DecryptError inside the session and the
+session is ended; a FINISH/PSK_FINISH with a wrong verify HMAC likewise.
+All keys and secrets are bytearrays overwritten when a session ends.
+"""
+from uspdm import consts as C
+from uspdm import keysched, secured
+from uspdm.compat import ct_eq, p16, u16
+from uspdm.crypto import hmac as _hmac
+from uspdm.crypto import sha2
+
+KEY_EXCHANGE_RSP = 0x64
+FINISH_RSP = 0x65
+PSK_EXCHANGE_RSP = 0x66
+PSK_FINISH_RSP = 0x67
+HEARTBEAT_ACK = 0x68
+KEY_UPDATE_ACK = 0x69
+END_SESSION_ACK = 0x6C
+VENDOR_DEFINED_RESPONSE = 0x7E
+
+KU_UPDATE_KEY = 1
+KU_UPDATE_ALL_KEYS = 2
+KU_VERIFY_NEW_KEY = 3
+
+END_SESSION_PRESERVE_STATE_CLEAR = 0x01
+
+PSK_CAP_SHIFT = 10
+PSK_NONE = 0
+PSK_NO_CONTEXT = 1     # PSK_EXCHANGE_RSP ends the handshake (no PSK_FINISH)
+PSK_WITH_CONTEXT = 2   # responder context, PSK_FINISH required
+
+ST_HANDSHAKE = 1
+ST_ESTABLISHED = 2
+
+SIGN_CTX_KEX = b"responder-key_exchange_rsp signing"
+SM_SPEC_ID = b"\x46\x54\x4d\x44"   # 0x444D5446 ("DMTF") little endian
+SM_VERSIONS = (0x1000, 0x1100, 0x1200)  # secured message (DSP0277) versions we speak
+MAX_PSK_HINT = 32
+DHE_SIZE = 96  # secp384r1 X||Y
+
+_ERR_DECRYPT = C.ERR_DECRYPT_ERROR
+
+
+# ------------------------------------------------------------ opaque data
+def parse_sm_versions(version, data):
+    """Supported secured-message versions listed in a KEY_EXCHANGE/PSK_EXCHANGE
+    opaque field (SPDM 1.1 header or the 1.2+ general format).  Returns a list
+    of u16 versions, [] when the field carries no such element, raises
+    ValueError when the field is malformed."""
+    n = len(data)
+    if version >= C.V12:
+        if n & 3 or n < 4:
+            raise ValueError("opaque size")
+        total = data[0]
+        off = 4
+    else:
+        if n < 8 or data[0:4] != SM_SPEC_ID or data[4] != 1:
+            raise ValueError("opaque header")
+        total = data[5]
+        off = 8
+    if total < 1:
+        raise ValueError("no opaque element")
+    found = []
+    for _ in range(total):
+        if off + 4 > n:
+            raise ValueError("opaque element header")
+        eid = data[off]
+        vlen = data[off + 1]
+        if off + 2 + vlen + 2 > n:
+            raise ValueError("opaque element vendor id")
+        dlen = u16(data, off + 2 + vlen)
+        body = off + 4 + vlen
+        end = body + dlen
+        padded = (end - off + 3) & ~3
+        if off + padded > n:
+            raise ValueError("opaque element length")
+        if version >= C.V12:
+            for i in range(end, off + padded):
+                if data[i]:
+                    raise ValueError("opaque padding")
+        if eid == 0 and vlen == 0 and dlen >= 3 and data[body] == 1 and data[body + 1] == 1:
+            cnt = data[body + 2]
+            if dlen < 3 + 2 * cnt:
+                raise ValueError("version list")
+            for i in range(cnt):
+                found.append(u16(data, body + 3 + 2 * i))
+        off += padded
+    if off != n:
+        raise ValueError("opaque trailing bytes")
+    return found
+
+
+def sm_opaque(version, sm_data):
+    """Opaque field with one secured-message element (sm_data after its header)."""
+    el = b"\x00\x00" + p16(len(sm_data)) + sm_data
+    el += bytes((-len(el)) & 3)
+    if version >= C.V12:
+        return b"\x01\x00\x00\x00" + el
+    return SM_SPEC_ID + b"\x01\x01\x00\x00" + el
+
+
+def sm_selection(version, selected):
+    return sm_opaque(version, b"\x01\x00" + p16(selected))
+
+
+def sm_supported(version, versions):
+    return sm_opaque(version, b"\x01\x01" + bytes((len(versions),)) + b"".join(p16(v) for v in versions))
+
+
+# ---------------------------------------------------------------- session
+class Session:
+    def __init__(self, mgr, conn, sid, psk):
+        self.mgr = mgr
+        self.conn = conn
+        self.id = sid
+        self.version = conn.version
+        self.hashname = conn.hashname
+        self.psk = psk
+        self.psk_context = False
+        self.in_clear = False
+        self.mac_only = not (conn.flags & C.CAP_ENCRYPT and conn.req_flags & C.CAP_ENCRYPT)
+        self.state = ST_HANDSHAKE
+        self.ks = keysched.KeySchedule(conn.hashname, conn.version)
+        self.th = None          # running transcript hash (A [|| Ct] || K || F)
+        self.req = None         # secured.Direction requester -> responder
+        self.rsp = None
+        self.req_backup = None  # previous requester key during KEY_UPDATE
+        self.req_backup_secret = None
+        self.last_ku = None     # last KEY_UPDATE request (UpdateKey/UpdateAllKeys pending verify)
+        self.heartbeat = 0
+        self.last_rx = 0
+        self.policy = 0
+        self.sm_version = 0
+        self.l = None           # in-session L transcript (GET_MEASUREMENTS)
+        self.l_mver = None
+        self.eid = getattr(conn, "eid", None)
+
+    def _dirs(self, pair):
+        mx = self.mgr.max_seq
+        (rk, ri), (sk, si) = pair
+        return secured.Direction(rk, ri, mx), secured.Direction(sk, si, mx)
+
+    def enter_handshake_keys(self):
+        self.req, self.rsp = self._dirs(self.ks.hs_keys())
+
+    def enter_application(self, th2):
+        self.ks.application(th2)
+        for d in (self.req, self.rsp):
+            if d is not None:
+                d.wipe()
+        self.req, self.rsp = self._dirs(self.ks.app_keys())
+        self.state = ST_ESTABLISHED
+
+    def wipe(self):
+        self.ks.wipe()
+        for d in (self.req, self.rsp, self.req_backup):
+            if d is not None:
+                d.wipe()
+        keysched.wipe(self.req_backup_secret)
+        self.req = self.rsp = self.req_backup = self.req_backup_secret = None
+        self.th = None
+        self.l = None
+        self.state = 0
+
+
+class SessionManager:
+    def __init__(self, drbg, storage=None, max_sessions=2, heartbeat=0, psk_mode=PSK_WITH_CONTEXT,
+                 vendor_hook=None, max_seq=secured.MAX_SEQ, in_clear=True, log=None):
+        self.drbg = drbg
+        self.storage = storage
+        self.max_sessions = max_sessions
+        self.heartbeat = heartbeat & 0xFF
+        self.psk_mode = psk_mode
+        self.vendor_hook = vendor_hook
+        self.max_seq = max_seq
+        self.in_clear = in_clear
+        self.log = log
+        self.sessions = {}
+        self.latest = {}  # id(conn) -> session ID of the latest KEY_EXCHANGE (FINISH in the clear)
+        self.stats = {"opened": 0, "ended": 0, "decrypt_errors": 0, "dropped": 0, "timeouts": 0}
+
+    # ---------------------------------------------------------- config
+    def cap_flags(self, version):
+        if version < C.V11:
+            return 0
+        f = C.CAP_ENCRYPT | C.CAP_MAC | C.CAP_KEY_EX | C.CAP_HBEAT | C.CAP_KEY_UPD
+        if self.in_clear:
+            f |= C.CAP_HANDSHAKE_IN_THE_CLEAR
+        if self.psk_mode:
+            f |= (self.psk_mode & 3) << PSK_CAP_SHIFT
+        return f
+
+    def _log(self, msg):
+        if self.log is not None:
+            try:
+                self.log(msg)
+            except Exception:
+                pass
+
+    # --------------------------------------------------------- helpers
+    def _err(self, conn, code, data=0):
+        return bytes((conn.version, C.ERROR, code, data))
+
+    def _session_required(self, conn, code):
+        if conn.version >= C.V12:
+            return self._err(conn, C.ERR_SESSION_REQUIRED)
+        return self._err(conn, C.ERR_UNSPECIFIED)
+
+    def _both(self, conn, flag):
+        return bool(conn.flags & flag) and bool(conn.req_flags & flag)
+
+    def _new_rsp_id(self):
+        for _ in range(64):
+            r = self.drbg.generate(2)
+            v = r[0] | (r[1] << 8)
+            if v in (0, 0xFFFF):
+                continue
+            clash = False
+            for sid in self.sessions:
+                if (sid >> 16) == v:
+                    clash = True
+            if not clash:
+                return v
+        return None
+
+    def _open(self, conn, req_sid, psk):
+        if len(self.sessions) >= self.max_sessions:
+            return None
+        r = self._new_rsp_id()
+        if r is None:
+            return None
+        sid = (r << 16) | req_sid
+        s = Session(self, conn, sid, psk)
+        self.sessions[sid] = s
+        self.stats["opened"] += 1
+        return s
+
+    def end(self, s, why=""):
+        if self.sessions.get(s.id) is s:
+            del self.sessions[s.id]
+        for k in list(self.latest):
+            if self.latest[k] == s.id:
+                del self.latest[k]
+        s.wipe()
+        self.stats["ended"] += 1
+        self._log("session %08x ended%s" % (s.id, (": " + why) if why else ""))
+
+    def end_conn(self, conn):
+        for s in list(self.sessions.values()):
+            if s.conn is conn:
+                self.end(s, "connection reset")
+
+    def reset(self):
+        for s in list(self.sessions.values()):
+            self.end(s, "reset")
+        self.latest = {}
+
+    def count(self):
+        return len(self.sessions)
+
+    def tick(self, now):
+        for s in list(self.sessions.values()):
+            if self._expired(s, now):
+                self.stats["timeouts"] += 1
+                self.end(s, "heartbeat timeout")
+
+    def _expired(self, s, now):
+        if s.state != ST_ESTABLISHED or not s.heartbeat:
+            return False
+        return now - s.last_rx > 2000 * s.heartbeat
+
+    def _summary(self, conn, kind):
+        """(ok, bytes) for a MeasurementSummaryHashType request parameter."""
+        if kind == C.SUMMARY_NONE:
+            return True, b""
+        if kind not in (C.SUMMARY_TCB, C.SUMMARY_ALL):
+            return False, None
+        if not (conn.flags & C.CAP_MEAS_MASK) or not conn.meas_spec or not conn.meas_hashname:
+            return False, None
+        return True, conn.meas.summary_hash(kind, conn.hashname, conn.meas_hashname)
+
+    def _sm_version(self, conn, opaque):
+        """Selected secured-message version, or None when the opaque data is bad."""
+        if not opaque:
+            return SM_VERSIONS[-1]
+        try:
+            offered = parse_sm_versions(conn.version, opaque)
+        except ValueError:
+            return None
+        best = 0
+        for v in offered:
+            vv = v & 0xFF00
+            if vv in SM_VERSIONS and vv > best:
+                best = vv
+        return best or None
+
+    def _pad(self, s):
+        if s.mac_only:
+            return b""
+        n = (self.drbg.generate(1)[0] % secured.MAX_PAD) + 1
+        return self.drbg.generate(n)
+
+    def _encode(self, s, spdm):
+        """Wrap an SPDM response in the session's current response key; on a
+        counter overflow the session ends and nothing is sent."""
+        try:
+            return secured.encode(s.id, s.rsp, b"\x05" + spdm, self._pad(s), s.mac_only)
+        except secured.SecuredError:
+            self.end(s, "response sequence number exhausted")
+            return None
+
+    def _th_start(self, conn):
+        h = sha2.new(conn.hashname)
+        h.update(conn.t.a)
+        return h
+
+    def _hmac(self, s, key, digest):
+        return _hmac.hmac(s.hashname, key, digest)
+
+    # ------------------------------------------------------ in the clear
+    def handle_in_clear(self, conn, msg, now=0):
+        """Session messages that arrive as plain SPDM (type 0x05).  Returns the
+        response, or None for a request code that is not session business."""
+        code = msg[1]
+        if code == C.KEY_EXCHANGE:
+            return self._key_exchange(conn, msg, now)
+        if code == C.PSK_EXCHANGE:
+            return self._psk_exchange(conn, msg, now)
+        if code == C.FINISH:
+            return self._finish_clear(conn, msg, now)
+        if code in (C.PSK_FINISH, C.HEARTBEAT, C.KEY_UPDATE, C.END_SESSION):
+            if conn.version < C.V11:
+                return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code)
+            return self._session_required(conn, code)
+        return None
+
+    def _version_checks(self, conn, msg):
+        if conn.version < C.V11:
+            return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, msg[1])
+        if msg[0] != conn.version:
+            return self._err(conn, C.ERR_VERSION_MISMATCH)
+        return None
+
+    def _key_exchange(self, conn, msg, now):
+        e = self._version_checks(conn, msg)
+        if e:
+            return e
+        if not self._both(conn, C.CAP_KEY_EX):
+            return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, C.KEY_EXCHANGE)
+        if not conn.hashname or conn.sel_dhe != C.DHE_SECP384R1 or conn.sel_aead != C.AEAD_AES_256_GCM \
+                or conn.sel_ks != C.KEY_SCHEDULE_SPDM:
+            return self._err(conn, C.ERR_UNEXPECTED_REQUEST)
+        v = conn.version
+        if v >= C.V12 and (conn.other_params & C.OPAQUE_FMT_MASK) != C.OPAQUE_FMT_1:
+            return self._err(conn, C.ERR_INVALID_REQUEST)
+        ok, summary = self._summary(conn, msg[2])
+        if not ok:
+            return self._err(conn, C.ERR_INVALID_REQUEST)
+        slot = msg[3]
+        mask = conn.identity.provisioned_mask(conn.asym)
+        if slot >= 8 or not (mask >> slot) & 1:
+            return self._err(conn, C.ERR_INVALID_REQUEST)
+        fixed = 40 + DHE_SIZE
+        if len(msg) < fixed + 2:
+            return self._err(conn, C.ERR_INVALID_REQUEST)
+        olen = u16(msg, fixed)
+        size = fixed + 2 + olen
+        if len(msg) < size:
+            return self._err(conn, C.ERR_INVALID_REQUEST)
+        msg = msg[:size]
+        smv = self._sm_version(conn, msg[fixed + 2:size])
+        if smv is None:
+            return self._err(conn, C.ERR_INVALID_REQUEST)
+        peer = msg[40:fixed]
+        from uspdm.crypto import ec
+
+        try:
+            ec.validate_public_key(ec.P384, peer)
+        except ValueError:
+            return self._err(conn, C.ERR_INVALID_REQUEST)
+        cb = conn.identity.chain_buffer(slot, conn.asym, conn.hashname)
+        d_id = conn.identity.private_key(conn.asym)
+        if cb is None or d_id is None:
+            return self._err(conn, C.ERR_UNSPECIFIED)
+        s = self._open(conn, u16(msg, 4), False)
+        if s is None:
+            return self._err(conn, C.ERR_SESSION_LIMIT_EXCEEDED)
+        try:
+            s.in_clear = self.in_clear and self._both(conn, C.CAP_HANDSHAKE_IN_THE_CLEAR)
+            s.sm_version = smv
+            s.policy = msg[6] if v >= C.V12 else 0
+            hb = self.heartbeat if self._both(conn, C.CAP_HBEAT) else 0
+            s.heartbeat = hb
+            dk = ec.generate_private_key(ec.P384, self.drbg.generate)
+            pub = ec.public_key(ec.P384, dk)
+            z = bytearray(ec.ecdh(ec.P384, dk, peer))
+            dk = 0
+            opaque = sm_selection(v, smv)
+            body = (bytes((v, KEY_EXCHANGE_RSP, hb, 0)) + p16(s.id >> 16) + b"\x00\x00"
+                    + self.drbg.generate(32) + pub + summary + p16(len(opaque)) + opaque)
+            th = self._th_start(conn)
+            th.update(cb[1])
+            th.update(msg)
+            th.update(body)
+            curve = ec.P384 if conn.asym == "p384" else ec.P256
+            digest = th.digest()
+            if v >= C.V12:
+                digest = sha2.new(conn.hashname, C.signing_prefix(v, SIGN_CTX_KEX) + digest).digest()
+            sig = ec.sign(curve, d_id, digest, self.drbg.generate(32))
+            th.update(sig)
+            th1 = th.digest()
+            s.ks.handshake(z, th1, psk=False)
+            keysched.wipe(z)
+            s.enter_handshake_keys()
+            resp = body + sig
+            if not s.in_clear:
+                vd = self._hmac(s, s.ks.rsp_finished, th1)
+                th.update(vd)
+                resp += vd
+            s.th = th
+            s.ct = cb[1]
+        except Exception:
+            self.end(s, "KEY_EXCHANGE failed")
+            return self._err(conn, C.ERR_UNSPECIFIED)
+        if hasattr(conn.t, "reset_l"):
+            conn.t.reset_l()
+        self.latest[id(conn)] = s.id
+        s.last_rx = now
+        return resp
+
+    def _finish_clear(self, conn, msg, now):
+        e = self._version_checks(conn, msg)
+        if e:
+            return e
+        if not self._both(conn, C.CAP_KEY_EX):
+            return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, C.FINISH)
+        sid = self.latest.get(id(conn))
+        s = self.sessions.get(sid) if sid is not None else None
+        if s is None or s.conn is not conn or s.psk or s.state != ST_HANDSHAKE or not s.in_clear:
+            return self._err(conn, C.ERR_UNEXPECTED_REQUEST)
+        resp, ok = self._finish(s, msg)
+        if ok:
+            s.enter_application(s.th.digest())
+            s.th = None
+            s.last_rx = now
+            self._log("session %08x established (KEY_EXCHANGE, handshake in the clear)" % s.id)
+        elif resp[1] == C.ERROR and resp[2] == _ERR_DECRYPT:
+            self.end(s, "FINISH verify data mismatch")
+        return resp
+
+    def _finish(self, s, msg):
+        """Check a FINISH; return (response, ok).  On success s.th covers TH2."""
+        conn = s.conn
+        h = s.ks.h
+        if msg[2] & 0x01:
+            # we never ask for mutual authentication, so no signature may be present
+            return self._err(conn, C.ERR_INVALID_REQUEST), False
+        if len(msg) < 4 + h:
+            return self._err(conn, C.ERR_INVALID_REQUEST), False
+        th = s.th.copy()
+        th.update(msg[:4])
+        expect = self._hmac(s, s.ks.req_finished, th.digest())
+        if not ct_eq(expect, msg[4:4 + h]):
+            self.stats["decrypt_errors"] += 1
+            return self._err(conn, _ERR_DECRYPT), False
+        th.update(msg[4:4 + h])
+        resp = bytes((conn.version, FINISH_RSP, 0, 0))
+        if s.in_clear:
+            t2 = th.copy()
+            t2.update(resp)
+            resp += self._hmac(s, s.ks.rsp_finished, t2.digest())
+        th.update(resp)
+        s.th = th
+        return resp, True
+
+    def _psk_exchange(self, conn, msg, now):
+        e = self._version_checks(conn, msg)
+        if e:
+            return e
+        if not self.psk_mode or not (conn.flags & (3 << PSK_CAP_SHIFT)) or not (conn.req_flags & (3 << PSK_CAP_SHIFT)):
+            return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, C.PSK_EXCHANGE)
+        if not conn.hashname or conn.sel_aead != C.AEAD_AES_256_GCM or conn.sel_ks != C.KEY_SCHEDULE_SPDM:
+            return self._err(conn, C.ERR_UNEXPECTED_REQUEST)
+        v = conn.version
+        if v >= C.V12 and (conn.other_params & C.OPAQUE_FMT_MASK) != C.OPAQUE_FMT_1:
+            return self._err(conn, C.ERR_INVALID_REQUEST)
+        ok, summary = self._summary(conn, msg[2])
+        if not ok:
+            return self._err(conn, C.ERR_INVALID_REQUEST)
+        if len(msg) < 12:
+            return self._err(conn, C.ERR_INVALID_REQUEST)
+        hl, cl, ol = u16(msg, 6), u16(msg, 8), u16(msg, 10)
+        size = 12 + hl + cl + ol
+        if len(msg) < size or hl > MAX_PSK_HINT:
+            return self._err(conn, C.ERR_INVALID_REQUEST)
+        msg = msg[:size]
+        hint = msg[12:12 + hl]
+        smv = self._sm_version(conn, msg[12 + hl + cl:size])
+        if smv is None:
+            return self._err(conn, C.ERR_INVALID_REQUEST)
+        psk = self.read_psk(hint)
+        if not psk:
+            return self._err(conn, C.ERR_INVALID_REQUEST)
+        psk = bytearray(psk)
+        s = self._open(conn, u16(msg, 4), True)
+        if s is None:
+            keysched.wipe(psk)
+            return self._err(conn, C.ERR_SESSION_LIMIT_EXCEEDED)
+        try:
+            s.sm_version = smv
+            s.policy = msg[3] if v >= C.V12 else 0
+            hb = self.heartbeat if self._both(conn, C.CAP_HBEAT) else 0
+            s.heartbeat = hb
+            s.psk_context = self.psk_mode == PSK_WITH_CONTEXT
+            ctx = self.drbg.generate(s.ks.h) if s.psk_context else b""
+            opaque = sm_selection(v, smv)
+            body = (bytes((v, PSK_EXCHANGE_RSP, hb, 0)) + p16(s.id >> 16) + b"\x00\x00" + p16(len(ctx))
+                    + p16(len(opaque)) + summary + ctx + opaque)
+            th = self._th_start(conn)
+            th.update(msg)
+            th.update(body)
+            th1 = th.digest()
+            s.ks.handshake(psk, th1, psk=True)
+            keysched.wipe(psk)
+            s.enter_handshake_keys()
+            vd = self._hmac(s, s.ks.rsp_finished, th1)
+            th.update(vd)
+            s.th = th
+        except Exception:
+            self.end(s, "PSK_EXCHANGE failed")
+            return self._err(conn, C.ERR_UNSPECIFIED)
+        if hasattr(conn.t, "reset_l"):
+            conn.t.reset_l()
+        s.last_rx = now
+        if not s.psk_context:
+            s.enter_application(th.digest())
+            s.th = None
+            self._log("session %08x established (PSK, no PSK_FINISH)" % s.id)
+        return body + vd
+
+    def read_psk(self, hint):
+        if self.storage is None:
+            return None
+        name = "uspdm/psk_%s.bin" % ("".join("%02x" % b for b in hint))
+        try:
+            return self.storage.read(name)
+        except Exception:
+            return None
+
+    # ------------------------------------------------------- secured
+    def handle_secured(self, src, body, now=0):
+        """A secured message (MCTP type 0x06 body, without the type byte).
+        Returns the secured response body, or None to send nothing."""
+        sid = secured.session_id_of(body)
+        s = self.sessions.get(sid) if sid is not None else None
+        if s is None or (s.eid is not None and src is not None and s.eid != src):
+            self.stats["dropped"] += 1
+            return None
+        if self._expired(s, now):
+            self.stats["timeouts"] += 1
+            self.end(s, "heartbeat timeout")
+            self.stats["dropped"] += 1
+            return None
+        try:
+            app = secured.decode(s.id, s.req, body, s.mac_only)
+        except secured.SecuredError as e:
+            app = None
+            if s.req_backup is not None:
+                app = self._try_backup(s, body)
+            if app is None:
+                self.stats["decrypt_errors"] += 1
+                self._log("session %08x: %s" % (s.id, e))
+                out = self._encode(s, self._err(s.conn, _ERR_DECRYPT))
+                if s.id in self.sessions:
+                    self.end(s, "decrypt error")
+                return out
+        s.last_rx = now
+        if len(app) < 5 or app[0] != 0x05:
+            # not an SPDM message inside: libspdm treats it as an app message; we have none
+            return self._encode(s, self._err(s.conn, C.ERR_UNSUPPORTED_REQUEST, app[2] if len(app) > 2 else 0))
+        msg = bytes(app[1:])
+        return self._in_session(s, msg, now)
+
+    def _try_backup(self, s, body):
+        """KEY_UPDATE: the requester may still use its previous key (libspdm
+        retries with the backup and re-derives the pending new key)."""
+        b = s.req_backup
+        try:
+            app = secured.decode(s.id, b, body, s.mac_only)
+        except secured.SecuredError:
+            return None
+        # keep the pending new key, restarted at sequence number 0
+        s.req.wipe()
+        key, iv = s.ks.key_iv(s.ks.req_app)
+        s.req = secured.Direction(key, iv, self.max_seq)
+        return app
+
+    def _in_session(self, s, msg, now):
+        conn = s.conn
+        code = msg[1]
+        if msg[0] != conn.version:
+            return self._encode(s, self._err(conn, C.ERR_VERSION_MISMATCH))
+        if s.state == ST_HANDSHAKE:
+            if code == C.FINISH and not s.psk and not s.in_clear:
+                resp, ok = self._finish(s, msg)
+                out = self._encode(s, resp)
+                if ok and s.id in self.sessions:
+                    s.enter_application(s.th.digest())
+                    s.th = None
+                    self._log("session %08x established (KEY_EXCHANGE)" % s.id)
+                elif not ok and resp[2] == _ERR_DECRYPT and s.id in self.sessions:
+                    self.end(s, "FINISH verify data mismatch")
+                return out
+            if code == C.PSK_FINISH and s.psk and s.psk_context:
+                return self._psk_finish(s, msg)
+            return self._encode(s, self._err(conn, C.ERR_UNEXPECTED_REQUEST))
+        # established
+        if code == C.HEARTBEAT:
+            if not self._both(conn, C.CAP_HBEAT):
+                return self._encode(s, self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code))
+            return self._encode(s, bytes((conn.version, HEARTBEAT_ACK, 0, 0)))
+        if code == C.KEY_UPDATE:
+            return self._key_update(s, msg)
+        if code == C.END_SESSION:
+            out = self._encode(s, bytes((conn.version, END_SESSION_ACK, 0, 0)))
+            if s.id in self.sessions:
+                self.end(s, "END_SESSION")
+            return out
+        if code in (C.GET_MEASUREMENTS, C.GET_DIGESTS, C.GET_CERTIFICATE):
+            fn = getattr(conn, "session_request", None)
+            if fn is None:
+                return self._encode(s, self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code))
+            resp = fn(msg, s)
+            if resp is None:
+                return None
+            return self._encode(s, resp)
+        if code == C.VENDOR_DEFINED_REQUEST:
+            resp = None
+            if self.vendor_hook is not None:
+                try:
+                    resp = self.vendor_hook(msg, s)
+                except Exception:
+                    resp = self._err(conn, C.ERR_UNSPECIFIED)
+            if resp is None:
+                resp = self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code)
+            return self._encode(s, resp)
+        if code in (C.KEY_EXCHANGE, C.PSK_EXCHANGE, C.FINISH, C.PSK_FINISH, C.CHALLENGE, C.GET_VERSION,
+                    C.GET_CAPABILITIES, C.NEGOTIATE_ALGORITHMS):
+            return self._encode(s, self._err(conn, C.ERR_UNEXPECTED_REQUEST))
+        return self._encode(s, self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code))
+
+    def _psk_finish(self, s, msg):
+        conn = s.conn
+        h = s.ks.h
+        if len(msg) < 4 + h:
+            return self._encode(s, self._err(conn, C.ERR_INVALID_REQUEST))
+        th = s.th.copy()
+        th.update(msg[:4])
+        expect = self._hmac(s, s.ks.req_finished, th.digest())
+        if not ct_eq(expect, msg[4:4 + h]):
+            self.stats["decrypt_errors"] += 1
+            out = self._encode(s, self._err(conn, _ERR_DECRYPT))
+            if s.id in self.sessions:
+                self.end(s, "PSK_FINISH verify data mismatch")
+            return out
+        th.update(msg[4:4 + h])
+        resp = bytes((conn.version, PSK_FINISH_RSP, 0, 0))
+        th.update(resp)
+        out = self._encode(s, resp)
+        if s.id in self.sessions:
+            s.enter_application(th.digest())
+            s.th = None
+            self._log("session %08x established (PSK)" % s.id)
+        return out
+
+    def _key_update(self, s, msg):
+        conn = s.conn
+        if not self._both(conn, C.CAP_KEY_UPD):
+            return self._encode(s, self._err(conn, C.ERR_UNSUPPORTED_REQUEST, C.KEY_UPDATE))
+        if len(msg) != 4:
+            return self._encode(s, self._err(conn, C.ERR_INVALID_REQUEST))
+        op = msg[2]
+        ack = bytes((conn.version, KEY_UPDATE_ACK, op, msg[3]))
+        if op in (KU_UPDATE_KEY, KU_UPDATE_ALL_KEYS):
+            if s.last_ku is not None:
+                return self._encode(s, self._err(conn, C.ERR_INVALID_REQUEST))
+            self._update_req(s)
+            s.last_ku = op
+            if op == KU_UPDATE_ALL_KEYS:
+                # the responder commits its new key at once: the ACK already uses it
+                new = s.ks.update_secret(s.ks.rsp_app)
+                keysched.wipe(s.ks.rsp_app)
+                s.ks.rsp_app = new
+                s.rsp.wipe()
+                key, iv = s.ks.key_iv(new)
+                s.rsp = secured.Direction(key, iv, self.max_seq)
+            return self._encode(s, ack)
+        if op == KU_VERIFY_NEW_KEY:
+            if s.last_ku is None:
+                return self._encode(s, self._err(conn, C.ERR_INVALID_REQUEST))
+            if s.req_backup is not None:
+                s.req_backup.wipe()
+            keysched.wipe(s.req_backup_secret)
+            s.req_backup = s.req_backup_secret = None
+            s.last_ku = None
+            return self._encode(s, ack)
+        return self._encode(s, self._err(conn, C.ERR_INVALID_REQUEST))
+
+    def _update_req(self, s):
+        if s.req_backup is not None:
+            s.req_backup.wipe()
+        keysched.wipe(s.req_backup_secret)
+        s.req_backup = s.req
+        s.req_backup_secret = s.ks.req_app
+        s.ks.req_app = s.ks.update_secret(s.req_backup_secret)
+        key, iv = s.ks.key_iv(s.ks.req_app)
+        s.req = secured.Direction(key, iv, self.max_seq)
+
+
+# ------------------------------------------------------------ glue
+def _alg_tables(resp):
+    """(dhe, aead, key schedule) selected in an ALGORITHMS response."""
+    sel = {}
+    if len(resp) >= 36 and resp[0] >= C.V11:
+        o = 36
+        for _ in range(resp[2]):
+            if o + 4 > len(resp):
+                break
+            sel[resp[o]] = u16(resp, o + 2)
+            o += 4 + 4 * (resp[o + 1] & 0x0F)
+    return sel.get(C.ALG_TYPE_DHE, 0), sel.get(C.ALG_TYPE_AEAD, 0), sel.get(C.ALG_TYPE_KEY_SCHEDULE, 0)
+
+
+def attach(r, mgr):
+    """Give an uspdm.responder.Responder sessions: capability bits, the session
+    request codes routed to `mgr`, the selected DHE/AEAD/key schedule recorded,
+    sessions ended when the connection resets, and `session_request` for
+    GET_MEASUREMENTS / GET_DIGESTS / GET_CERTIFICATE inside a session (with the
+    session's own L transcript).  The caller sets `r.now` (ms) and `r.eid`."""
+    r.sessions = mgr
+    if not hasattr(r, "now"):
+        r.now = 0
+    if not hasattr(r, "eid"):
+        r.eid = None
+    r.sel_dhe = r.sel_aead = r.sel_ks = 0
+    base_flags = r.our_flags
+    base_reset = r.reset
+    base_neg = r._negotiate_algorithms
+
+    def our_flags(v):
+        return base_flags(v) | (mgr.cap_flags(v) & C.CAP_MASK.get(v, 0))
+
+    def reset():
+        mgr.end_conn(r)
+        r.sel_dhe = r.sel_aead = r.sel_ks = 0
+        base_reset()
+
+    def negotiate(msg):
+        resp = base_neg(msg)
+        if resp is not None and len(resp) > 1 and resp[1] == C.ALGORITHMS:
+            r.sel_dhe, r.sel_aead, r.sel_ks = _alg_tables(resp)
+        return resp
+
+    def in_clear(msg):
+        rsp = mgr.handle_in_clear(r, msg, r.now)
+        if rsp is None:
+            return r._unsupported(msg[1])
+        return rsp
+
+    def session_request(msg, s):
+        t = r.t
+        saved = (t.l, t.m1, r.l_mver, r.cfg.defer_signing)
+        t.l, r.l_mver = s.l, s.l_mver
+        r.cfg.defer_signing = False
+        try:
+            resp = r._deliver(r._dispatch(msg))
+            s.l, s.l_mver = t.l, r.l_mver
+        finally:
+            t.l, t.m1, r.l_mver, r.cfg.defer_signing = saved
+        return resp
+
+    r.our_flags = our_flags
+    r.reset = reset
+    r._negotiate_algorithms = negotiate
+    r._handlers[C.NEGOTIATE_ALGORITHMS] = negotiate
+    for code in (C.KEY_EXCHANGE, C.FINISH, C.PSK_EXCHANGE, C.PSK_FINISH, C.HEARTBEAT, C.KEY_UPDATE,
+                 C.END_SESSION):
+        r._handlers[code] = in_clear
+    r.session_request = session_request
+    return r
