@@ -91,6 +91,19 @@ def test_digest_lengths_bits2int(c, curve, h, hf):
 
 
 @pytest.mark.parametrize("c,curve,h,hf", CASES, ids=IDS)
+def test_edge_digests(c, curve, h, hf):
+    # e = 0 (u1 = 0) and e >= n (reduced), both ways
+    d = ec.generate_private_key(c, os.urandom)
+    pub = ec.public_key(c, d)
+    theirs = cec.derive_private_key(d, curve)
+    for digest in (bytes(c.size), b"\xff" * c.size, c.n.to_bytes(c.size, "big")):
+        sig = ec.sign(c, d, digest)
+        assert _their_verify(c, curve, h, pub, digest, sig)
+        r, s = decode_dss_signature(theirs.sign(digest, cec.ECDSA(Prehashed(h))))
+        assert ec.verify(c, pub, digest, r.to_bytes(c.size, "big") + s.to_bytes(c.size, "big"))
+
+
+@pytest.mark.parametrize("c,curve,h,hf", CASES, ids=IDS)
 def test_ecdh_both_ways(c, curve, h, hf):
     for _ in range(N):
         a = cec.generate_private_key(curve)

@@ -168,6 +168,8 @@ def test_public_key_validation_messages(name):
         (gx + (c.gy ^ 1).to_bytes(sz, "big"), "curve"),
         (bytes(sz - 1) + b"\x01" + bytes(sz), "curve"),  # (1, 0)
     ]
+    raises(ValueError, ec.validate_public_key, c, None)
+    raises(ValueError, ec.ecdh, c, 5, None)
     for pub, word in cases:
         e = raises(ValueError, ec.validate_public_key, c, pub)
         assert word in str(e), (word, str(e))
@@ -203,6 +205,41 @@ def test_verify_rejects_malformed(name):
     assert ec.verify(c, pub, dig, None) is False
     assert ec.verify(c, None, dig, sig) is False
     assert ec.verify(c, ec.public_key(c, d + 1), dig, sig) is False
+
+
+@parametrize("name", ["P-256", "P-384"])
+def test_verify_edge_cases(name):
+    # signatures built from the ECDSA equation s = k^-1 (e + r d) mod n
+    c = CURVES[name]
+    n = c.n
+    sz = c.size
+    d = 0x5EED
+    pub = ec.public_key(c, d)
+    k = 0x12345
+    r = int.from_bytes(ec.public_key(c, k)[:sz], "big") % n
+    kinv = pow(k, n - 2, n)
+    # e = r*d: u1*G == u2*Q, the final addition is a doubling
+    e = r * d % n
+    s = kinv * (e + r * d) % n
+    sig = r.to_bytes(sz, "big") + s.to_bytes(sz, "big")
+    assert ec.verify(c, pub, e.to_bytes(sz, "big"), sig)
+    # e = -r*d: u1*G == -u2*Q, the sum is the point at infinity -> s = 0, no signature;
+    # e = 0: u1 = 0
+    s = kinv * (r * d) % n
+    assert ec.verify(c, pub, bytes(sz), r.to_bytes(sz, "big") + s.to_bytes(sz, "big"))
+    # digest >= n (all ones) is reduced mod n
+    e = int.from_bytes(b"\xff" * sz, "big")
+    s = kinv * (e + r * d) % n
+    sig = r.to_bytes(sz, "big") + s.to_bytes(sz, "big")
+    assert ec.verify(c, pub, b"\xff" * sz, sig)
+    assert ec.verify(c, pub, (e % n).to_bytes(sz, "big"), sig)
+    # a digest longer than the order: leftmost bits (bits2int)
+    long = b"\x80" + bytes(sz)
+    e = int.from_bytes(long[:sz], "big")
+    s = kinv * (e + r * d) % n
+    assert ec.verify(c, pub, long, r.to_bytes(sz, "big") + s.to_bytes(sz, "big"))
+    assert ec.sign(c, d, bytes(sz))  # e = 0 signs
+    assert ec.verify(c, pub, bytes(sz), ec.sign(c, d, bytes(sz)))
 
 
 def test_private_key_bytes():

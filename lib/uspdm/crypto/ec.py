@@ -389,8 +389,12 @@ def private_key_to_bytes(curve, d):
 def validate_public_key(curve, pub):
     """X||Y -> (x, y) if it is a valid point (cofactor 1), else ValueError."""
     sz = curve.size
-    if len(pub) != 2 * sz:
-        raise ValueError("public key must be %d bytes (X||Y), got %d" % (2 * sz, len(pub)))
+    try:
+        ln = len(pub)
+    except TypeError:
+        raise ValueError("public key must be bytes")
+    if ln != 2 * sz:
+        raise ValueError("public key must be %d bytes (X||Y), got %d" % (2 * sz, ln))
     x = int.from_bytes(pub[:sz], "big")
     y = int.from_bytes(pub[sz:], "big")
     if x == 0 and y == 0:
