@@ -153,6 +153,7 @@ class Responder:
         self.cfg = config or Config()
         self._handle_ctr = 0
         self._token = 0
+        self.last_exception = None  # what the catch-all in handle() caught last (for logs)
         self._handlers = {
             C.GET_CAPABILITIES: self._get_capabilities,
             C.NEGOTIATE_ALGORITHMS: self._negotiate_algorithms,
@@ -216,7 +217,8 @@ class Responder:
     def handle(self, msg):
         try:
             return self._handle(bytes(msg))
-        except Exception:
+        except Exception as e:
+            self.last_exception = e
             ev = self._ev
             self.reset()
             self.resync = True
