@@ -214,3 +214,15 @@ def test_golden_of_other_hash_explained(board, ca, tmp_path, capsys):
                      LoopbackTransport(board.responder()), capsys)
     assert rc == 5
     assert "golden file holds SHA-384 digests" in out
+
+
+def test_responder_without_measurements(board, ca, tmp_path, capsys):
+    rc, out, _ = run(verifier.cmd_attest, args(ca), LoopbackTransport(board.responder(meas_cap=None)), capsys)
+    assert rc == 0 and "does not advertise MEAS_CAP" in out
+    g, _ = golden_file(board, ca, tmp_path, capsys)
+    rc, out, _ = run(verifier.cmd_attest, args(ca, golden=str(g)),
+                     LoopbackTransport(board.responder(meas_cap=None)), capsys)
+    assert rc == 5 and "MISSING" in out
+    # measurements that cannot be signed do not make a trusted device
+    rc, out, _ = run(verifier.cmd_attest, args(ca), LoopbackTransport(board.responder(meas_cap="unsigned")), capsys)
+    assert rc == 4 and "not signed" in out

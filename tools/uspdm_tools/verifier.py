@@ -199,7 +199,7 @@ def attest(transport, root_cert, golden=None, version=None, slot=0, algs=("p384"
             "versions_offered": [version_str(v) for v in r.versions],
             "base_asym": ASYM_NAMES.get(r.asym, hex(r.asym)),
             "base_hash": HASHES[r.hash][0],
-            "measurement_hash": MEAS_HASH_NAMES.get(r.meas_hash, hex(r.meas_hash or 0)),
+            "measurement_hash": MEAS_HASH_NAMES.get(r.meas_hash, hex(r.meas_hash)) if r.meas_hash else "none",
             "capabilities": cap_names(r.rsp_flags),
             "ct_exponent": r.ct_exponent,
             "data_transfer_size": r.rsp_dts,
@@ -286,7 +286,7 @@ def attest(transport, root_cert, golden=None, version=None, slot=0, algs=("p384"
         bad = sum(1 for x in rows if x["verdict"] != "OK")
         why = "identity verified, but %d measurement(s) differ from the golden file" % bad
         gh = (golden_meta or {}).get("measurement_hash")
-        if gh and gh != rep["connection"]["measurement_hash"]:
+        if gh and rep["connection"]["measurement_hash"] not in (gh, "none"):
             why += (" (the golden file holds %s digests, this connection negotiated %s: capture it with the "
                     "same --alg)" % (gh, rep["connection"]["measurement_hash"]))
         return _finish(rep, EXIT_MISMATCH, "MEASUREMENT MISMATCH", why)
@@ -338,6 +338,10 @@ def report_text(rep, out):
         w("Challenge     CHALLENGE_AUTH signature valid over M1 (%d bytes)%s\n" % (
             ch["m1_bytes"], ("; summary hash " + ch["summary_hash"]) if ch.get("summary_hash") else ""))
     m = rep.get("measurements")
+    if not m and ch and rep.get("exit_code") in (EXIT_TRUSTED, EXIT_MISMATCH):
+        w("Measurements  none: the responder does not advertise MEAS_CAP\n")
+        for g in rep.get("golden") or []:
+            w("  0x%02x   %-26s %-36s %s\n" % (g["index"], "", "", "%s (%s)" % (g["verdict"], g["detail"])))
     if m:
         w("Measurements  %d blocks, %s%s\n" % (len(m["blocks"]), "signature valid over L1 (%d bytes)" % m["l1_bytes"]
                                                if m["signed"] and m.get("l1_bytes") else m["signature"],
