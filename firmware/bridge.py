@@ -61,7 +61,7 @@ class Bridge:
                 pass
 
     def serial_idle(self):
-        return self.decoder.buffered() == 0
+        return self.decoder.buffered() <= 1  # a lone flag: no frame data yet
 
     def serial_in(self, data):
         """Bytes from the host; returns bytes to send back on the serial."""

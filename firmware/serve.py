@@ -28,7 +28,7 @@ class Service:
     def serial_idle(self):
         if self.bridge is not None:
             return self.bridge.serial_idle()
-        return self.device.decoder.buffered() == 0
+        return self.device.decoder.buffered() <= 1  # a lone flag: no frame data yet
 
     def serial_in(self, data):
         if self.bridge is not None:

@@ -141,7 +141,7 @@ class Req:
 
     def key_exchange(self, summary=0, rid=0x1234, slot=0):
         v = self.v
-        d = ec.generate_private_key(ec.P384, drbg(b"eph%d" % rid).generate)
+        d = ec.generate_private_key(ec.P384, drbg(b"eph" + le16(rid)).generate)
         pub = ec.public_key(ec.P384, d)
         opq = sm_opaque(v)
         req = (bytes((v, 0xE4, summary, slot)) + le16(rid) + b"\x00\x00" + bytes(range(32)) + pub

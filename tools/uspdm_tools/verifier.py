@@ -118,6 +118,7 @@ class Progress:
         if self.drawn:
             self.stream.write("\n")
             self.stream.flush()
+            self.drawn = False
 
 
 def load_golden(path):
