@@ -12,7 +12,8 @@
 
 Real board: through mpremote (`--port`); the board has lib/ deployed and a
 `board` module with storage() and drbg().  Simulator: `--flash DIR` runs the
-same code on MicroPython (wasm) against the simulated board's flash folder.
+same code on MicroPython (wasm) against the simulated board's flash folder
+(provision before starting `uspdm sim --flash DIR`, or restart it after).
 Idempotent: a board that already has a key keeps it unless --new-key.
 """
 import argparse
@@ -204,6 +205,9 @@ def register(sub):
     p.add_argument("--device-info", default=None,
                    help="device-info SAN string, vendor:model:serial (default uspdm:<board>:<key hash>)")
     p.add_argument("--new-key", action="store_true", help="replace the board's key instead of reusing it")
+    from .verifier import _usage_exit
+
+    p.error = _usage_exit(p)
     p.set_defaults(func=cmd_provision)
 
 
