@@ -347,6 +347,11 @@ class SessionManager:
         """Session messages that arrive as plain SPDM (type 0x05).  Returns the
         response, or None for a request code that is not session business."""
         code = msg[1]
+        if code not in (C.KEY_EXCHANGE, C.PSK_EXCHANGE, C.FINISH, C.PSK_FINISH, C.HEARTBEAT, C.KEY_UPDATE,
+                        C.END_SESSION):
+            return None
+        if not conn.version or not conn.hashname:
+            return bytes((conn.version or msg[0], C.ERROR, C.ERR_UNEXPECTED_REQUEST, 0))
         if code == C.KEY_EXCHANGE:
             return self._key_exchange(conn, msg, now)
         if code == C.PSK_EXCHANGE:
@@ -372,7 +377,7 @@ class SessionManager:
             return e
         if not self._both(conn, C.CAP_KEY_EX):
             return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, C.KEY_EXCHANGE)
-        if not conn.hashname or conn.sel_dhe != C.DHE_SECP384R1 or conn.sel_aead != C.AEAD_AES_256_GCM \
+        if conn.sel_dhe != C.DHE_SECP384R1 or conn.sel_aead != C.AEAD_AES_256_GCM \
                 or conn.sel_ks != C.KEY_SCHEDULE_SPDM:
             return self._err(conn, C.ERR_UNEXPECTED_REQUEST)
         v = conn.version
@@ -443,7 +448,6 @@ class SessionManager:
                 th.update(vd)
                 resp += vd
             s.th = th
-            s.ct = cb[1]
         except Exception:
             self.end(s, "KEY_EXCHANGE failed")
             return self._err(conn, C.ERR_UNSPECIFIED)
@@ -504,7 +508,7 @@ class SessionManager:
             return e
         if not self.psk_mode or not (conn.flags & (3 << PSK_CAP_SHIFT)) or not (conn.req_flags & (3 << PSK_CAP_SHIFT)):
             return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, C.PSK_EXCHANGE)
-        if not conn.hashname or conn.sel_aead != C.AEAD_AES_256_GCM or conn.sel_ks != C.KEY_SCHEDULE_SPDM:
+        if conn.sel_aead != C.AEAD_AES_256_GCM or conn.sel_ks != C.KEY_SCHEDULE_SPDM:
             return self._err(conn, C.ERR_UNEXPECTED_REQUEST)
         v = conn.version
         if v >= C.V12 and (conn.other_params & C.OPAQUE_FMT_MASK) != C.OPAQUE_FMT_1:
