@@ -220,3 +220,16 @@ def test_requester_sequence_numbers_and_padding_on_the_wire():
     assert [int.from_bytes(b[4:6], "little") for b in link.sent] == [0, 0, 1, 2]
     lens = {len(b) for b in link.sent[1:]}
     assert all(8 + 2 + 5 + 1 + 16 <= n <= 8 + 2 + 5 + 32 + 16 for n in lens)
+
+
+@pytest.mark.parametrize("psk", [False, True])
+def test_cmd_session_scenario(psk):
+    from uspdm_tools import cmd_session
+
+    mgr, r, link = board(heartbeat=20)
+    q = SR.SessionRequester(link, version="1.3")
+    rep = cmd_session.exercise(q, 0, HINT if psk else None, PSK if psk else None)
+    names = [x["step"] for x in rep["steps"]]
+    assert names[-1] == "END_SESSION" and "HEARTBEAT" in names
+    assert rep["heartbeat_period_s"] == 20 and len(rep["measurements"]) == 4
+    assert mgr.count() == 0 and mgr.stats["opened"] == 1

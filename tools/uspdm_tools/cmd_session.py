@@ -1,0 +1,209 @@
+"""uspdm session: open an SPDM secure session with a board and exercise it.
+
+    uspdm session --port PORT [--version 1.x] [--slot N] [--clear-handshake]
+    uspdm session --port PORT --psk-hint lab-psk-1 --psk-file psk.bin
+
+Certificate session: VERSION/CAPABILITIES/ALGORITHMS, DIGESTS, CERTIFICATE
+(validated against --root when given), KEY_EXCHANGE (signature and
+ResponderVerifyData checked), FINISH; PSK session: PSK_EXCHANGE (+ PSK_FINISH
+when the responder uses a context).  Inside the session: signed
+GET_MEASUREMENTS, HEARTBEAT, KEY_UPDATE (UpdateKey, then UpdateAllKeys, each
+followed by VerifyNewKey), GET_MEASUREMENTS again under the new keys, and
+END_SESSION.  Prints each step with its time (or JSON with --json).
+
+The key schedule and the secured-message code are the host's own
+(uspdm_tools.session_requester, `cryptography`), not the board's.
+
+Exit status: 0 session exercised, 1 usage, 2 unreachable, 3 protocol error,
+4 verification failure.
+"""
+import json
+import sys
+import time
+
+from . import requester as R
+from .session_requester import SessionError, SessionRequester
+
+EXIT_OK, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_PROTOCOL, EXIT_UNTRUSTED = 0, 1, 2, 3, 4
+
+
+class LinkAdapter:
+    """link.SerialLink -> requester transport: a silent board is TimeoutError."""
+
+    def __init__(self, link, unreachable):
+        self.link = link
+        self._unreachable = unreachable
+
+    def spdm(self, req, timeout=None):
+        try:
+            return self.link.spdm(req, timeout=timeout)
+        except self._unreachable as e:
+            raise TimeoutError(str(e))
+        except ValueError as e:
+            raise R.ProtocolError("transport: %s" % e)
+
+    def secured(self, body, timeout=None):
+        try:
+            return self.link.secured(body, timeout=timeout)
+        except self._unreachable as e:
+            raise TimeoutError(str(e))
+        except ValueError as e:
+            raise R.ProtocolError("transport: %s" % e)
+
+    def close(self):
+        self.link.close()
+
+
+def register(sub):
+    p = sub.add_parser("session", help="open an SPDM secure session (certificate or PSK) and exercise it",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--port", required=True, help="serial port of the board (or the simulator's pty)")
+    p.add_argument("--eid", type=int, default=None, help="MCTP endpoint ID of the board")
+    p.add_argument("--version", dest="spdm_version", choices=["1.1", "1.2", "1.3"], default=None,
+                   help="SPDM version to negotiate (default: the highest both support)")
+    p.add_argument("--slot", type=int, default=0, choices=range(8), metavar="N", help="certificate slot")
+    p.add_argument("--alg", choices=["p384", "p256"], default="p384", help="signature algorithm to offer")
+    p.add_argument("--root", default=None, help="validate the chain against this root (PEM or DER)")
+    p.add_argument("--psk-hint", default=None, help="PSK hint (text) for a PSK session")
+    p.add_argument("--psk-file", default=None, help="file holding the PSK bytes (with --psk-hint)")
+    p.add_argument("--clear-handshake", action="store_true",
+                   help="offer HANDSHAKE_IN_THE_CLEAR (FINISH/FINISH_RSP unencrypted)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=run)
+
+
+def exercise(q, slot=0, psk_hint=None, psk=None, root=None, log=None):
+    """Run the whole session scenario on SessionRequester `q`; returns a report dict."""
+    steps = []
+    rep = {"steps": steps}
+
+    def step(name, fn, *a, **kw):
+        t0 = time.monotonic()
+        out = fn(*a, **kw)
+        dt = time.monotonic() - t0
+        steps.append({"step": name, "ms": round(dt * 1000, 1)})
+        if log:
+            log("  %-40s %9.1f ms" % (name, dt * 1000))
+        return out
+
+    step("VERSION / CAPABILITIES / ALGORITHMS", q.init_connection)
+    rep["version"] = R.version_str(q.version)
+    rep["capabilities"] = R.cap_names(q.rsp_flags)
+    if psk is not None:
+        s = step("PSK_EXCHANGE", q.psk_exchange, psk_hint, psk)
+        if s.psk_context:
+            step("PSK_FINISH", q.psk_finish, s)
+        rep["kind"] = "PSK (%s)" % ("with responder context" if s.psk_context else "no PSK_FINISH")
+        est = sum(x["ms"] for x in steps[1:])
+    else:
+        digests = step("GET_DIGESTS", q.get_digests)
+        if slot not in digests:
+            raise R.ProtocolError("slot %d is not provisioned" % slot)
+        buf = step("GET_CERTIFICATE", q.get_certificate, slot)
+        if root is not None:
+            from . import certs
+
+            alg = R.ASYM_TO_ALG[q.asym]
+            try:
+                certs.validate_chain(buf, q.hash_size, R.HASHES[q.hash][1], alg, q.version, root,
+                                     digest=digests[slot])
+            except certs.ChainError as e:
+                raise R.VerificationError("certificate chain: %s" % e)
+            rep["chain"] = "valid (root %s)" % root.subject.rfc4514_string()
+        s = step("KEY_EXCHANGE", q.key_exchange, slot)
+        step("FINISH" + (" (in the clear)" if s.in_clear else ""), q.finish, s)
+        rep["kind"] = "certificate (slot %d, handshake %s)" % (slot, "in the clear" if s.in_clear else "encrypted")
+        est = sum(x["ms"] for x in steps if x["step"].startswith(("KEY_EXCHANGE", "FINISH")))
+    rep["session_id"] = "0x%08X" % s.sid
+    rep["secured_message_version"] = "%d.%d" % (s.sm_version >> 12, (s.sm_version >> 8) & 0xF)
+    rep["heartbeat_period_s"] = s.heartbeat
+    rep["establishment_ms"] = round(est, 1)
+    inner = q.in_session(s)
+    if slot not in q.chains and q.rsp_flags & R.CAP_CERT:
+        # PSK session: the certificate is read inside the session for the signed measurements
+        step("GET_DIGESTS (in session)", inner.get_digests)
+        step("GET_CERTIFICATE (in session)", inner.get_certificate, slot)
+    signed = slot in q.chains
+    m = step("GET_MEASUREMENTS (%s, in session)" % ("signed" if signed else "unsigned"), inner.get_measurements,
+             0xFF, signed, slot)
+    rep["measurements"] = [{"index": b["index"], "type": b.get("type"),
+                            "value": b["value"].hex() if isinstance(b["value"], bytes) else str(b["value"])}
+                           for b in m["blocks"]]
+    if s.heartbeat or q.rsp_flags & (1 << 13):
+        step("HEARTBEAT", q.heartbeat, s)
+    step("KEY_UPDATE UpdateKey + VerifyNewKey", q.key_update, s)
+    step("KEY_UPDATE UpdateAllKeys + VerifyNewKey", q.key_update, s, all_keys=True)
+    step("GET_MEASUREMENTS (new keys)", inner.get_measurements, 0, False)
+    step("END_SESSION", q.end_session, s)
+    rep["total_ms"] = round(sum(x["ms"] for x in steps), 1)
+    return rep
+
+
+def run(args):
+    psk = None
+    hint = None
+    if args.psk_hint is not None or args.psk_file is not None:
+        if args.psk_hint is None or args.psk_file is None:
+            print("uspdm session: --psk-hint and --psk-file go together", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            with open(args.psk_file, "rb") as f:
+                psk = f.read()
+        except OSError as e:
+            print("uspdm session: cannot read %s: %s" % (args.psk_file, e), file=sys.stderr)
+            return EXIT_USAGE
+        hint = args.psk_hint.encode()
+    root = None
+    if args.root:
+        from . import certs
+
+        try:
+            root = certs.load_cert(args.root)
+        except (OSError, ValueError) as e:
+            print("uspdm session: cannot load %s: %s" % (args.root, e), file=sys.stderr)
+            return EXIT_USAGE
+    from . import link as link_mod
+
+    kw = {"timeout": args.timeout}
+    if args.eid is not None:
+        kw["eid"] = args.eid
+    log = None if args.json else (lambda s: print(s, flush=True))
+    rep = {"port": args.port}
+    try:
+        link = LinkAdapter(link_mod.SerialLink(args.port, **kw), link_mod.Unreachable)
+    except link_mod.Unreachable as e:
+        return _done(args, rep, EXIT_UNREACHABLE, "UNREACHABLE: %s" % e)
+    try:
+        q = SessionRequester(link, version=args.spdm_version, algs=(args.alg,),
+                             clear_handshake=args.clear_handshake, timeout=args.timeout)
+        if log:
+            log("uspdm session: %s session with %s" % ("PSK" if psk is not None else "certificate", args.port))
+        rep.update(exercise(q, args.slot, hint, psk, root, log))
+        code, verdict = EXIT_OK, "OK"
+    except R.Unreachable as e:
+        code, verdict = EXIT_UNREACHABLE, "UNREACHABLE: %s" % e
+    except (R.VerificationError, SessionError) as e:
+        code, verdict = EXIT_UNTRUSTED, "VERIFICATION FAILED: %s" % e
+    except R.ProtocolError as e:
+        code, verdict = EXIT_PROTOCOL, "PROTOCOL ERROR: %s" % e
+    finally:
+        link.close()
+    return _done(args, rep, code, verdict)
+
+
+def _done(args, rep, code, verdict):
+    rep["result"] = verdict
+    rep["exit_code"] = code
+    if args.json:
+        print(json.dumps(rep, indent=2))
+    else:
+        if code == EXIT_OK:
+            print("session: %s, SPDM %s, secured messages %s, id %s, heartbeat %ss" % (
+                rep.get("kind"), rep.get("version"), rep.get("secured_message_version"), rep.get("session_id"),
+                rep.get("heartbeat_period_s")))
+            print("established in %.1f ms; %d measurement blocks read inside the session; total %.1f ms" % (
+                rep.get("establishment_ms", 0), len(rep.get("measurements", [])), rep.get("total_ms", 0)))
+        print("result: %s" % verdict)
+    sys.stdout.flush()
+    return code
