@@ -116,9 +116,17 @@ class SerialLink:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise Unreachable("no response within %.1f s" % timeout)
-            data = self.ser.read(4096)
+            # Block for the first byte (up to the port timeout), then take
+            # whatever else has arrived: no fixed wait per message.
+            data = self.ser.read(1)
             if not data:
                 continue
+            try:
+                waiting = self.ser.in_waiting
+            except Exception:
+                waiting = 0
+            if waiting:
+                data += self.ser.read(waiting)
             self.stats["rx_bytes"] += len(data)
             for pkt in self._decoder.feed(data):
                 self.stats["rx_packets"] += 1
