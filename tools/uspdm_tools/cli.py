@@ -19,8 +19,16 @@ SUBCOMMANDS = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1: exit 2 means "unreachable" for the board commands."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(1, "%s: error: %s\n" % (self.prog, message))
+
+
 def build_parser():
-    ap = argparse.ArgumentParser(prog="uspdm", description="uspdm: SPDM responder for microcontrollers, host tools")
+    ap = _Parser(prog="uspdm", description="uspdm: SPDM responder for microcontrollers, host tools")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         try:
