@@ -21,12 +21,13 @@ def test_key_generated_once_and_stored():
     st = MemoryStorage()
     ident = Identity(st, drbg(b"k"))
     assert ident.private_key("p256") is None and ident.public_key("p256") is None
-    d = ident.ensure_key("p256")
-    assert 1 <= d < ec.P256.n
+    q = ident.ensure_key("p256")
+    d = ident.private_key("p256")
+    assert 1 <= d < ec.P256.n and q == ec.public_key(ec.P256, d)
     assert st.read("uspdm/key_p256.bin") == d.to_bytes(32, "big")
     # a new Identity on the same storage loads it instead of generating another
     again = Identity(st, drbg(b"other"))
-    assert again.ensure_key("p256") == d and again.private_key("p256") == d
+    assert again.ensure_key("p256") == q and again.private_key("p256") == d
     assert again.public_key("p256") == ec.public_key(ec.P256, d)
 
 
@@ -50,6 +51,12 @@ def test_chains_and_masks():
     raises(ValueError, ident.install_chain, 0, "p384", chain[:-1])
     raises(ValueError, ident.install_chain, 8, "p384", chain)
     raises(ValueError, ident.install_chain, 0, "rsa", chain)
+    # with a device key, the leaf must carry it
+    ident.set_private_key("p384", ids()["p384"][0])
+    ident.install_chain(1, "p384", chain)
+    ident.set_private_key("p384", ids()["p384"][0] ^ 1)
+    raises(ValueError, ident.install_chain, 1, "p384", chain)
+    ident.install_chain(1, "p384", chain, check_key=False)
 
 
 def test_measurement_blocks_and_summary():

@@ -48,7 +48,9 @@ def test_capabilities(v):
 def test_capabilities_meas_unsigned_and_fresh():
     r = make(meas_cap="unsigned", meas_fresh=True, chunk_cap=False)
     r.handle(get_version())
-    assert rd32(r.handle(get_caps(0x12)), 8) == 0x02 | 0x04 | 0x08 | 0x20
+    c = r.handle(get_caps(0x12))
+    assert rd32(c, 8) == 0x02 | 0x04 | 0x08 | 0x20
+    assert rd32(c, 12) == rd32(c, 16) == 1024  # no CHUNK_CAP: DataTransferSize == MaxSPDMmsgSize
 
 
 @parametrize("v", [0x11, 0x12, 0x13])

@@ -1,10 +1,10 @@
 """Device identity: the private key(s) and certificate chains on the board's storage.
 
     ident = Identity(storage, drbg)
-    ident.ensure_key('p384')          # generate with the DRBG on first use, store it
-    ident.public_key('p384')          # X||Y (96 bytes for P-384), for the CSR / leaf cert
+    ident.ensure_key('p384')          # generate with the DRBG on first use, store it; returns X||Y
+    ident.public_key('p384')          # X||Y (96 bytes for P-384), for the leaf certificate
     ident.private_key('p384')         # int
-    ident.install_chain(0, 'p384', der_certs_root_first)
+    ident.install_chain(0, 'p384', der_certs_root_first)   # leaf must hold the device key
     ident.chain(0, 'p384')            # DER certificates concatenated, root first, or None
     ident.provisioned_mask('p384')    # bit N set when slot N holds a chain
 
@@ -78,8 +78,13 @@ class Identity:
         return self.storage.exists(_KEY % alg)
 
     def ensure_key(self, alg):
-        """Return the private scalar for `alg`, generating and storing it with
-        the DRBG the first time."""
+        """Make sure the device key for `alg` exists (generated with the DRBG
+        and stored the first time); returns its public key X||Y (never the
+        private key, so a REPL echo over mpremote cannot leak it)."""
+        self._ensure(alg)
+        return self.public_key(alg)
+
+    def _ensure(self, alg):
         d = self._keys.get(alg)
         if d is not None:
             return d
@@ -131,11 +136,19 @@ class Identity:
             return None
         return self.storage.read(_SLOT % (slot, alg))
 
-    def install_chain(self, slot, alg, der):
+    def install_chain(self, slot, alg, der, check_key=True):
+        """Store a chain (DER certificates concatenated, root first).  With
+        check_key, the leaf must carry this device's public key for `alg`
+        (when the device has one)."""
         if not 0 <= slot < 8 or alg not in ALGS:
             raise ValueError("bad slot or algorithm")
         der = bytes(der)
-        der_elements(der)
+        els = der_elements(der)
+        if check_key:
+            pub = self.public_key(alg)
+            off, ln = els[-1]
+            if pub is not None and (b"\x04" + pub) not in der[off:off + ln]:
+                raise ValueError("leaf certificate does not hold the device key")
         self.storage.write(_SLOT % (slot, alg), der)
         self._drop(slot, alg)
 

@@ -342,7 +342,9 @@ class Responder:
         c = self.cfg
         resp = bytes((v, C.CAPABILITIES, 0, 0, 0, c.ct_exponent & 0xFF, 0, 0)) + p32(our)
         if v >= C.V12:
-            resp += p32(c.data_transfer_size) + p32(c.max_spdm_msg_size)
+            # without CHUNK_CAP both sizes must be equal (DSP0274)
+            mx_out = c.max_spdm_msg_size if our & C.CAP_CHUNK else c.data_transfer_size
+            resp += p32(c.data_transfer_size) + p32(mx_out)
         if want_algs and (our & C.CAP_CHUNK):
             resp += self._supported_algorithms()
         # the negotiated parameters apply to the size check of this response
