@@ -817,3 +817,42 @@ def attach(r, mgr):
         r._handlers[code] = in_clear
     r.session_request = session_request
     return r
+
+
+SESSION_CONFIG = "uspdm/session.json"
+
+
+def from_board(drbg, storage, cfg=None, log=None, vendor_hook=None):
+    """A SessionManager with the board's settings: cfg (board.config()) keys
+    max_sessions (default 2), heartbeat (seconds, default 0 = none), psk_mode
+    (0 none, 1 no responder context, 2 with context; default 2),
+    handshake_in_the_clear (default True), max_seq (sequence-number limit per
+    key, default 2^64-1; tests lower it); a JSON file uspdm/session.json on
+    the board's storage overrides them (lab/test tuning without a rebuild)."""
+    c = {}
+    if cfg:
+        for k in ("max_sessions", "heartbeat", "psk_mode", "handshake_in_the_clear", "max_seq"):
+            if k in cfg:
+                c[k] = cfg[k]
+    try:
+        raw = storage.read(SESSION_CONFIG) if storage is not None else None
+        if raw:
+            import json
+
+            c.update(json.loads(raw))
+    except Exception:
+        if log:
+            log("session: ignoring unreadable %s" % SESSION_CONFIG)
+    return SessionManager(drbg, storage, max_sessions=int(c.get("max_sessions", 2)),
+                          heartbeat=int(c.get("heartbeat", 0)), psk_mode=int(c.get("psk_mode", PSK_WITH_CONTEXT)),
+                          in_clear=bool(c.get("handshake_in_the_clear", True)), vendor_hook=vendor_hook, log=log,
+                          max_seq=int(c.get("max_seq", secured.MAX_SEQ)))
+
+
+def configure(config):
+    """Select the session algorithms in a uspdm.responder.Config: DHE secp384r1,
+    AEAD AES-256-GCM, the SPDM key schedule."""
+    config.dhe_priority = [C.DHE_SECP384R1]
+    config.aead_priority = [C.AEAD_AES_256_GCM]
+    config.key_schedule_priority = [C.KEY_SCHEDULE_SPDM]
+    return config
