@@ -35,7 +35,8 @@ except AttributeError:
     def diff(a, b):
         return b - a
 
-def timeit(fn, min_s=0.3):
+def timeit(fn, batch_s=0.04, rounds=7):
+    # best of `rounds` batches of >= batch_s each: robust to a busy machine
     fn()
     n = 1
     while True:
@@ -43,14 +44,21 @@ def timeit(fn, min_s=0.3):
         for _ in range(n):
             fn()
         dt = diff(t0, now())
-        if dt >= min_s or n >= 1 << 12:
-            return dt / n
+        if dt >= batch_s or n >= 1 << 12:
+            break
         n *= 2
+    best = dt / n
+    for _ in range(rounds - 1):
+        t0 = now()
+        for _ in range(n):
+            fn()
+        best = min(best, diff(t0, now()) / n)
+    return best
 
 def max_slice(gen):
-    # longest single next() of a generator (repeated 3x, best of the maxima)
+    # longest single next() of a generator (best of 5 runs' maxima)
     best = None
-    for _ in range(3):
+    for _ in range(5):
         g = gen()
         m = 0
         while True:
