@@ -66,15 +66,18 @@ def test_rfc6979_blinding_rng_does_not_change_result():
         ctr[0] += 1
         return bytes((ctr[0] * 7 + i) & 0xFF for i in range(n))
 
+    cdh = next(read_blocks("ecc_cdh.txt"))  # P-256 COUNT 0
     ec.set_rng(rng)
     try:
         sig = ec.sign(ec.P384, d, digest)
         pub = ec.public_key(ec.P384, d)
+        z = ec.ecdh(ec.P256, int(cdh["dIUT"], 16), unhex(cdh["QCAVSx"]) + unhex(cdh["QCAVSy"]))
     finally:
         ec.set_rng(None)
-    assert ctr[0] > 0
+    assert ctr[0] >= 3
     assert sig == unhex(b["r"]) + unhex(b["s"])
     assert pub == unhex(key["Ux"]) + unhex(key["Uy"])
+    assert z == unhex(cdh["ZIUT"])
 
 
 def test_hedged_signature():
