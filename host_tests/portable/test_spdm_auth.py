@@ -69,6 +69,18 @@ def test_certificate_13_slot_size():
     p.vca()
     c = p.ok(get_cert(0x13, 0, 100, 100, p2=1), 0x02)
     assert rd16(c, 4) == 0 and rd16(c, 6) == len(chain_buffer("p384", "sha384")) and len(c) == 8
+    assert p.ok(get_cert(0x13, 4, 0, 100, p2=1), 0x02) == bytes((0x13, 0x02, 4, 0, 0, 0, 0, 0))  # empty slot
+    err(p.x(get_cert(0x13, 4, 0, 100)), 0x01)
+
+
+def test_digests_nothing_provisioned():
+    for v in (0x11, 0x12):
+        p = Peer(make(ident=make_identity(slots=())), v)
+        p.vca()
+        err(p.x(get_digests(v)), 0x07, data=0x81)
+    p = Peer(make(ident=make_identity(slots=())), 0x13)
+    p.vca()
+    assert p.ok(get_digests(0x13), 0x01) == bytes((0x13, 0x01, 0xFF, 0))
 
 
 @parametrize("v", [0x10, 0x12, 0x13])

@@ -17,6 +17,7 @@ def test_version_configurable_and_mismatch():
     r = make(versions=[0x12, 0x11])
     assert r.handle(get_version()) == bytes((0x10, 0x04, 0, 0, 0, 2)) + b"\x00\x11\x00\x12"
     err(r.handle(b"\x11\x84\x00\x00"), 0x41, v=0x10)
+    err(r.handle(b"\x10\x84\x00\x00\x00"), 0x01, v=0x10)
     # a version we do not offer is refused at GET_CAPABILITIES
     err(r.handle(get_caps(0x13)), 0x41)
 

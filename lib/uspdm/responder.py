@@ -283,6 +283,8 @@ class Responder:
 
     # ------------------------------------------------------- VCA messages
     def _get_version(self, msg):
+        if len(msg) != 4:
+            return self._error(C.ERR_INVALID_REQUEST, ver=C.V10)
         if msg[0] != C.V10:
             return self._error(C.ERR_VERSION_MISMATCH, ver=C.V10)
         self.reset()
@@ -502,6 +504,9 @@ class Responder:
             return self._error(C.ERR_UNEXPECTED_REQUEST)
         mask = self._slot_mask()
         v = self.version
+        if not mask and v < C.V13:
+            # nothing provisioned for this algorithm (1.3 can say so with an empty mask)
+            return self._unsupported(C.GET_DIGESTS)
         parts = [bytes((v, C.DIGESTS, self.cfg.supported_slots if v >= C.V13 else 0, mask))]
         for s in range(8):
             if mask & (1 << s):
@@ -528,13 +533,25 @@ class Responder:
             return self._error(C.ERR_INVALID_REQUEST)
         v = self.version
         slot = msg[2] & 0x0F
-        if slot >= 8 or not (self._slot_mask() >> slot) & 1:
+        if slot >= 8:
             return self._error(C.ERR_INVALID_REQUEST)
         offset = u16(msg, 4)
         length = u16(msg, 6)
-        if v >= C.V13 and msg[3] & 0x01:  # SlotSizeRequested
+        provisioned = (self._slot_mask() >> slot) & 1
+        if v >= C.V13 and msg[3] & 0x01:  # SlotSizeRequested: size of the chain only
+            if not provisioned and not (self.cfg.supported_slots >> slot) & 1:
+                return self._error(C.ERR_INVALID_REQUEST)
             offset = 0
             length = 0
+            if not provisioned:
+                resp = bytes((v, C.CERTIFICATE, slot, 0, 0, 0, 0, 0))
+                h = self.t.fork_m1()
+                h.update(msg[:8])
+                h.update(resp)
+                self.t.commit_m1(h)
+                return resp
+        elif not provisioned:
+            return self._error(C.ERR_INVALID_REQUEST)
         cb = self.identity.chain_buffer(slot, self.asym, self.hashname)
         if cb is None:
             return self._error(C.ERR_UNSPECIFIED)
