@@ -233,3 +233,22 @@ def test_cmd_session_scenario(psk):
     assert names[-1] == "END_SESSION" and "HEARTBEAT" in names
     assert rep["heartbeat_period_s"] == 20 and len(rep["measurements"]) == 4
     assert mgr.count() == 0 and mgr.stats["opened"] == 1
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.3"])
+def test_attest_inside_a_session(version):
+    from cryptography import x509
+
+    from uspdm_tools import certs, verifier
+
+    mgr, r, link = board()
+    root = x509.load_der_x509_certificate(certs.der_split(r.identity.chain(0, "p384"))[0])
+    code, rep = verifier.attest(link, root, version=version, algs=("p384",), session=True)
+    assert code == 0, rep
+    assert rep["session"]["handshake"] == "encrypted" and rep["measurements"]["signature"] == "valid"
+    assert mgr.stats["opened"] == 1 and mgr.count() == 0   # ended after the measurements
+    import io
+
+    out = io.StringIO()
+    verifier.report_text(rep, out)
+    assert "Session       0x" in out.getvalue()

@@ -64,8 +64,8 @@ MAX_PAD = 32
 MAX_SEQ = (1 << 64) - 1
 
 
-class SessionError(R.SpdmError):
-    """A secured message from the responder that does not decode."""
+class SessionError(R.VerificationError):
+    """A secured message from the responder that does not decode or authenticate."""
 
 
 # ------------------------------------------------------------ primitives

@@ -186,10 +186,18 @@ def load_root(path):
 # ----------------------------------------------------------------- the flow
 
 def attest(transport, root_cert, golden=None, version=None, slot=0, algs=("p384", "p256"),
-           progress=None, requester_opts=None, golden_meta=None):
-    """Run the attestation flow over `transport`. Returns (exit_code, report dict)."""
+           progress=None, requester_opts=None, golden_meta=None, session=False):
+    """Run the attestation flow over `transport`. Returns (exit_code, report dict).
+    session=True: the measurements are read inside an SPDM secure session
+    (KEY_EXCHANGE/FINISH; the transport needs .secured(body, timeout))."""
     rep = {"verdict": None, "exit_code": None, "errors": []}
-    r = Requester(transport, version=version, algs=algs, **(requester_opts or {}))
+    if session:
+        from .session_requester import SessionRequester
+
+        r = SessionRequester(transport, version=version, algs=algs, **(requester_opts or {}))
+    else:
+        r = Requester(transport, version=version, algs=algs, **(requester_opts or {}))
+    mr = r
     rep["timings"] = r.timings
     stage = "connect"
     try:
@@ -242,11 +250,20 @@ def attest(transport, root_cert, golden=None, version=None, slot=0, algs=("p384"
                             "summary_type": ch["summary_type"],
                             "cert_chain_hash": ch["cert_chain_hash"].hex()}
         meas = None
+        sess = None
+        if session:
+            stage = "session"
+            sess = r.key_exchange(slot)
+            r.finish(sess)
+            mr = r.in_session(sess)
+            rep["session"] = {"id": "0x%08X" % sess.sid, "handshake": "in the clear" if sess.in_clear else "encrypted",
+                              "establishment_ms": round(1000 * (sess.timings.get("KEY_EXCHANGE", 0)
+                                                                + sess.timings.get("FINISH", 0)), 1)}
         if r.rsp_flags & CAP_MEAS_MASK:
             stage = "measurements"
-            count = r.measurement_count(slot)
+            count = mr.measurement_count(slot)
             signed = bool(r.rsp_flags & CAP_MEAS_SIG)
-            meas = r.get_measurements(0xFF, signed=signed, slot=slot)
+            meas = mr.get_measurements(0xFF, signed=signed, slot=slot)
             rep["measurements"] = {
                 "count_reported": count,
                 "signed": signed,
@@ -269,6 +286,9 @@ def attest(transport, root_cert, golden=None, version=None, slot=0, algs=("p384"
                     raise VerificationError("CHALLENGE_AUTH measurement summary hash does not match the measurements")
             if not signed:
                 raise VerificationError("measurements are not signed (responder lacks MEAS_CAP with signature)")
+        if sess is not None:
+            stage = "end session"
+            r.end_session(sess)
     except Unreachable as e:
         return _finish(rep, EXIT_UNREACHABLE, "UNREACHABLE", "%s (during %s)" % (e, stage))
     except ProtocolError as e:
@@ -321,6 +341,10 @@ def report_text(rep, out):
             dts = "; DataTransferSize %d, MaxSPDMmsgSize %d" % (c["data_transfer_size"], c["max_spdm_msg_size"])
         w("Capabilities  %s\n" % " ".join(c["capabilities"]))
         w("              CT 2^%d us = %.1f ms%s\n" % (c["ct_exponent"], (1 << c["ct_exponent"]) / 1000.0, dts))
+    if rep.get("session"):
+        ss = rep["session"]
+        w("Session       %s, handshake %s, established in %.1f ms (measurements read inside it)\n"
+          % (ss["id"], ss["handshake"], ss["establishment_ms"]))
     ident = rep.get("identity")
     if ident:
         w("Identity      slot %d: %s\n" % (ident["slot"], ident["subject"]))
@@ -399,6 +423,14 @@ class LinkTransport:
         except ValueError as e:
             raise ProtocolError("transport: %s" % e)
 
+    def secured(self, body, timeout):
+        try:
+            return self.link.secured(body, timeout=timeout)
+        except self._unreachable as e:
+            raise TimeoutError(str(e))
+        except ValueError as e:
+            raise ProtocolError("transport: %s" % e)
+
     def close(self):
         self.link.close()
 
@@ -467,6 +499,8 @@ def register(sub):
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--progress", action="store_true",
                    help="always draw the certificate progress bar (default: only on a terminal)")
+    p.add_argument("--session", action="store_true",
+                   help="read the measurements inside an SPDM secure session (KEY_EXCHANGE/FINISH)")
     p.error = _usage_exit(p)
     p.set_defaults(func=cmd_attest)
 
@@ -503,7 +537,7 @@ def cmd_attest(args, transport=None):
     try:
         code, rep = attest(transport, root, golden, version=args.spdm_version, slot=args.slot,
                            algs=_algs(args.alg), progress=progress, golden_meta=golden_meta,
-                           requester_opts={"timeout": args.timeout})
+                           requester_opts={"timeout": args.timeout}, session=getattr(args, "session", False))
     finally:
         progress.done()
         if own:
