@@ -341,6 +341,10 @@ def test_key_exchange_errors():
     from uspdm.crypto import ec
     pub = ec.public_key(ec.P384, 5)
     is_err(ke(good + pub + le16(len(opq)) + opq), 0x01)              # no common secured-message version
+    mgr3, r3, q3 = setup(0x13, NO_CLEAR_FLAGS)
+    opq = sm_opaque(0x13)
+    ev = bytes((0x13, 0xE4, 0, 0)) + le16(9) + b"\x02\x00" + bytes(32) + pub + le16(len(opq)) + opq
+    is_err(q3.x(ev), 0x01)                                          # EventAllPolicy without EVENT_CAP
     assert mgr.count() == 0
     # before ALGORITHMS
     mgr2 = S.SessionManager(drbg(b"x"), MemoryStorage())

@@ -48,6 +48,8 @@ KU_UPDATE_ALL_KEYS = 2
 KU_VERIFY_NEW_KEY = 3
 
 END_SESSION_PRESERVE_STATE_CLEAR = 0x01
+POLICY_TERMINATION = 0x01   # SessionPolicy bit 0 (1.2+)
+POLICY_EVENT_ALL = 0x02     # SessionPolicy bit 1 (1.3): needs EVENT_CAP, which we do not have
 
 PSK_CAP_SHIFT = 10
 PSK_NONE = 0
@@ -412,6 +414,8 @@ class SessionManager:
         d_id = conn.identity.private_key(conn.asym)
         if cb is None or d_id is None:
             return self._err(conn, C.ERR_UNSPECIFIED)
+        if v >= C.V13 and msg[6] & POLICY_EVENT_ALL and not (conn.flags & C.CAP_EVENT):
+            return self._err(conn, C.ERR_INVALID_REQUEST)
         s = self._open(conn, u16(msg, 4), False)
         if s is None:
             return self._err(conn, C.ERR_SESSION_LIMIT_EXCEEDED)
@@ -526,6 +530,8 @@ class SessionManager:
         hint = msg[12:12 + hl]
         smv = self._sm_version(conn, msg[12 + hl + cl:size])
         if smv is None:
+            return self._err(conn, C.ERR_INVALID_REQUEST)
+        if v >= C.V13 and msg[3] & POLICY_EVENT_ALL and not (conn.flags & C.CAP_EVENT):
             return self._err(conn, C.ERR_INVALID_REQUEST)
         psk = self.read_psk(hint)
         if not psk:
