@@ -504,7 +504,6 @@ def _bits2int(c, h):
 
 _HLEN = {32: "sha256", 48: "sha384", 64: "sha512"}
 _HSZ = {"sha256": 32, "sha384": 48, "sha512": 64}
-_HK0 = {}  # HMAC keyed with the all-zero initial K, per hash
 
 
 def _rfc6979_iter(c, d, digest, extra):
@@ -522,9 +521,7 @@ def _rfc6979_iter(c, d, digest, extra):
     h1 = (_bits2int(c, digest) % n).to_bytes(sz, "big")
     tail = x + h1 + (extra or b"")
     V = b"\x01" * _HSZ[name]
-    hk = _HK0.get(name)
-    if hk is None:
-        hk = _HK0[name] = hmac.Hmac(name, b"\x00" * _HSZ[name])
+    hk = hmac.Hmac(name, b"\x00" * _HSZ[name])
     for sep in (b"\x00", b"\x01"):
         K = _hmac_with(hk, V + sep + tail)
         yield None
@@ -557,11 +554,23 @@ def sign_iter(curve, d, digest, extra_entropy=None):
     n = curve.n
     sz = curve.size
     e = _bits2int(curve, digest)
-    gen = _rfc6979_iter(curve, d, digest, extra_entropy)
-    for k in gen:
-        if k is None:
-            yield
-            continue
+    attempt = 0
+    while True:
+        # candidate number `attempt`; the HMAC state (several KB with pure
+        # SHA-2) is dropped before the scalar multiplication, and rebuilt
+        # in the (negligibly likely) case that r or s is 0
+        gen = _rfc6979_iter(curve, d, digest, extra_entropy)
+        seen = 0
+        while True:
+            k = next(gen)
+            if k is None:
+                yield
+            elif seen == attempt:
+                break
+            else:
+                seen += 1
+        gen = None
+        attempt += 1
         kb = k.to_bytes(sz, "big")
         x, y = yield from _kmul_g_iter(curve, k, kb + digest)
         r = x % n
