@@ -471,7 +471,10 @@ class Responder:
         nresp = len(tables)
         resp = bytearray(bytes((v, C.ALGORITHMS, nresp if v >= C.V11 else 0, 0)))
         resp += p16(36 + 4 * nresp if v >= C.V11 else 36)
-        resp += bytes((meas_spec, opaque_sel if v >= C.V12 else 0))
+        other_sel = opaque_sel if v >= C.V12 else 0
+        if v >= C.V13 and (self.req_flags & C.CAP_MULTI_KEY_MASK) == 0x04000000:
+            other_sel |= C.MULTI_KEY_CONN  # RequesterMultiKeyConnSel: requester is MULTI_KEY_CAP_ONLY
+        resp += bytes((meas_spec, other_sel))
         resp += p32(C.MEAS_HASH_BITS[meas_hash] if meas_hash else 0)
         resp += p32(C.ASYM_BITS[asym]) + p32(C.HASH_BITS[hashname])
         resp += bytes(11) + bytes((0, 0, 0, 0, 0))  # Reserved[11], MELSpecSel, ExtAsym/ExtHash counts, Reserved u16
@@ -741,6 +744,8 @@ class Responder:
 
     # ------------------------------------------------------------- chunking
     def _chunk_checks(self, code):
+        if self.state < ST_CAPS:
+            return self._error(C.ERR_UNEXPECTED_REQUEST)
         if self.version < C.V12 or not (self.flags & C.CAP_CHUNK):
             return self._unsupported(code)
         if not (self.req_flags & C.CAP_CHUNK):
