@@ -53,6 +53,7 @@ class Bus:
         return None
 
     def write(self, addr, data):
+        n = len(data)   # a truncated transfer looks complete to its sender (a glitch on the wire)
         self.writes += 1
         fault = self._take_fault(addr)
         t = self.targets.get(addr)
@@ -73,7 +74,7 @@ class Bus:
                 self.after_write(addr)
             finally:
                 self._busy[addr] = False
-        return len(data)
+        return n
 
 
 class _Irq:

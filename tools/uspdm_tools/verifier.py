@@ -443,6 +443,8 @@ def _open_transport(args):
     kw = {"timeout": args.timeout}
     if args.eid is not None:
         kw["eid"] = args.eid
+    if getattr(args, "via_i2c", None) is not None:
+        kw["via_i2c"] = args.via_i2c   # through a uspdm bridge board to this I2C address
     try:
         return LinkTransport(link_mod.SerialLink(args.port, **kw), link_mod.Unreachable)
     except link_mod.Unreachable as e:
@@ -467,6 +469,8 @@ def _algs(a):
 def _common(p):
     p.add_argument("--port", required=True, help="serial port of the board (or the simulator's pty)")
     p.add_argument("--eid", type=int, default=None, help="MCTP endpoint ID of the board (default: the link's)")
+    p.add_argument("--via-i2c", type=lambda s: int(s, 0), default=None, metavar="ADDR",
+                   help="reach the board over I2C at ADDR through a uspdm bridge board on --port")
     p.add_argument("--root", default=None,
                    help="trusted root certificate, PEM or DER (default: the lab CA, %s)"
                    % os.path.join(certs_mod.default_ca_dir(), "ca.cert.pem"))
