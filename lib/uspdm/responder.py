@@ -33,6 +33,14 @@ Config (plain attributes, defaults below):
   dhe_priority, aead_priority, req_asym_priority, key_schedule_priority
                       []    AlgStruct selections (none yet; bit values, preferred first)
 
+Extension points (uspdm.session.attach uses them; keep them stable): `_handlers`
+(request code -> method(msg) -> response), `our_flags(version)`, `reset()`,
+`_negotiate_algorithms`, `_dispatch(msg)` / `_deliver(resp)`, `_unsupported(code)`,
+the negotiated state (`version`, `flags`, `req_flags`, `asym`, `hashname`,
+`meas_hashname`, `meas_spec`, `other_params`, `identity`, `meas`, `t`
+(uspdm.transcript.Transcript: `a`, `m1`, `l`), `l_mver`), and `last_exception`
+(what the catch-all in handle() caught, for logs).
+
 Transcripts: M1 = A||B||C and L1 = [A]||(GET_MEASUREMENTS||MEASUREMENTS)* are running
 hashes (uspdm.transcript); they change only when a request succeeds.  Signatures
 (SPDM 1.2+) cover Hash(prefix || Hash(transcript)) with the 100-byte signing
@@ -127,6 +135,13 @@ def _req_flags_ok(f, v):
         if mk and pub:
             return False
     return True
+
+
+# Requests after which L1 is kept (every other successful request resets it)
+_KEEP_L = (C.GET_MEASUREMENTS, C.RESPOND_IF_READY, C.CHUNK_GET, C.CHUNK_SEND)
+# Requests that end an unfinished CHALLENGE sequence (GET_MEASUREMENTS does it itself)
+_RESET_M1 = (C.KEY_EXCHANGE, C.FINISH, C.PSK_EXCHANGE, C.PSK_FINISH, C.KEY_UPDATE, C.HEARTBEAT,
+             C.GET_ENCAPSULATED_REQUEST, C.END_SESSION)
 
 
 def _select(priority, offered):
@@ -255,9 +270,12 @@ class Responder:
         if h is None:
             return self._unsupported(code)
         resp = h(msg)
-        if resp is not None and resp[1] != C.ERROR and code not in (
-                C.GET_MEASUREMENTS, C.RESPOND_IF_READY, C.CHUNK_GET, C.CHUNK_SEND):
-            self.t.reset_l()
+        if resp is not None and resp[1] != C.ERROR:
+            if code not in _KEEP_L:
+                self.t.reset_l()
+            if code in _RESET_M1:
+                # the requester skipped CHALLENGE completion: M1 restarts (DSP0274)
+                self.t.reset_m1()
         return resp
 
     def _chunking(self):
