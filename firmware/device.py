@@ -42,6 +42,8 @@ class Device:
         self._order = []           # LRU of requester EIDs
         self._spdm = None          # shared SPDM context (identity, measurements), built on first use
         self.stats = {"messages": 0, "live_max": 0, "alloc_max": 0, "live": 0}
+        self._answered = 0
+        self._live_prev = gc.mem_alloc()
         # I2C (DSP0237): requester EID -> its SMBus source address, so that
         # deferred responses go back on the transport the request came from
         # (EIDs not in here are answered on the USB serial).
@@ -78,28 +80,43 @@ class Device:
         return b"".join(out)
 
     def _packet(self, pkt, out):
-        if self.measure_heap:
-            gc.collect()
-            a0 = gc.mem_alloc()
         if self.i2c_routes and len(pkt) >= 4:
             self.i2c_routes.pop(pkt[2], None)  # this requester now talks over serial
         rsp = self.ep.receive_packet(pkt, self._now())
         for p in rsp:
             out.append(mserial.encode_frame(p))
-        if self.measure_heap and rsp:
-            a1 = gc.mem_alloc()
-            gc.collect()
-            live = gc.mem_alloc()
-            st = self.stats
-            st["messages"] += 1
-            st["live"] = live
-            if live > st["live_max"]:
-                st["live_max"] = live
-            if a1 - a0 > st["alloc_max"]:
-                st["alloc_max"] = a1 - a0
-            if self.verbose:
-                self.log("heap: live %d B after message (max %d), message allocated ~%d B" % (
-                    live, st["live_max"], a1 - a0))
+        if rsp:
+            self._answered += 1
+
+    def heap_sample(self):
+        """Heap figures after the last feed()/idle() (measure_heap only).
+
+        Call it as its own call from the host's top level (the simulator
+        does): on the WebAssembly port gc.collect() frees nothing that was
+        allocated in the same call from JS, so collecting inside feed()
+        would count garbage as live.  alloc = what was allocated since the
+        previous sample (garbage included: an upper bound of the peak)."""
+        if not self.measure_heap:
+            return ""
+        a1 = gc.mem_alloc()
+        gc.collect()
+        live = gc.mem_alloc()
+        st = self.stats
+        alloc = a1 - self._live_prev
+        self._live_prev = live
+        if not self._answered:
+            return ""
+        st["messages"] += self._answered
+        self._answered = 0
+        st["live"] = live
+        if live > st["live_max"]:
+            st["live_max"] = live
+        if alloc > st["alloc_max"]:
+            st["alloc_max"] = alloc
+        if self.verbose:
+            self.log("heap: live %d B after message (max %d), message allocated ~%d B" % (
+                live, st["live_max"], alloc))
+        return self.stats_line()
 
     def feed_i2c(self, src_addr, pkt):
         """One MCTP packet received on I2C from SMBus address src_addr (already

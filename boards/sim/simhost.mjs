@@ -53,6 +53,11 @@ _dev = i2cbus.I2CSystem(_dev, prot_addr=${parseInt(opts["i2c-addr"])}, bridge_ad
 `);
 }
 const dev = mp.globals.get("_dev");
+// Heap figures are sampled in a call of their own, after each feed/idle
+// (see Device.heap_sample); --i2c wraps the device, which then has none.
+const heapSample = (() => {
+  try { const f = mp.globals.get("_dev").heap_sample; return f ? () => f() : () => {}; } catch (e) { return () => {}; }
+})();
 
 let idleScheduled = false;
 function idle() {
@@ -61,6 +66,7 @@ function idle() {
   try {
     const out = String(dev.idle_hex());
     if (out.length) fs.writeSync(1, Buffer.from(out, "hex"));
+    if (out.length) heapSample();
     more = !!dev.pending();
   } catch (e) {
     log("sim: firmware error in idle: " + (e && e.message ? e.message : e));
@@ -78,6 +84,7 @@ process.stdin.on("data", (chunk) => {
   try {
     const out = String(dev.feed_hex(chunk.toString("hex")));
     if (out.length) fs.writeSync(1, Buffer.from(out, "hex"));
+    heapSample();
     if (dev.pending()) schedule();
   } catch (e) {
     // The firmware catches everything itself; this is a bug worth a log line,
