@@ -23,10 +23,16 @@ def test_version_configurable_and_mismatch():
 
 
 def test_requests_before_version():
+    # before GET_CAPABILITIES succeeded, ERROR carries SPDMVersion 0x10
     r = make()
-    err(r.handle(get_caps(0x12)), 0x04, v=0x12)
-    err(r.handle(get_digests(0x11)), 0x04, v=0x11)
+    err(r.handle(get_caps(0x12)), 0x04, v=0x10)
+    err(r.handle(get_digests(0x11)), 0x04, v=0x10)
     err(r.handle(bytes((0x55, 0x81, 0, 0))), 0x04, v=0x10)
+    r.handle(get_version())
+    err(r.handle(neg_algs(0x13)), 0x04, v=0x10)
+    err(r.handle(get_caps(0x14)), 0x41, v=0x10)
+    err(r.handle(get_caps(0x0F)), 0x41, v=0x10)
+    err(r.handle(get_caps(0x12)[:-1]), 0x01, v=0x12)  # a field error: the request's version
 
 
 @parametrize("v", V)

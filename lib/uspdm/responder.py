@@ -201,7 +201,7 @@ class Responder:
         self.out = None
         self.inc = None
         self.pend = None
-        self.resync = False
+        self.resync = 0
         self.l_mver = None
         self._ev = 0x10
 
@@ -236,14 +236,13 @@ class Responder:
             self.last_exception = e
             ev = self._ev
             self.reset()
-            self.resync = True
+            self.resync = ev  # until GET_VERSION: ERROR RequestResynch in the old version
             return self._error(C.ERR_UNSPECIFIED, ver=ev)
 
     def _handle(self, msg):
-        if len(msg) >= 1 and self.state < ST_CAPS:
-            self._ev = msg[0] if msg[0] in self.cfg.versions else 0x10
-        elif self.state >= ST_CAPS:
-            self._ev = self.version
+        # ERROR SPDMVersion: the negotiated version, 0x10 before GET_CAPABILITIES
+        # succeeded (GET_CAPABILITIES' own field errors use its version)
+        self._ev = self.version if self.state >= ST_CAPS else C.V10
         if len(msg) < 4:
             return self._error(C.ERR_INVALID_REQUEST)
         code = msg[1]
@@ -252,7 +251,7 @@ class Responder:
         if code != C.CHUNK_SEND:
             self.inc = None
         if self.resync and code != C.GET_VERSION:
-            return self._error(C.ERR_REQUEST_RESYNCH)
+            return self._error(C.ERR_REQUEST_RESYNCH, ver=self.resync)
         return self._deliver(self._dispatch(msg))
 
     def _dispatch(self, msg):
@@ -338,6 +337,7 @@ class Responder:
         v = msg[0]
         if v not in self.cfg.versions or v not in C.CAP_MASK:
             return self._error(C.ERR_VERSION_MISMATCH)
+        self._ev = v
         need = 4 if v == C.V10 else (12 if v == C.V11 else 20)
         if len(msg) < need:
             return self._error(C.ERR_INVALID_REQUEST)
@@ -373,6 +373,7 @@ class Responder:
         err = self._size_err(len(resp))
         if err is not None:
             self.version = self.req_flags = self.req_dts = self.req_max = self.flags = 0
+            self._ev = v
             return err
         self.req_ct = ct
         self.t.add_a(msg[:need], resp)
