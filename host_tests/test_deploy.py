@@ -1,0 +1,153 @@
+"""uspdm deploy without a board: the staged filesystem, the mpremote command
+plan, the whole flow with a stand-in mpremote (recording its arguments),
+verification against the simulated board's serial port (responder and
+bridge), and clear failures."""
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+
+from uspdm_tools import deploy
+
+
+def uspdm(*args, timeout=300):
+    p = subprocess.run([sys.executable, "-m", "uspdm_tools.cli"] + [str(a) for a in args],
+                       capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    from uspdm_tools import build_mpy
+
+    d = tmp_path_factory.mktemp("build")
+    count, errors = build_mpy.build(arches=("armv6m", "xtensawin"), out=str(d), quiet=True)
+    assert errors == []
+    return str(d)
+
+
+@pytest.mark.parametrize("board", ["rp2040", "esp32"])
+def test_stage_layout(built, board, tmp_path):
+    roots = deploy.stage(board, built, str(tmp_path))
+    for need in ("main.py", "board.mpy", "device.mpy", "i2c.mpy", "bridge.mpy", "serve.mpy", "usb_serial.mpy",
+                 "boardlib.mpy"):
+        assert need in roots and (tmp_path / need).exists(), need
+    assert "main.mpy" not in roots and "i2cbus.mpy" not in roots     # the sim bus stays on the PC
+    assert (tmp_path / "lib" / "mctp" / "smbus.mpy").exists()
+    assert (tmp_path / "lib" / "uspdm" / "compat.mpy").exists()
+    assert not list((tmp_path / "lib").rglob("*.py"))
+    with open(tmp_path / "board.mpy", "rb") as f:
+        assert f.read(2) == b"M\x06"
+    # the staged board module is the requested board's
+    src = open(os.path.join(deploy.REPO_ROOT, "boards", board, "board.py")).read()
+    assert ('NAME = "%s"' % board) in src
+
+
+def test_plan_order_and_scripts(tmp_path):
+    (tmp_path / "lib").mkdir()
+    cmds = deploy.plan("/dev/ttyACM0", str(tmp_path), ["main.py", "board.mpy", "device.mpy"],
+                       {"mode": "bridge", "bridge_target": 0x1D})
+    assert all(c[:2] == ["connect", "/dev/ttyACM0"] for c in cmds)
+    kinds = [c[2] for c in cmds]
+    assert kinds == ["exec", "fs", "fs", "exec", "reset"]
+    assert cmds[1][3:6] == ["cp", "-r", str(tmp_path / "lib")] and cmds[1][-1] == ":"
+    assert cmds[2][-1] == ":" and cmds[2][4:-1] == [str(tmp_path / n) for n in ("main.py", "board.mpy", "device.mpy")]
+    # stale sources that would shadow the .mpy files are removed (not main.py)
+    ns = {}
+    removed = []
+    fake_os = types.SimpleNamespace(remove=removed.append)
+    exec(cmds[0][3].replace("import os\n", ""), {"os": fake_os}, ns)
+    assert removed == ["board.py", "device.py"]
+    # settings file, parsed back by the firmware's parser
+    files = {}
+
+    class F:
+        def __init__(self, name, mode):
+            self.name = name
+
+        def write(self, t):
+            files[self.name] = t
+
+        def close(self):
+            pass
+
+    exec(cmds[3][3].replace("import os\n", ""), {"os": types.SimpleNamespace(mkdir=lambda p: None), "open": F})
+    sys.path.insert(0, os.path.join(deploy.REPO_ROOT, "firmware"))
+    import boardlib
+
+    assert boardlib.parse_settings(files["uspdm/board.cfg"]) == {"mode": "bridge", "bridge_target": 0x1D}
+
+
+def test_settings_validation():
+    ns = types.SimpleNamespace(mode=None, i2c_addr=0x80, bridge_target=None, set=[])
+    with pytest.raises(deploy.DeployError):
+        deploy.settings_from_args(ns)
+    ns = types.SimpleNamespace(mode="bridge", i2c_addr=None, bridge_target=0x22, set=["i2c_freq=400000", "x=y"])
+    assert deploy.settings_from_args(ns) == {"mode": "bridge", "bridge_target": 0x22, "i2c_freq": 400000, "x": "y"}
+    ns.set = ["novalue"]
+    with pytest.raises(deploy.DeployError):
+        deploy.settings_from_args(ns)
+
+
+def test_dry_run_cli():
+    rc, out, err = uspdm("deploy", "--board", "rp2040", "--port", "/dev/ttyACM9", "--dry-run", "--mode", "bridge")
+    assert rc == 0, err
+    assert "compiling for rp2040 (armv6m)" in out
+    assert "mpremote connect /dev/ttyACM9 fs cp -r" in out
+    assert "mpremote connect /dev/ttyACM9 reset" in out
+    assert "settings: mode=bridge" in out
+
+
+def _fake_mpremote(tmp_path, rc=0):
+    log = tmp_path / "mpremote.log"
+    exe = tmp_path / "mpremote"
+    exe.write_text("#!%s\nimport sys\nopen(%r, 'a').write(repr(sys.argv[1:]) + '\\n')\n"
+                   "sys.stderr.write('failed to access /dev/x\\n') if %d else None\nsys.exit(%d)\n"
+                   % (sys.executable, str(log), rc, rc))
+    exe.chmod(0o755)
+    return str(exe), log
+
+
+def test_full_flow_with_fake_mpremote_and_the_simulated_board(tmp_path):
+    from uspdm_tools.simproc import SimProcess
+
+    exe, log = _fake_mpremote(tmp_path)
+    with SimProcess(flash=str(tmp_path / "flash")) as sim:
+        rc, out, err = uspdm("deploy", "--board", "esp32", "--port", sim.port, "--mpremote", exe, "--timeout", "20")
+    assert rc == 0, out + err
+    assert "board answers Get Endpoint ID" in out and "done: esp32" in out
+    calls = [eval(line) for line in log.read_text().splitlines()]
+    assert [c[2] for c in calls] == ["exec", "fs", "fs", "reset"]
+    assert all(c[1] == sim.port for c in calls)
+
+
+def test_bridge_flow_verifies_through_the_bridge(tmp_path):
+    from uspdm_tools.simproc import SimProcess
+
+    exe, log = _fake_mpremote(tmp_path)
+    with SimProcess(flash=str(tmp_path / "flash"), extra_args=["--i2c"]) as sim:
+        rc, out, err = uspdm("deploy", "--board", "rp2040", "--port", sim.port, "--mpremote", exe,
+                             "--mode", "bridge", "--timeout", "20")
+    assert rc == 0, out + err
+    assert "bridge answers: own I2C 0x10, target 0x1d" in out
+    assert "PRoT at 0x1d answers Get Endpoint ID" in out
+    calls = [eval(line) for line in log.read_text().splitlines()]
+    assert [c[2] for c in calls] == ["exec", "fs", "fs", "exec", "reset"]
+
+
+def test_clear_errors(tmp_path):
+    exe, _ = _fake_mpremote(tmp_path, rc=1)
+    rc, out, err = uspdm("deploy", "--board", "rp2040", "--port", "/dev/ttyACM9", "--mpremote", exe)
+    assert rc == 1 and "mpremote exec failed: failed to access /dev/x" in err and "BOOTSEL" in err
+    # a port where nothing answers
+    master, slave = os.openpty()
+    try:
+        exe, _ = _fake_mpremote(tmp_path, rc=0)
+        rc, out, err = uspdm("deploy", "--board", "rp2040", "--port", os.ttyname(slave), "--mpremote", exe,
+                             "--timeout", "3")
+        assert rc == 1 and "did not answer Get Endpoint ID" in err
+    finally:
+        os.close(master)
+        os.close(slave)
