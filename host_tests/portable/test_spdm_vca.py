@@ -188,9 +188,13 @@ def test_unsupported_and_order_errors():
     r.handle(get_caps(0x12))
     err(r.handle(get_digests(0x12)), 0x04, v=0x12)          # before ALGORITHMS
     err(r.handle(bytes((0x12, 0x83, 0, 0)) + bytes(32)), 0x04)  # CHALLENGE before ALGORITHMS
+    err(r.handle(bytes((0x13, 0xE0, 0, 0))), 0x04, v=0x12)  # order is checked before the version
+    err(r.handle(bytes((0x12, 0xE4, 0, 0)) + bytes(40)), 0x04)  # anything before ALGORITHMS
+    r.handle(neg_algs(0x12))
     err(r.handle(bytes((0x12, 0xE4, 0, 0)) + bytes(40)), 0x07, data=0xE4)  # KEY_EXCHANGE unsupported
     err(r.handle(bytes((0x12, 0xFE, 0, 0))), 0x07, data=0xFE)
     err(r.handle(bytes((0x12, 0x04, 0, 0))), 0x07, data=0x04)  # a response code
+    err(r.handle(bytes((0x13, 0xE0, 0, 0))), 0x41, v=0x12)
 
 
 def test_get_version_resets():

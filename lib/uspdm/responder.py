@@ -137,6 +137,8 @@ def _req_flags_ok(f, v):
     return True
 
 
+# Requests that may arrive before ALGORITHMS (after VERSION / CAPABILITIES)
+_BEFORE_NEG = (C.GET_CAPABILITIES, C.NEGOTIATE_ALGORITHMS, C.CHUNK_GET, C.CHUNK_SEND)
 # Requests after which L1 is kept (every other successful request resets it)
 _KEEP_L = (C.GET_MEASUREMENTS, C.RESPOND_IF_READY, C.CHUNK_GET, C.CHUNK_SEND)
 # Requests that end an unfinished CHALLENGE sequence (GET_MEASUREMENTS does it itself)
@@ -261,6 +263,10 @@ class Responder:
             return self._get_version(msg)
         if self.pend is not None and code != C.RESPOND_IF_READY:
             return self._error(C.ERR_BUSY)
+        if self.state < ST_NEG and code not in _BEFORE_NEG:
+            # order first: the DMTF validator expects UnexpectedRequest (not
+            # VersionMismatch) for e.g. GET_MEASUREMENTS before ALGORITHMS
+            return self._error(C.ERR_UNEXPECTED_REQUEST)
         if self.state == ST_NONE:
             return self._error(C.ERR_UNEXPECTED_REQUEST)
         if self.state >= ST_CAPS and ver != self.version:
