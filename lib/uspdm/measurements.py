@@ -15,9 +15,10 @@ or equivalently from a list of tuples `Measurements([(index, dmtf_type, form, va
 where form is 'raw' (value = bytes) or 'digest' (value = bytes to digest, a
 path string prefixed 'file:', or a callable hashname -> digest).
 
-uspdm's standard indices (the firmware uses these; the README quotes them):
-  1..0x3F   one digest per deployed firmware file, in sorted path order
+uspdm's standard indices (firmware/spdm_setup.py declares them; the README quotes them):
+  1..0x3E   one digest per deployed firmware file, in sorted order
             (DMTF type 1 'mutable firmware'; TCB)
+  0x3F      one digest over any files beyond 0x3E (type 1; TCB)
   0x40      digest of the board configuration (DMTF type 3 'firmware configuration')
   0x41      MicroPython version string, raw (DMTF type 6 'version')
   0x42      board / hardware description, raw (DMTF type 2 'hardware configuration')
