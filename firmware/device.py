@@ -43,7 +43,7 @@ class Device:
         self._spdm = None          # shared SPDM context (identity, measurements), built on first use
         self.stats = {"messages": 0, "live_max": 0, "alloc_max": 0, "live": 0}
         self._answered = 0
-        self._live_prev = gc.mem_alloc()
+        self._live_prev = gc.mem_alloc() if measure_heap else 0  # CPython has no gc.mem_alloc
         # I2C (DSP0237): requester EID -> its SMBus source address, so that
         # deferred responses go back on the transport the request came from
         # (EIDs not in here are answered on the USB serial).

@@ -21,7 +21,8 @@ The way back to the REPL (for mpremote, re-flashing):
    which is the other way to re-flash.
 2. Line escape: a read burst that begins with b"\\r\\x03" -- what mpremote
    sends first (enter_raw_repl: "\\r\\x03", then "\\r\\x01") -- while no
-   MCTP frame is in progress and after the line was quiet for
+   MCTP frame is in progress (a partial frame older than 1 s counts as
+   abandoned) and after the line was quiet for
    `repl_escape_quiet_ms` (default 100 ms), restores kbd_intr(3) and
    leaves the loop, so the REPL gets the rest ("\\r\\x01") and mpremote
    works as usual.  Only those two bytes are consumed.  A DSP0253 frame
@@ -45,16 +46,20 @@ def log_line(msg):
 class Escape:
     """The line-escape detector, pure logic (tested with fake inputs)."""
 
-    def __init__(self, enabled=True, quiet_ms=100):
+    def __init__(self, enabled=True, quiet_ms=100, stale_ms=1000):
         self.enabled = enabled
         self.quiet_ms = quiet_ms
+        self.stale_ms = stale_ms   # a partial frame this old is abandoned (its sender went away)
         self.last_rx = None     # ticks of the last byte, None = nothing yet
         self.state = 0          # bytes of ESCAPE matched at the start of a burst
 
     def byte(self, b, now, idle, ticks_diff):
         """Feed one received byte at time `now`; `idle` is true when no frame
         is in progress.  Returns True when the escape completed."""
-        quiet = self.last_rx is None or ticks_diff(now, self.last_rx) >= self.quiet_ms
+        gap = None if self.last_rx is None else ticks_diff(now, self.last_rx)
+        quiet = gap is None or gap >= self.quiet_ms
+        if not idle and gap is not None and gap >= self.stale_ms:
+            idle = True
         self.last_rx = now
         if not self.enabled:
             return False

@@ -512,6 +512,9 @@ def test_escape_detector_rules():
     assert not e.byte(13, 50, True, d) and e.state == 0     # not quiet long enough
     assert not e.byte(13, 200, True, d) and e.state == 1
     assert not e.byte(4, 200, True, d) and e.state == 0
+    # a partial frame abandoned for more than stale_ms no longer blocks the escape
+    assert not e.byte(13, 1300, False, d) and e.state == 1
+    assert e.byte(3, 1300, False, d)
 
 
 def test_settings_parse_and_overrides():
