@@ -132,6 +132,8 @@ class Device:
                 rt[pkt[2]] = src_addr
             for p in self.ep.receive_packet(pkt, self._now()):
                 out.append((src_addr, p))
+            if out:
+                self._answered += 1
         except Exception as e:
             self.log("fw: error on i2c input: %r" % (e,))
         return out

@@ -262,6 +262,10 @@ class I2CSystem:
     def pending(self):
         return bool(self._serial_out) or self.prot.pending() or self.front.pending()
 
+    def heap_sample(self):
+        """The responder board's heap figures (see Device.heap_sample)."""
+        return self.device.heap_sample()
+
     def feed_hex(self, h):
         return _hex(self.feed(bytes.fromhex(h)))
 
