@@ -32,6 +32,8 @@ class Link:
 
     def spdm(self, req, timeout=None):
         self.r.now = self.now
+        while self.r.pending():      # the board's idle loop
+            self.r.work()
         rsp = self.r.handle(bytes(req))
         if rsp is None:
             raise TimeoutError("no answer")
@@ -61,7 +63,7 @@ def board(**kw):
 
 def connect(version="1.2", clear=False, algs=("p384",), **kw):
     mgr, r, link = board(**kw)
-    q = SR.SessionRequester(link, version=version, algs=algs, clear_handshake=clear)
+    q = SR.SessionRequester(link, version=version, algs=algs, clear_handshake=clear, sleep=lambda t: None)
     q.init_connection()
     q.get_digests()
     q.get_certificate(0)
@@ -70,10 +72,12 @@ def connect(version="1.2", clear=False, algs=("p384",), **kw):
 
 @pytest.mark.parametrize("version", ["1.1", "1.2", "1.3"])
 @pytest.mark.parametrize("clear", [False, True])
-def test_certificate_session(version, clear):
-    mgr, r, link, q = connect(version, clear, heartbeat=30)
+@pytest.mark.parametrize("defer", [False, True])
+def test_certificate_session(version, clear, defer):
+    mgr, r, link, q = connect(version, clear, heartbeat=30, defer=defer)
     s = q.key_exchange(0)
     assert s.in_clear == clear and s.heartbeat == 30
+    assert [t.retries for t in q.timings if t.name == "KEY_EXCHANGE"] == [1 if defer else 0]
     q.finish(s)
     assert mgr.sessions[s.sid].state == S.ST_ESTABLISHED
     inner = q.in_session(s)

@@ -80,7 +80,14 @@ class Req:
 
     def x(self, req):
         self.r.now = self.now
-        return self.r.handle(req)
+        rsp = self.r.handle(req)
+        if rsp is not None and len(rsp) >= 8 and rsp[1] == 0x7F and rsp[2] == 0x42:
+            # ResponseNotReady: let the board's idle loop finish, then RESPOND_IF_READY
+            self.rnr = getattr(self, "rnr", 0) + 1
+            while self.r.pending():
+                self.r.work()
+            rsp = self.r.handle(bytes((req[0], 0xFF, rsp[5], rsp[6])))
+        return rsp
 
     def vca(self):
         v = self.v

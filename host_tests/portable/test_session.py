@@ -398,3 +398,21 @@ def test_end_session_preserve_flag_accepted():
     # no CACHE_CAP: there is no preserved negotiated state, the flag is accepted and has nothing to clear
     assert q.call(bytes((0x12, 0xEC, 1, 0))) == bytes((0x12, 0x6C, 0, 0))
     assert mgr.count() == 0
+
+
+def test_key_exchange_deferred_with_respond_if_ready():
+    mgr, r, q = setup(0x13, NO_CLEAR_FLAGS, defer=True)
+    # while the EC work is pending, the half-made session is not usable
+    from uspdm.crypto import ec
+
+    rsp = r.handle(bytes((0x13, 0xE4, 0, 0)) + le16(7) + bytes(34) + ec.public_key(ec.P384, 3) + b"\x00\x00")
+    assert rsp[1] == 0x7F and rsp[2] == 0x42 and rsp[5] == 0xE4   # ResponseNotReady for KEY_EXCHANGE
+    assert mgr.count() == 1 and r.pending()
+    sid = list(mgr.sessions)[0]
+    assert mgr.handle_secured(8, le16(sid & 0xFFFF) + le16(sid >> 16) + bytes(30), 0) is None
+    r.handle(bytes((0x10, 0x84, 0, 0)))          # GET_VERSION abandons it
+    assert mgr.count() == 0 and not r.pending()
+    mgr, r, q = setup(0x13, NO_CLEAR_FLAGS, defer=True)
+    assert q.key_exchange()[1] == 0x64 and q.rnr == 1
+    assert q.finish()[1] == 0x65
+    assert q.call(bytes((0x13, 0xE8, 0, 0)))[1] == 0x68

@@ -192,7 +192,8 @@ class Session:
 
 class SessionManager:
     def __init__(self, drbg, storage=None, max_sessions=2, heartbeat=0, psk_mode=PSK_WITH_CONTEXT,
-                 vendor_hook=None, max_seq=secured.MAX_SEQ, in_clear=True, log=None):
+                 vendor_hook=None, max_seq=secured.MAX_SEQ, in_clear=True, log=None, ticks_diff=None,
+                 defer=None):
         self.drbg = drbg
         self.storage = storage
         self.max_sessions = max_sessions
@@ -202,6 +203,8 @@ class SessionManager:
         self.max_seq = max_seq
         self.in_clear = in_clear
         self.log = log
+        self.ticks_diff = ticks_diff  # board.ticks_diff(a, b) = a - b for wrapping millisecond clocks
+        self.defer = defer            # KEY_EXCHANGE via ResponseNotReady: None = as the responder's defer_signing
         self.sessions = {}
         self.latest = {}  # id(conn) -> session ID of the latest KEY_EXCHANGE (FINISH in the clear)
         self.stats = {"opened": 0, "ended": 0, "decrypt_errors": 0, "dropped": 0, "timeouts": 0}
@@ -294,7 +297,8 @@ class SessionManager:
     def _expired(self, s, now):
         if s.state != ST_ESTABLISHED or not s.heartbeat:
             return False
-        return now - s.last_rx > 2000 * s.heartbeat
+        d = self.ticks_diff(now, s.last_rx) if self.ticks_diff is not None else now - s.last_rx
+        return d > 2000 * s.heartbeat
 
     def _summary(self, conn, kind):
         """(ok, bytes) for a MeasurementSummaryHashType request parameter."""
@@ -419,28 +423,58 @@ class SessionManager:
         s = self._open(conn, u16(msg, 4), False)
         if s is None:
             return self._err(conn, C.ERR_SESSION_LIMIT_EXCEEDED)
+        s.in_clear = self.in_clear and self._both(conn, C.CAP_HANDSHAKE_IN_THE_CLEAR)
+        s.sm_version = smv
+        s.policy = msg[6] if v >= C.V12 else 0
+        s.heartbeat = self.heartbeat if self._both(conn, C.CAP_HBEAT) else 0
+        # M1 (B, C) of an unfinished CHALLENGE and L are reset by KEY_EXCHANGE (libspdm)
+        for fn in ("reset_l", "reset_m1"):
+            if hasattr(conn.t, fn):
+                getattr(conn.t, fn)()
+        self.latest[id(conn)] = s.id
+        s.last_rx = now
+        gen = self._kex_iter(conn, s, msg, peer, cb[1], d_id, summary)
+        defer = getattr(conn, "defer_work", None)
+        if defer is not None and self._defer(conn):
+            # the EC work (key pair, ECDH, signature) runs in slices from the
+            # board's idle loop; the requester gets ResponseNotReady and
+            # collects KEY_EXCHANGE_RSP with RESPOND_IF_READY
+            return defer(C.KEY_EXCHANGE, gen)
+        return ec.run_iter(gen)
+
+    def _defer(self, conn):
+        if self.defer is not None:
+            return self.defer
+        cfg = getattr(conn, "cfg", None)
+        return bool(getattr(cfg, "defer_signing", False))
+
+    def _kex_iter(self, conn, s, msg, peer, ct, d_id, summary):
+        """KEY_EXCHANGE_RSP as a generator (bounded EC slices); returns the response."""
+        from uspdm.crypto import ec
+
+        v = conn.version
         try:
-            s.in_clear = self.in_clear and self._both(conn, C.CAP_HANDSHAKE_IN_THE_CLEAR)
-            s.sm_version = smv
-            s.policy = msg[6] if v >= C.V12 else 0
-            hb = self.heartbeat if self._both(conn, C.CAP_HBEAT) else 0
-            s.heartbeat = hb
             dk = ec.generate_private_key(ec.P384, self.drbg.generate)
-            pub = ec.public_key(ec.P384, dk)
-            z = bytearray(ec.ecdh(ec.P384, dk, peer))
+            pub = yield from ec.public_key_iter(ec.P384, dk)
+            z = yield from ec.ecdh_iter(ec.P384, dk, peer)
+            z = bytearray(z)
             dk = 0
-            opaque = sm_selection(v, smv)
+            if self.sessions.get(s.id) is not s:
+                keysched.wipe(z)
+                return self._err(conn, C.ERR_UNSPECIFIED)
+            opaque = sm_selection(v, s.sm_version)
+            hb = s.heartbeat
             body = (bytes((v, KEY_EXCHANGE_RSP, hb, 0)) + p16(s.id >> 16) + b"\x00\x00"
                     + self.drbg.generate(32) + pub + summary + p16(len(opaque)) + opaque)
             th = self._th_start(conn)
-            th.update(cb[1])
+            th.update(ct)
             th.update(msg)
             th.update(body)
             curve = ec.P384 if conn.asym == "p384" else ec.P256
             digest = th.digest()
             if v >= C.V12:
                 digest = sha2.new(conn.hashname, C.signing_prefix(v, SIGN_CTX_KEX) + digest).digest()
-            sig = ec.sign(curve, d_id, digest, self.drbg.generate(32))
+            sig = yield from ec.sign_iter(curve, d_id, digest, self.drbg.generate(32))
             th.update(sig)
             th1 = th.digest()
             s.ks.handshake(z, th1, psk=False)
@@ -455,10 +489,6 @@ class SessionManager:
         except Exception:
             self.end(s, "KEY_EXCHANGE failed")
             return self._err(conn, C.ERR_UNSPECIFIED)
-        if hasattr(conn.t, "reset_l"):
-            conn.t.reset_l()
-        self.latest[id(conn)] = s.id
-        s.last_rx = now
         return resp
 
     def _finish_clear(self, conn, msg, now):
@@ -469,7 +499,7 @@ class SessionManager:
             return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, C.FINISH)
         sid = self.latest.get(id(conn))
         s = self.sessions.get(sid) if sid is not None else None
-        if s is None or s.conn is not conn or s.psk or s.state != ST_HANDSHAKE or not s.in_clear:
+        if s is None or s.conn is not conn or s.psk or s.state != ST_HANDSHAKE or not s.in_clear or s.th is None:
             return self._err(conn, C.ERR_UNEXPECTED_REQUEST)
         resp, ok = self._finish(s, msg)
         if ok:
@@ -588,7 +618,8 @@ class SessionManager:
         Returns the secured response body, or None to send nothing."""
         sid = secured.session_id_of(body)
         s = self.sessions.get(sid) if sid is not None else None
-        if s is None or (s.eid is not None and src is not None and s.eid != src):
+        if s is None or s.req is None or (s.eid is not None and src is not None and s.eid != src):
+            # unknown session, another requester's, or KEY_EXCHANGE_RSP not computed yet
             self.stats["dropped"] += 1
             return None
         if self._expired(s, now):
@@ -814,6 +845,14 @@ def attach(r, mgr):
             t.l, t.m1, r.l_mver, r.cfg.defer_signing = saved
         return resp
 
+    def defer_work(code, gen):
+        from uspdm import responder as _rm
+
+        r._token = (r._token + 1) & 0xFF
+        r.pend = _rm._Pending(code, r._token, b"", gen)
+        return r._not_ready()
+
+    r.defer_work = defer_work
     r.our_flags = our_flags
     r.reset = reset
     r._negotiate_algorithms = negotiate
@@ -828,7 +867,7 @@ def attach(r, mgr):
 SESSION_CONFIG = "uspdm/session.json"
 
 
-def from_board(drbg, storage, cfg=None, log=None, vendor_hook=None):
+def from_board(drbg, storage, cfg=None, log=None, vendor_hook=None, ticks_diff=None):
     """A SessionManager with the board's settings: cfg (board.config()) keys
     max_sessions (default 2), heartbeat (seconds, default 0 = none), psk_mode
     (0 none, 1 no responder context, 2 with context; default 2),
@@ -837,7 +876,8 @@ def from_board(drbg, storage, cfg=None, log=None, vendor_hook=None):
     the board's storage overrides them (lab/test tuning without a rebuild)."""
     c = {}
     if cfg:
-        for k in ("max_sessions", "heartbeat", "psk_mode", "handshake_in_the_clear", "max_seq"):
+        for k in ("max_sessions", "heartbeat", "psk_mode", "handshake_in_the_clear", "max_seq",
+                  "defer_key_exchange"):
             if k in cfg:
                 c[k] = cfg[k]
     try:
@@ -852,7 +892,8 @@ def from_board(drbg, storage, cfg=None, log=None, vendor_hook=None):
     return SessionManager(drbg, storage, max_sessions=int(c.get("max_sessions", 2)),
                           heartbeat=int(c.get("heartbeat", 0)), psk_mode=int(c.get("psk_mode", PSK_WITH_CONTEXT)),
                           in_clear=bool(c.get("handshake_in_the_clear", True)), vendor_hook=vendor_hook, log=log,
-                          max_seq=int(c.get("max_seq", secured.MAX_SEQ)))
+                          max_seq=int(c.get("max_seq", secured.MAX_SEQ)), ticks_diff=ticks_diff,
+                          defer=bool(c.get("defer_key_exchange", True)))
 
 
 def configure(config):
