@@ -232,6 +232,14 @@ def test_chunk_send_errors():
     assert ack[6 + 4] == 4
 
 
+def test_request_too_large():
+    v = 0x12
+    p = Peer(make(data_transfer_size=48), v)
+    p.vca(caps=get_caps(v, flags=0x6 | CHUNK_CAP, dts=4096, mx=4096))
+    err(p.x(get_meas(v, False, 0xFF) + bytes(60)), 0x0E, v=v)
+    assert p.x(get_meas(v, False, 0xFF) + bytes(44))[1] == 0x60  # 48 bytes: fits
+
+
 def test_chunk_send_response_needs_chunk_get():
     v = 0x12
     dts = 48

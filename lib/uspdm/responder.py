@@ -254,6 +254,9 @@ class Responder:
             self.inc = None
         if self.resync and code != C.GET_VERSION:
             return self._error(C.ERR_REQUEST_RESYNCH, ver=self.resync)
+        if self.version >= C.V12 and len(msg) > self.cfg.data_transfer_size:
+            # larger than our DataTransferSize: must have come with CHUNK_SEND
+            return self._error(C.ERR_REQUEST_TOO_LARGE)
         return self._deliver(self._dispatch(msg))
 
     def _dispatch(self, msg):
