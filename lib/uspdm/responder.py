@@ -314,7 +314,7 @@ class Responder:
         if msg[0] != C.V10:
             return self._error(C.ERR_VERSION_MISMATCH, ver=C.V10)
         self.reset()
-        vs = sorted(set(self.cfg.versions))
+        vs = sorted(set(v for v in self.cfg.versions if v in C.CAP_MASK))
         resp = bytes((C.V10, C.VERSION, 0, 0, 0, len(vs))) + b"".join(p16(v << 8) for v in vs)
         self.t.add_a(msg[:4], resp)
         self.state = ST_VERSION
