@@ -88,14 +88,20 @@ class UsbSerial:
         self._in = stdin
         self._out = stdout
         self._poll = poller
+        # ipoll() reuses its result tuple: no allocation per byte
+        self._ipoll = getattr(poller, "ipoll", None)
         self._b1 = bytearray(1)
 
     def ready(self):
+        if self._ipoll is not None:
+            for _ in self._ipoll(0):
+                return True
+            return False
         return bool(self._poll.poll(0))
 
     def read_byte(self):
         """One byte, or -1 when none is waiting."""
-        if not self._poll.poll(0):
+        if not self.ready():
             return -1
         if self._in.readinto(self._b1) != 1:
             return -1

@@ -46,7 +46,8 @@ def test_stage_layout(built, board, tmp_path):
 
 
 def test_plan_order_and_scripts(tmp_path):
-    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "mctp").mkdir(parents=True)
+    (tmp_path / "lib" / "mctp" / "smbus.mpy").write_bytes(b"M\x06")
     cmds = deploy.plan("/dev/ttyACM0", str(tmp_path), ["main.py", "board.mpy", "device.mpy"],
                        {"mode": "bridge", "bridge_target": 0x1D})
     assert all(c[:2] == ["connect", "/dev/ttyACM0"] for c in cmds)
@@ -59,7 +60,7 @@ def test_plan_order_and_scripts(tmp_path):
     removed = []
     fake_os = types.SimpleNamespace(remove=removed.append)
     exec(cmds[0][3].replace("import os\n", ""), {"os": fake_os}, ns)
-    assert removed == ["board.py", "device.py"]
+    assert removed == ["board.py", "device.py", "lib/mctp/smbus.py"]
     # settings file, parsed back by the firmware's parser
     files = {}
 

@@ -534,3 +534,45 @@ def test_settings_parse_and_overrides():
     st.write("uspdm/i2c_addr.bin", b"\x00")
     st.write("uspdm/board.cfg", b"i2c_addr=0x99\n")
     assert load_settings(st, base)["i2c_addr"] == 0x1D      # invalid -> default
+
+
+def test_usb_serial_io_with_fake_stdio():
+    from usb_serial import UsbSerial
+
+    class In:
+        def __init__(self, data):
+            self.data = data
+
+        def readinto(self, buf):
+            buf[0] = self.data[0]
+            self.data = self.data[1:]
+            return 1
+
+    class Out:
+        def __init__(self):
+            self.got = b""
+
+        def write(self, mv):
+            n = min(3, len(mv))          # short writes are continued
+            self.got += bytes(mv[:n])
+            return n
+
+    class Poll:
+        def __init__(self, src):
+            self.src = src
+
+        def poll(self, t):
+            return [(0, 1)] if self.src.data else []
+
+    class IPoll(Poll):
+        def ipoll(self, t):
+            return iter(self.poll(t))
+
+    for cls in (Poll, IPoll):
+        src = In(b"\x7e\x01")
+        out = Out()
+        u = UsbSerial(src, out, cls(src))
+        assert u.ready() and u.read_byte() == 0x7E and u.read_byte() == 0x01
+        assert u.read_byte() == -1 and not u.ready()
+        u.write(b"abcdefgh")
+        assert out.got == b"abcdefgh"

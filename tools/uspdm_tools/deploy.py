@@ -119,8 +119,18 @@ def stage(board, build_dir, dest):
     return roots
 
 
-def _cleanup_script(roots):
-    names = sorted(set(r[:-4] + ".py" for r in roots if r.endswith(".mpy")))
+def _lib_modules(stage_dir):
+    out = []
+    base = os.path.join(stage_dir, "lib")
+    for dp, dn, fns in os.walk(base):
+        for fn in fns:
+            if fn.endswith(".mpy"):
+                out.append("lib/" + os.path.relpath(os.path.join(dp, fn[:-4] + ".py"), base).replace(os.sep, "/"))
+    return out
+
+
+def _cleanup_script(roots, lib_modules=()):
+    names = sorted(set(r[:-4] + ".py" for r in roots if r.endswith(".mpy")) | set(lib_modules))
     return ("import os\n"
             "for n in %r:\n"
             "    try:\n"
@@ -142,7 +152,7 @@ def _settings_script(text):
 
 def plan(port, stage_dir, roots, settings):
     """The mpremote argument lists, in order."""
-    cmds = [["connect", port, "exec", _cleanup_script(roots)]]
+    cmds = [["connect", port, "exec", _cleanup_script(roots, _lib_modules(stage_dir))]]
     if os.path.isdir(os.path.join(stage_dir, "lib")):
         cmds.append(["connect", port, "fs", "cp", "-r", os.path.join(stage_dir, "lib"), ":"])
     cmds.append(["connect", port, "fs", "cp"] + [os.path.join(stage_dir, r) for r in roots] + [":"])
