@@ -54,7 +54,7 @@ _dev = i2cbus.I2CSystem(_dev, prot_addr=${parseInt(opts["i2c-addr"])}, bridge_ad
 }
 const dev = mp.globals.get("_dev");
 // Heap figures are sampled in a call of their own, after each feed/idle
-// (see Device.heap_sample); --i2c wraps the device, which then has none.
+// (see Device.heap_sample); with --i2c, I2CSystem.heap_sample gives the responder board's.
 const heapSample = (() => {
   try { const f = mp.globals.get("_dev").heap_sample; return f ? () => f() : () => {}; } catch (e) { return () => {}; }
 })();
