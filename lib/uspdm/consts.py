@@ -1,4 +1,7 @@
-"""SPDM (DMTF DSP0274 1.0-1.3) message codes, error codes, flags and algorithm bits."""
+"""SPDM (DMTF DSP0274 1.0-1.3) message codes, error codes, flags and algorithm bits.
+
+Only what uspdm uses (every public name costs heap on a board that loads .mpy files).
+"""
 from uspdm.compat import const
 
 V10 = const(0x10)
@@ -13,10 +16,8 @@ CHALLENGE = const(0x83)
 GET_VERSION = const(0x84)
 CHUNK_SEND = const(0x85)
 CHUNK_GET = const(0x86)
-GET_ENDPOINT_INFO = const(0x87)
 GET_MEASUREMENTS = const(0xE0)
 GET_CAPABILITIES = const(0xE1)
-GET_SUPPORTED_EVENT_TYPES = const(0xE2)
 NEGOTIATE_ALGORITHMS = const(0xE3)
 KEY_EXCHANGE = const(0xE4)
 FINISH = const(0xE5)
@@ -27,13 +28,6 @@ KEY_UPDATE = const(0xE9)
 GET_ENCAPSULATED_REQUEST = const(0xEA)
 DELIVER_ENCAPSULATED_RESPONSE = const(0xEB)
 END_SESSION = const(0xEC)
-GET_CSR = const(0xED)
-SET_CERTIFICATE = const(0xEE)
-GET_MEASUREMENT_EXTENSION_LOG = const(0xEF)
-SUBSCRIBE_EVENT_TYPES = const(0xF0)
-SEND_EVENT = const(0xF1)
-GET_KEY_PAIR_INFO = const(0xFC)
-SET_KEY_PAIR_INFO = const(0xFD)
 VENDOR_DEFINED_REQUEST = const(0xFE)
 RESPOND_IF_READY = const(0xFF)
 
@@ -75,7 +69,6 @@ ERR_NO_PENDING_REQUESTS = const(0x45)
 ERR_VENDOR_DEFINED = const(0xFF)
 
 # CAPABILITIES flags (responder)
-CAP_CACHE = const(0x00000001)
 CAP_CERT = const(0x00000002)
 CAP_CHAL = const(0x00000004)
 CAP_MEAS_NO_SIG = const(0x00000008)
@@ -93,16 +86,8 @@ CAP_KEY_UPD = const(0x00004000)
 CAP_HANDSHAKE_IN_THE_CLEAR = const(0x00008000)
 CAP_PUB_KEY_ID = const(0x00010000)
 CAP_CHUNK = const(0x00020000)
-CAP_ALIAS_CERT = const(0x00040000)
-CAP_SET_CERT = const(0x00080000)
-CAP_CSR = const(0x00100000)
-CAP_CERT_INSTALL_RESET = const(0x00200000)
-CAP_EP_INFO_MASK = const(0x00C00000)
-CAP_MEL = const(0x01000000)
 CAP_EVENT = const(0x02000000)
 CAP_MULTI_KEY_MASK = const(0x0C000000)
-CAP_GET_KEY_PAIR_INFO = const(0x10000000)
-CAP_SET_KEY_PAIR_INFO = const(0x20000000)
 
 # Which flag bits exist in each version (responder side).
 CAP_MASK = {
@@ -121,7 +106,6 @@ ASYM_ECDSA_P256 = const(0x00000010)
 ASYM_ECDSA_P384 = const(0x00000080)
 HASH_SHA256 = const(0x00000001)
 HASH_SHA384 = const(0x00000002)
-MEAS_HASH_RAW_ONLY = const(0x00000001)
 MEAS_HASH_SHA256 = const(0x00000002)
 MEAS_HASH_SHA384 = const(0x00000004)
 OPAQUE_FMT_NONE = const(0x0)
@@ -150,16 +134,12 @@ NEG_ALG_MAX_EXT_11 = const(20)
 ASYM_BITS = {"p384": ASYM_ECDSA_P384, "p256": ASYM_ECDSA_P256}
 HASH_BITS = {"sha256": HASH_SHA256, "sha384": HASH_SHA384}
 MEAS_HASH_BITS = {"sha256": MEAS_HASH_SHA256, "sha384": MEAS_HASH_SHA384}
-HASH_SIZE = {"sha256": 32, "sha384": 48}
 SIG_SIZE = {"p256": 64, "p384": 96}
 CURVE_HASH = {"p256": "sha256", "p384": "sha384"}
 
 # GET_MEASUREMENTS
 MEAS_ATTR_SIGN = const(0x01)
-MEAS_ATTR_RAW = const(0x02)
 MEAS_OP_COUNT = const(0x00)
-MEAS_OP_ALL = const(0xFF)
-MEAS_CHANGE_NO_DETECTION = const(0x00)
 MEAS_CHANGE_DETECTED = const(0x10)
 MEAS_NO_CHANGE_DETECTED = const(0x20)
 
@@ -168,25 +148,8 @@ SUMMARY_NONE = const(0x00)
 SUMMARY_TCB = const(0x01)
 SUMMARY_ALL = const(0xFF)
 
-# DMTF measurement value types
-MT_ROM = const(0)
-MT_FIRMWARE = const(1)
-MT_HW_CONFIG = const(2)
-MT_FW_CONFIG = const(3)
-MT_MANIFEST = const(4)
-MT_DEVICE_MODE = const(5)
-MT_VERSION = const(6)
-MT_SVN = const(7)
-MT_HASH_EXTEND = const(8)
-MT_INFORMATIONAL = const(9)
-MT_STRUCTURED_MANIFEST = const(10)
-MT_RAW = const(0x80)
-
-NONCE_SIZE = const(32)
 REQ_CONTEXT_SIZE = const(8)
-MAX_SLOTS = const(8)
 
-CHUNK_LAST = const(0x01)
 CHUNK_EARLY_ERROR = const(0x01)
 
 SIGN_CTX_CHALLENGE_AUTH = b"responder-challenge_auth signing"
