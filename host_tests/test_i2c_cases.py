@@ -576,3 +576,43 @@ def test_usb_serial_io_with_fake_stdio():
         assert u.read_byte() == -1 and not u.ready()
         u.write(b"abcdefgh")
         assert out.got == b"abcdefgh"
+
+
+def test_random_transfers_never_raise_and_valid_frames_survive():
+    import random
+
+    rnd = random.Random(1234) if not IS_MPY else random
+    if IS_MPY:
+        random.seed(1234)
+    for hard in _modes():
+        bus = Bus()
+        m = SimMachine(bus, hard)
+        p = _port(m, 0x1D, slots=4, hard=hard)
+        w = m.I2C(1)
+        sent = 0
+        got = 0
+        for i in range(300):
+            k = rnd.getrandbits(2)
+            if k == 0:
+                data = bytes(rnd.getrandbits(8) for _ in range(rnd.getrandbits(9) % 300))
+            elif k == 1:
+                data = bytearray(EX_WRITE)
+                data[rnd.getrandbits(8) % len(data)] ^= 1 << (rnd.getrandbits(3))
+            else:
+                data = _encode_after_addr(0x1D, 0x10, EX_PKT[:6] + bytes((i & 0xFF,)))
+                sent += 1
+            try:
+                w.writeto(0x1D, data)
+            except OSError:
+                pass
+            if rnd.getrandbits(1) or p.cap.pending() and ((p.cap._wr - p.cap._rd) & 0xFFFF) >= 3:
+                while True:
+                    r = p.recv()
+                    if r is None:
+                        break
+                    assert r[0] == 0x10 and r[1][:6] == EX_PKT[:6]
+                    got += 1
+        while p.recv() is not None:
+            got += 1
+        assert sent > 50 and got == sent
+        assert p.cap.overflow == 0
