@@ -215,3 +215,12 @@ def test_config_rejects_unknown_option():
 
 def test_dts_le32_helper():
     assert le32(0x01020304) == b"\x04\x03\x02\x01"
+
+
+def test_13_multi_key_conn_selection():
+    # a requester that can only do multi-key connections gets RequesterMultiKeyConnSel
+    p = Peer(make(), 0x13)
+    a = p.vca(caps=get_caps(0x13, flags=0x6 | 0x04000000))[-36:]
+    assert a[7] == 0x12
+    p = Peer(make(), 0x13)
+    assert p.vca()[-36:][7] == 0x02
