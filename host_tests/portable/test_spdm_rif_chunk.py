@@ -274,3 +274,21 @@ def test_algorithms_tables_mirror_request():
     a = p.vca(algs=neg_algs(0x11, tables=[(2, 0x10, 1), (5, 0x01, 0)]))
     algs = a[-44:]
     assert algs[2] == 2 and algs[36:] == bytes((2, 0x20, 0, 0, 5, 0x20, 0, 0))
+
+
+def test_deferred_response_delivered_in_chunks():
+    v = 0x13
+    r = make(defer_signing=True)
+    p = Peer(r, v)
+    a = p.vca(caps=get_caps(v, flags=0x6 | CHUNK_CAP, dts=64, mx=8192))
+    ch = challenge(v)
+    e = p.x(ch)
+    err(e, 0x42)
+    while r.work():
+        pass
+    e2 = p.x(rif(v, 0x83, e[6]))
+    err(e2, 0x0F)
+    resp = collect(p, v, e2[4], 64)
+    o = 4 + 48 + 32 + 2 + 8
+    assert resp[1] == 0x03 and len(resp) == o + 96
+    assert verify_sig(v, "p384", "sha384", a + ch + resp[:o], CTX_C, resp[o:])
