@@ -152,3 +152,15 @@ def test_clear_errors(tmp_path):
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_verify_recognises_a_board_left_in_bridge_mode(tmp_path):
+    from uspdm_tools.link import SerialLink
+    from uspdm_tools.simproc import SimProcess
+
+    with SimProcess(flash=str(tmp_path / "flash"), extra_args=["--i2c"]) as sim:
+        with SerialLink(sim.port, timeout=5) as link:
+            assert link.bridge_command(2, b"\x33")[0] == 0     # nobody at 0x33
+        said = []
+        assert deploy.verify(sim.port, "responder", timeout=15, say=said.append)
+    assert "the board is a bridge" in said[-1] and "target 0x33" in said[-1]

@@ -180,7 +180,17 @@ def verify(port, mode="responder", timeout=30.0, say=print):
                     except Unreachable:
                         say("  (no PRoT answers at I2C 0x%02x yet: check the wiring and that board)" % info[1])
                     return True
-                cc, data = link.control(0x02, timeout=2.0)
+                try:
+                    cc, data = link.control(0x02, timeout=2.0)
+                except Unreachable:
+                    # a board left in bridge mode by its flash settings answers for itself only
+                    try:
+                        st, info = link.bridge_command(1, timeout=1.0)
+                    except (Unreachable, ValueError):
+                        raise Unreachable("no answer to Get Endpoint ID")
+                    say("  the board is a bridge (uspdm/board.cfg on it says mode=bridge): own I2C 0x%02x, "
+                        "target 0x%02x; no PRoT answered through it" % (info[0], info[1]))
+                    return True
                 if cc == 0 and data:
                     say("  board answers Get Endpoint ID: EID %d" % data[0])
                     return True
