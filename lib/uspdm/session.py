@@ -893,7 +893,7 @@ def from_board(drbg, storage, cfg=None, log=None, vendor_hook=None, ticks_diff=N
                           heartbeat=int(c.get("heartbeat", 0)), psk_mode=int(c.get("psk_mode", PSK_WITH_CONTEXT)),
                           in_clear=bool(c.get("handshake_in_the_clear", True)), vendor_hook=vendor_hook, log=log,
                           max_seq=int(c.get("max_seq", secured.MAX_SEQ)), ticks_diff=ticks_diff,
-                          defer=bool(c.get("defer_key_exchange", True)))
+                          defer=c.get("defer_key_exchange"))
 
 
 def configure(config):
