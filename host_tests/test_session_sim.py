@@ -5,7 +5,8 @@ the board's lib/uspdm session code.
 
 Two boards: A with the defaults (PSK with responder context, no heartbeat,
 2 sessions) and B tuned through uspdm/session.json (PSK without context,
-heartbeat 2 s, a low sequence-number limit)."""
+heartbeat 3 s, a low sequence-number limit, KEY_EXCHANGE computed in idle-loop
+slices behind ResponseNotReady)."""
 import json
 import os
 import subprocess
@@ -55,7 +56,8 @@ def board_a(tmp_path_factory):
 @pytest.fixture(scope="module")
 def board_b(tmp_path_factory):
     sim, root, pskf = make_board(tmp_path_factory.mktemp("sb"),
-                                 {"psk_mode": 1, "heartbeat": 2, "max_seq": 8, "max_sessions": 2})
+                                 {"psk_mode": 1, "heartbeat": 3, "max_seq": 8, "max_sessions": 2,
+                                  "defer_key_exchange": True})
     with sim:
         yield {"port": sim.port, "root": root, "psk_file": pskf, "sim": sim}
 
@@ -126,7 +128,7 @@ def test_psk_without_context(board_b, conn_factory):
     c = conn_factory(board_b["port"], version="1.3")
     assert (c.q.rsp_flags >> 10) & 3 == 1
     s = c.q.psk_exchange(HINT, PSK)
-    assert not s.psk_context and s.heartbeat == 2
+    assert not s.psk_context and s.heartbeat == 3
     c.q.heartbeat(s)
     c.q.end_session(s)
 
@@ -213,9 +215,9 @@ def test_heartbeat_timeout(board_b, conn_factory):
     c = conn_factory(board_b["port"], version="1.2")
     s = c.q.psk_exchange(HINT, PSK)
     c.q.heartbeat(s)
-    time.sleep(1.0)
-    c.q.heartbeat(s)                  # within 2 x 2 s: alive
-    time.sleep(5.0)                   # > 2 x HeartbeatPeriod of silence
+    time.sleep(2.0)
+    c.q.heartbeat(s)                  # within 2 x 3 s: alive
+    time.sleep(7.5)                   # > 2 x HeartbeatPeriod of silence
     with pytest.raises(TimeoutError):
         c.link.secured(s.encode(bytes((0x12, 0xE8, 0, 0))), 2)
     assert "heartbeat timeout" in board_b["sim"].log_text()
@@ -236,3 +238,12 @@ def test_cli_session_certificate_and_psk(board_a):
                          "--timeout", "20")
     assert rc == 0, out + err
     assert "handshake in the clear" in out
+
+
+def test_key_exchange_deferred(board_b, conn_factory):
+    c = conn_factory(board_b["port"], version="1.2")
+    s = c.cert_session()
+    assert [t.retries for t in c.q.timings if t.name == "KEY_EXCHANGE"][0] >= 1   # ResponseNotReady seen
+    c.q.heartbeat(s)
+    c.q.in_session(s).get_measurements(0, False)
+    c.q.end_session(s)
