@@ -36,8 +36,9 @@ class Device:
             eid = saved[0]
         self.decoder = mserial.SerialDecoder()
         self.ep = Endpoint(eid=eid, mtu=cfg.get("serial_mtu", 64), on_eid_changed=self._eid_changed,
-                           secured=False)
+                           secured=True)
         self.ep.register(0x05, self._on_spdm)
+        self.ep.register(0x06, self._on_secured)
         self.responders = {}       # src EID -> Responder
         self._order = []           # LRU of requester EIDs
         self._spdm = None          # shared SPDM context (identity, measurements), built on first use
@@ -173,6 +174,8 @@ class Device:
                     r.work()
                     break
             self.ep.reasm.expire(self._now())
+            if self._spdm is not None:
+                self._spdm.sessions.tick(self._now())   # heartbeat timeouts
         except Exception as e:
             self.log("fw: error in idle: %r" % (e,))
         return b""
@@ -191,8 +194,11 @@ class Device:
             ctx = self._spdm_context()
             if len(self.responders) >= MAX_REQUESTERS:
                 old = self._order.pop(0)
-                self.responders.pop(old, None)
+                gone = self.responders.pop(old, None)
+                if gone is not None:
+                    ctx.sessions.end_conn(gone)
             r = ctx.new_responder()
+            r.eid = src
             self.responders[src] = r
         if src in self._order:
             self._order.remove(src)
@@ -201,6 +207,7 @@ class Device:
 
     def _on_spdm(self, src, body):
         r = self._responder(src)
+        r.now = self._now()
         rsp = r.handle(body[1:])
         if self.verbose:
             self.log("spdm: EID %d req %02x -> %s" % (
@@ -208,6 +215,14 @@ class Device:
         if rsp is None:
             return None
         return b"\x05" + rsp
+
+    def _on_secured(self, src, body):
+        """MCTP type 0x06 (secured SPDM): routed by session ID to the session,
+        and through it to its requester's connection state."""
+        out = self._spdm_context().sessions.handle_secured(src, body[1:], self._now())
+        if self.verbose:
+            self.log("spdm: EID %d secured message -> %s" % (src, "answer" if out is not None else "dropped"))
+        return b"\x06" + out if out is not None else None
 
     # -- helpers for hosts that pass hex strings (the simulator) -----------
     def feed_hex(self, h):

@@ -13,6 +13,7 @@ import sys
 
 from uspdm.identity import Identity
 from uspdm.measurements import Measurements
+from uspdm import session as _session
 from uspdm.responder import Config, Responder
 
 SVN = 1
@@ -61,14 +62,19 @@ class SpdmContext:
             c.ct_exponent = cfg["ct_exponent"]
         if "defer_signing" in cfg:
             c.defer_signing = cfg["defer_signing"]
+        _session.configure(c)   # sessions: DHE secp384r1, AES-256-GCM, SPDM key schedule
         self.config = c
+        self.sessions = _session.from_board(self.drbg, board.storage(), cfg, log=log,
+                                            vendor_hook=getattr(board, "vendor_defined", None),
+                                            ticks_diff=getattr(board, "ticks_diff", None))
         provisioned = [a for a in ("p384", "p256") if self.identity.provisioned_mask(a)]
         log("spdm: identity provisioned for %s; %d measurement blocks" % (
             ", ".join(provisioned) if provisioned else "nothing (run `uspdm provision`)",
             self.measurements.count()))
 
     def new_responder(self):
-        return Responder(self.identity, self.measurements, self.drbg, self.config)
+        r = Responder(self.identity, self.measurements, self.drbg, self.config)
+        return _session.attach(r, self.sessions)
 
 
 def build_context(board, log=print):
