@@ -247,3 +247,15 @@ def test_key_exchange_deferred(board_b, conn_factory):
     c.q.heartbeat(s)
     c.q.in_session(s).get_measurements(0, False)
     c.q.end_session(s)
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_attest_inside_session(board_a, version):
+    rc, out, err = uspdm("attest", "--port", board_a["port"], "--root", board_a["root"], "--session",
+                         "--version", version, "--json", "--timeout", "20")
+    assert rc == 0, out + err
+    rep = json.loads(out)
+    assert rep["verdict"] == "TRUSTED" and rep["session"]["handshake"] == "encrypted"
+    assert rep["measurements"]["signature"] == "valid"
+    names = [t["message"] for t in rep["timings"]]
+    assert "KEY_EXCHANGE" in names and "END_SESSION (secured)" in names
