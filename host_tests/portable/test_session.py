@@ -416,3 +416,17 @@ def test_key_exchange_deferred_with_respond_if_ready():
     assert q.key_exchange()[1] == 0x64 and q.rnr == 1
     assert q.finish()[1] == 0x65
     assert q.call(bytes((0x13, 0xE8, 0, 0)))[1] == 0x68
+
+
+def test_board_configuration():
+    st = MemoryStorage()
+    m = S.from_board(drbg(b"c"), st, {"max_sessions": 3})
+    assert (m.max_sessions, m.heartbeat, m.psk_mode, m.in_clear, m.defer) == (3, S.DEFAULT_HEARTBEAT, 2, True, None)
+    st.write(S.SESSION_CONFIG, b'{"heartbeat": 5, "psk_mode": 1, "handshake_in_the_clear": false, "max_seq": 9,'
+                               b' "defer_key_exchange": true}')
+    m = S.from_board(drbg(b"c"), st, {"max_sessions": 3})
+    assert (m.max_sessions, m.heartbeat, m.psk_mode, m.in_clear, m.max_seq, m.defer) == (3, 5, 1, False, 9, True)
+    assert m.cap_flags(0x12) & 0x8C00 == 0x0400          # PSK without context, no handshake in the clear
+    assert m.cap_flags(0x10) == 0
+    st.write(S.SESSION_CONFIG, b"{not json")
+    assert S.from_board(drbg(b"c"), st).max_sessions == 2

@@ -692,7 +692,7 @@ class SessionManager:
             if s.id in self.sessions:
                 self.end(s, "END_SESSION")
             return out
-        if code in (C.GET_MEASUREMENTS, C.GET_DIGESTS, C.GET_CERTIFICATE):
+        if code in (C.GET_MEASUREMENTS, C.GET_DIGESTS, C.GET_CERTIFICATE, C.CHUNK_GET, C.CHUNK_SEND):
             fn = getattr(conn, "session_request", None)
             if fn is None:
                 return self._encode(s, self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code))
@@ -865,15 +865,25 @@ def attach(r, mgr):
 
 
 SESSION_CONFIG = "uspdm/session.json"
+DEFAULT_HEARTBEAT = 60  # seconds
 
 
 def from_board(drbg, storage, cfg=None, log=None, vendor_hook=None, ticks_diff=None):
-    """A SessionManager with the board's settings: cfg (board.config()) keys
-    max_sessions (default 2), heartbeat (seconds, default 0 = none), psk_mode
-    (0 none, 1 no responder context, 2 with context; default 2),
-    handshake_in_the_clear (default True), max_seq (sequence-number limit per
-    key, default 2^64-1; tests lower it); a JSON file uspdm/session.json on
-    the board's storage overrides them (lab/test tuning without a rebuild)."""
+    """A SessionManager with the board's settings, from cfg (board.config())
+    keys, overridden by a JSON file uspdm/session.json on the board's storage
+    (lab/test tuning without a rebuild):
+      max_sessions        concurrent sessions (default 2)
+      heartbeat           HeartbeatPeriod in seconds (default 60: a session
+                          silent for 2 x 60 s is torn down; 0 = none)
+      psk_mode            0 no PSK, 1 PSK without responder context (no
+                          PSK_FINISH), 2 with context (default)
+      handshake_in_the_clear   offer HANDSHAKE_IN_THE_CLEAR (default True)
+      max_seq             sequence-number limit per key (default 2^64-1)
+      defer_key_exchange  True: KEY_EXCHANGE answers ResponseNotReady and
+                          computes key pair, ECDH and signature in slices
+                          from the idle loop; default: as the responder's
+                          defer_signing
+    """
     c = {}
     if cfg:
         for k in ("max_sessions", "heartbeat", "psk_mode", "handshake_in_the_clear", "max_seq",
@@ -890,7 +900,8 @@ def from_board(drbg, storage, cfg=None, log=None, vendor_hook=None, ticks_diff=N
         if log:
             log("session: ignoring unreadable %s" % SESSION_CONFIG)
     return SessionManager(drbg, storage, max_sessions=int(c.get("max_sessions", 2)),
-                          heartbeat=int(c.get("heartbeat", 0)), psk_mode=int(c.get("psk_mode", PSK_WITH_CONTEXT)),
+                          heartbeat=int(c.get("heartbeat", DEFAULT_HEARTBEAT)),
+                          psk_mode=int(c.get("psk_mode", PSK_WITH_CONTEXT)),
                           in_clear=bool(c.get("handshake_in_the_clear", True)), vendor_hook=vendor_hook, log=log,
                           max_seq=int(c.get("max_seq", secured.MAX_SEQ)), ticks_diff=ticks_diff,
                           defer=c.get("defer_key_exchange"))
