@@ -256,3 +256,22 @@ def test_attest_inside_a_session(version):
     out = io.StringIO()
     verifier.report_text(rep, out)
     assert "Session       0x" in out.getvalue()
+
+
+def test_mac_only_session():
+    """Requester without ENCRYPT_CAP: the session authenticates but does not encrypt
+    (AAD = header || application data, no AppDataLength, no padding)."""
+    mgr, r, link = board()
+    q = SR.SessionRequester(link, version="1.2", encrypt=False, sleep=lambda t: None)
+    q.init_connection()
+    s = q.open_session(0)
+    assert s.mac_only and mgr.sessions[s.sid].mac_only
+    q.heartbeat(s)
+    body = link.sent[-1]
+    assert body[8:13] == b"\x05\x12\xe8\x00\x00"        # the request travels in the clear
+    q.in_session(s).get_measurements()
+    q.key_update(s, all_keys=True)
+    tampered = bytearray(s.encode(bytes((0x12, 0xE8, 0, 0))))
+    tampered[11] ^= 1                                   # flip a byte of the (unencrypted) message
+    out = s.decode(link.secured(bytes(tampered)))
+    assert out[1] == 0x7F and out[2] == 0x06 and mgr.count() == 0
