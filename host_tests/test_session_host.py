@@ -275,3 +275,20 @@ def test_mac_only_session():
     tampered[11] ^= 1                                   # flip a byte of the (unencrypted) message
     out = s.decode(link.secured(bytes(tampered)))
     assert out[1] == 0x7F and out[2] == 0x06 and mgr.count() == 0
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_nonce_counter_endianness_detected(big):
+    """libspdm encodes the counter little endian and decodes both; a requester
+    that uses big endian (the other DSP0277 reading) is followed from counter 1 on."""
+    mgr, r, link = board()
+    q = SR.SessionRequester(link, version="1.3", big_endian=big, sleep=lambda t: None)
+    q.init_connection()
+    s = q.open_session(0)
+    for _ in range(3):
+        q.heartbeat(s)
+    assert mgr.sessions[s.sid].endian == ("be" if big else "le")
+    q.key_update(s, all_keys=True)
+    q.heartbeat(s)
+    q.heartbeat(s)
+    q.end_session(s)

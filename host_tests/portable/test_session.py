@@ -430,3 +430,12 @@ def test_board_configuration():
     assert m.cap_flags(0x10) == 0
     st.write(S.SESSION_CONFIG, b"{not json")
     assert S.from_board(drbg(b"c"), st).max_sessions == 2
+
+
+def test_nonce_counter_layouts():
+    iv = bytearray(range(12))
+    le = secured.Direction(bytearray(32), iv).nonce(0x0102)
+    be = secured.Direction(bytearray(32), iv, big=True).nonce(0x0102)
+    assert le == bytes((0 ^ 2, 1 ^ 1)) + bytes(iv[2:])
+    assert be == bytes(iv[:10]) + bytes((10 ^ 1, 11 ^ 2))
+    assert secured.Direction(bytearray(32), iv).nonce(0) == secured.Direction(bytearray(32), iv, big=True).nonce(0)

@@ -8,7 +8,9 @@ Wire form of one message (the body after the MCTP type byte 0x06):
 - SeqNum is the low 16 bits of a 64-bit per-direction, per-key counter that
   starts at 0 and never wraps; the AEAD nonce is the IV with the full counter
   XORed in little endian (iv[i] ^= counter >> 8i, i = 0..7), the encoding
-  libspdm uses by default.
+  libspdm uses by default.  Direction(big=True) XORs it big endian into the
+  last 8 bytes instead (libspdm's other setting; the session layer detects it
+  from the peer like libspdm's "decode both").
 - Length = len(ciphertext) + 16; AAD = SessionID || SeqNum || Length.
 - Random padding (1..32 bytes, as libspdm's MCTP transport) is stripped by
   the receiver using AppDataLength.
@@ -41,11 +43,12 @@ class Direction:
     """AEAD key, IV and counter of one direction; `backup` holds the previous
     key state during a KEY_UPDATE until it is verified."""
 
-    def __init__(self, key, iv, max_seq=MAX_SEQ):
+    def __init__(self, key, iv, max_seq=MAX_SEQ, big=False):
         self.key = key
         self.iv = iv
         self.seq = 0
         self.max_seq = max_seq
+        self.big = big  # counter XORed big-endian into the IV's last 8 bytes (the other DSP0277 reading)
         self._gcm = None
 
     def gcm(self):
@@ -55,8 +58,12 @@ class Direction:
 
     def nonce(self, seq):
         n = bytearray(self.iv)
+        last = len(n) - 1
         for i in range(8):
-            n[i] ^= (seq >> (8 * i)) & 0xFF
+            if self.big:
+                n[last - i] ^= (seq >> (8 * i)) & 0xFF
+            else:
+                n[i] ^= (seq >> (8 * i)) & 0xFF
         return bytes(n)
 
     def wipe(self):

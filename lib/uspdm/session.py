@@ -161,11 +161,14 @@ class Session:
         self.l = None           # in-session L transcript (GET_MEASUREMENTS)
         self.l_mver = None
         self.eid = getattr(conn, "eid", None)
+        self.endian = None      # None until seen: "le" (default) or "be" counter encoding in the nonce
+
+    def direction(self, key, iv):
+        return secured.Direction(key, iv, self.mgr.max_seq, self.endian == "be")
 
     def _dirs(self, pair):
-        mx = self.mgr.max_seq
         (rk, ri), (sk, si) = pair
-        return secured.Direction(rk, ri, mx), secured.Direction(sk, si, mx)
+        return self.direction(rk, ri), self.direction(sk, si)
 
     def enter_handshake_keys(self):
         self.req, self.rsp = self._dirs(self.ks.hs_keys())
@@ -629,9 +632,13 @@ class SessionManager:
             return None
         try:
             app = secured.decode(s.id, s.req, body, s.mac_only)
+            if s.endian is None and s.req.seq == 2:
+                s.endian = "le"
         except secured.SecuredError as e:
             app = None
-            if s.req_backup is not None:
+            if s.endian is None and s.req.seq == 2:
+                app = self._try_big_endian(s, body)
+            if app is None and s.req_backup is not None:
                 app = self._try_backup(s, body)
             if app is None:
                 self.stats["decrypt_errors"] += 1
@@ -647,6 +654,23 @@ class SessionManager:
         msg = bytes(app[1:])
         return self._in_session(s, msg, now)
 
+    def _try_big_endian(self, s, body):
+        """Counter 1 is the first where the two nonce encodings differ: if the
+        little-endian one fails, try big endian and keep whichever works
+        (libspdm's default ENC_LITTLE_DEC_BOTH)."""
+        d = s.req
+        d.seq = 1
+        d.big = True
+        try:
+            app = secured.decode(s.id, d, body, s.mac_only)
+        except secured.SecuredError:
+            d.big = False
+            d.seq = 2
+            return None
+        s.endian = "be"
+        s.rsp.big = True
+        return app
+
     def _try_backup(self, s, body):
         """KEY_UPDATE: the requester may still use its previous key (libspdm
         retries with the backup and re-derives the pending new key)."""
@@ -658,7 +682,7 @@ class SessionManager:
         # keep the pending new key, restarted at sequence number 0
         s.req.wipe()
         key, iv = s.ks.key_iv(s.ks.req_app)
-        s.req = secured.Direction(key, iv, self.max_seq)
+        s.req = s.direction(key, iv)
         return app
 
     def _in_session(self, s, msg, now):
@@ -759,7 +783,7 @@ class SessionManager:
                 s.ks.rsp_app = new
                 s.rsp.wipe()
                 key, iv = s.ks.key_iv(new)
-                s.rsp = secured.Direction(key, iv, self.max_seq)
+                s.rsp = s.direction(key, iv)
             return self._encode(s, ack)
         if op == KU_VERIFY_NEW_KEY:
             if s.last_ku is None:
@@ -780,7 +804,7 @@ class SessionManager:
         s.req_backup_secret = s.ks.req_app
         s.ks.req_app = s.ks.update_secret(s.req_backup_secret)
         key, iv = s.ks.key_iv(s.ks.req_app)
-        s.req = secured.Direction(key, iv, self.max_seq)
+        s.req = s.direction(key, iv)
 
 
 # ------------------------------------------------------------ glue

@@ -137,17 +137,20 @@ def parse_sm_selection(version, data):
 
 
 class Direction:
-    def __init__(self, key, iv):
+    def __init__(self, key, iv, big=False):
         self.key = bytes(key)
         self.iv = bytes(iv)
         self.seq = 0
+        self.big = big
         self.aead = AESGCM(self.key)
 
     def nonce(self, seq):
-        n = bytearray(self.iv)
-        for i in range(8):
-            n[i] ^= (seq >> (8 * i)) & 0xFF
-        return bytes(n)
+        """IV XOR the 64-bit counter: little endian into bytes 0..7 (libspdm's
+        default), or big endian into the last 8 bytes (big=True)."""
+        ctr = seq.to_bytes(8, "big" if self.big else "little")
+        pad = bytes(len(self.iv) - 8)
+        ctr = pad + ctr if self.big else ctr + pad
+        return bytes(a ^ b for a, b in zip(self.iv, ctr))
 
 
 class HostSession:
@@ -171,8 +174,8 @@ class HostSession:
         self.req = self.rsp = None
         self.secrets = {}
         self.timings = {}
-        self.pending_req = None    # new requester Direction after KEY_UPDATE UpdateKey
         self.pad = True
+        self.big_endian = False    # counter encoding in the AEAD nonce (see Direction)
 
     # key schedule -----------------------------------------------------
     def salt0(self):
@@ -191,7 +194,8 @@ class HostSession:
 
     def key_iv(self, secret):
         v, hb = self.version, self.hash_bit
-        return (expand(hb, secret, bin_concat(v, 32, b"key"), 32), expand(hb, secret, bin_concat(v, 12, b"iv"), 12))
+        return (expand(hb, secret, bin_concat(v, 32, b"key"), 32), expand(hb, secret, bin_concat(v, 12, b"iv"), 12),
+                self.big_endian)
 
     def derive_application(self, th2_hash):
         v, hb, H = self.version, self.hash_bit, self.H
@@ -277,9 +281,10 @@ class SessionRequester(R.Requester):
     """Requester with the session messages; everything else as in requester.Requester."""
 
     def __init__(self, link, version=None, algs=("p384",), psk=True, key_ex=True, encrypt=True, mac=True,
-                 hbeat=True, key_upd=True, clear_handshake=False, **kw):
+                 hbeat=True, key_upd=True, clear_handshake=False, big_endian=False, **kw):
         R.Requester.__init__(self, link, version=version, algs=algs, **kw)
         self.link = link
+        self.big_endian = big_endian
         f = 0
         if encrypt:
             f |= CAP_ENCRYPT
@@ -394,6 +399,7 @@ class SessionRequester(R.Requester):
         if slot not in self.chains:
             raise R.ProtocolError("retrieve the certificate chain of slot %d before KEY_EXCHANGE" % slot)
         s = HostSession(v, self.hash, self._new_req_sid())
+        s.big_endian = self.big_endian
         s.in_clear = self._both(CAP_HANDSHAKE_IN_THE_CLEAR)
         s.mac_only = not self._both(CAP_ENCRYPT)
         eph = ec.generate_private_key(ec.SECP384R1())
@@ -488,6 +494,7 @@ class SessionRequester(R.Requester):
         if summary is None:
             summary = 0xFF if self.rsp_flags & R.CAP_MEAS_MASK else 0
         s = HostSession(v, self.hash, self._new_req_sid(), psk=True)
+        s.big_endian = self.big_endian
         s.mac_only = not self._both(CAP_ENCRYPT)
         ctx = context if context is not None else os.urandom(s.H)
         opq = sm_supported_opaque(v)
