@@ -47,14 +47,27 @@ def make_board(tmp, session_cfg=None):
 
 
 @pytest.fixture(scope="module")
-def board_a(tmp_path_factory):
+def board_a(request, tmp_path_factory):
+    real = request.config.getoption("--port")
+    if real:
+        # a real board: provisioned with the lab CA (USPDM_TEST_ROOT) and, for the PSK
+        # tests, the PSK of uspdm/psk_<hex of "lab-psk-1">.bin = bytes(range(32))
+        from uspdm_tools import certs
+
+        root = os.environ.get("USPDM_TEST_ROOT") or os.path.join(certs.default_ca_dir(), "ca.cert.pem")
+        pskf = tmp_path_factory.mktemp("psk") / "psk.bin"
+        pskf.write_bytes(PSK)
+        yield {"port": real, "root": root, "psk_file": str(pskf), "sim": None}
+        return
     sim, root, pskf = make_board(tmp_path_factory.mktemp("sa"))
     with sim:
         yield {"port": sim.port, "root": root, "psk_file": pskf, "sim": sim}
 
 
 @pytest.fixture(scope="module")
-def board_b(tmp_path_factory):
+def board_b(request, tmp_path_factory):
+    if request.config.getoption("--port"):
+        pytest.skip("board B is a simulator tuned through uspdm/session.json")
     sim, root, pskf = make_board(tmp_path_factory.mktemp("sb"),
                                  {"psk_mode": 1, "heartbeat": 3, "max_seq": 8, "max_sessions": 2,
                                   "defer_key_exchange": True})
