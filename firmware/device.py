@@ -42,6 +42,7 @@ class Device:
         self.responders = {}       # src EID -> Responder
         self._order = []           # LRU of requester EIDs
         self._spdm = None          # shared SPDM context (identity, measurements), built on first use
+        self._background = True    # background preparation still to do
         self.stats = {"messages": 0, "live_max": 0, "alloc_max": 0, "live": 0}
         self._answered = 0
         self._live_prev = gc.mem_alloc() if measure_heap else 0  # CPython has no gc.mem_alloc
@@ -164,15 +165,20 @@ class Device:
         for r in self.responders.values():
             if r.pending():
                 return True
-        return False
+        return self._background
 
     def idle(self):
-        """Advance deferred work by one slice; return bytes to send (if any)."""
+        """Advance deferred work by one slice; return bytes to send (if any).
+        Signatures first; then background preparation (the SPDM context is
+        built, and the measured files digested, before anyone asks)."""
         try:
             for r in self.responders.values():
                 if r.pending():
                     r.work()
                     break
+            else:
+                if self._background:
+                    self._background = self._spdm_context().background()
             self.ep.reasm.expire(self._now())
             if self._spdm is not None:
                 self._spdm.sessions.tick(self._now())   # heartbeat timeouts
@@ -185,7 +191,7 @@ class Device:
         if self._spdm is None:
             from spdm_setup import build_context
 
-            self._spdm = build_context(self.board, self.log)
+            self._spdm = build_context(self.board, self.log, self.ep.reasm.max_message)
         return self._spdm
 
     def _responder(self, src):

@@ -17,6 +17,9 @@ from uspdm import session as _session
 from uspdm.responder import Config, Responder
 
 SVN = 1
+TIMING_FILE = "uspdm/sign_ms.bin"
+HASH_OF = {"p384": "sha384", "p256": "sha256"}
+_CHUNK = 1024
 
 
 def build_measurements(board):
@@ -48,34 +51,125 @@ def _config_bytes(cfg):
     return ";".join("%s=%r" % (k, cfg[k]) for k in keys).encode()
 
 
+def _exponent(us):
+    """Smallest e with 2**e microseconds >= us."""
+    e = 0
+    while (1 << e) < us and e < 31:
+        e += 1
+    return e
+
+
 class SpdmContext:
-    def __init__(self, board, log=print):
+    def __init__(self, board, log=print, max_message=4160):
         self.board = board
+        self.log = log
         self.drbg = board.drbg()
+        from uspdm.crypto import ec
+
+        ec.set_rng(self.drbg.generate)   # fresh randomness for scalar blinding
         self.identity = Identity(board.storage(), self.drbg)
         self.measurements = build_measurements(board)
         cfg = board.config()
         c = Config()
         if "asym_priority" in cfg:
             c.asym_priority = list(cfg["asym_priority"])
-        if "ct_exponent" in cfg:
-            c.ct_exponent = cfg["ct_exponent"]
-        if "defer_signing" in cfg:
-            c.defer_signing = cfg["defer_signing"]
+        # A signature takes long on a small board: answer ResponseNotReady and
+        # sign in slices from the idle loop, so MCTP keeps being served.
+        c.defer_signing = cfg.get("defer_signing", True)
+        # Requests up to one MCTP message; larger ones come by CHUNK_SEND.
+        c.data_transfer_size = min(cfg.get("data_transfer_size", 1024), max_message - 1)
+        c.max_spdm_msg_size = cfg.get("max_spdm_msg_size", 4096)
+        sign_ms = self._sign_ms(c.asym_priority[0])
+        # CT: the worst-case time of a signed response (the measured signing
+        # time, which already counts the hashing around it twice); RDT
+        # likewise, for the deferred answer (the requester retries after RDT,
+        # and may wait up to RDTM x RDT).
+        c.ct_exponent = cfg.get("ct_exponent", _exponent(sign_ms * 1000))
+        c.rdt_exponent = cfg.get("rdt_exponent", _exponent(sign_ms * 1000))
         _session.configure(c)   # sessions: DHE secp384r1, AES-256-GCM, SPDM key schedule
         self.config = c
         self.sessions = _session.from_board(self.drbg, board.storage(), cfg, log=log,
                                             vendor_hook=getattr(board, "vendor_defined", None),
                                             ticks_diff=getattr(board, "ticks_diff", None))
+        self._prep = self._prepare_steps()
+        log("spdm: signing takes ~%d ms here: CT exponent %d, RDT exponent %d" % (
+            sign_ms, c.ct_exponent, c.rdt_exponent))
         provisioned = [a for a in ("p384", "p256") if self.identity.provisioned_mask(a)]
         log("spdm: identity provisioned for %s; %d measurement blocks" % (
             ", ".join(provisioned) if provisioned else "nothing (run `uspdm provision`)",
             self.measurements.count()))
+
+    def _sign_ms(self, alg):
+        """The board's measured P-384/P-256 signing time in ms, measured once
+        (a throwaway key) and kept on flash."""
+        st = self.board.storage()
+        name = TIMING_FILE.replace(".bin", "_%s.bin" % alg)
+        raw = st.read(name)
+        if raw and len(raw) == 4:
+            return raw[0] | raw[1] << 8 | raw[2] << 16 | raw[3] << 24
+        from uspdm.crypto import ec
+
+        curve = ec.P384 if alg == "p384" else ec.P256
+        d = ec.generate_private_key(curve, self.drbg.generate)
+        t0 = self.board.ticks_ms()
+        ec.sign(curve, d, bytes(curve.size))
+        ms = max(1, self.board.ticks_diff(self.board.ticks_ms(), t0))
+        # the summary hash and transcript hashing add to it: count them in
+        ms = ms * 2
+        try:
+            st.write(name, bytes((ms & 0xFF, ms >> 8 & 0xFF, ms >> 16 & 0xFF, ms >> 24 & 0xFF)))
+        except Exception:
+            pass
+        return ms
+
+    def _prepare_steps(self):
+        """Digest the measured files in the background, 1 KB per step, for
+        the hash of each algorithm the board may negotiate, so the first
+        CHALLENGE or GET_MEASUREMENTS does not stall for the whole firmware."""
+        hashes = []
+        for a in self.config.asym_priority:
+            h = HASH_OF.get(a)
+            if h and h not in hashes:
+                hashes.append(h)
+        from uspdm.crypto import sha2
+
+        buf = bytearray(_CHUNK)
+        mv = memoryview(buf)
+        for h in hashes:
+            for b in self.measurements.blocks:
+                v = b.value
+                if b.raw or not (isinstance(v, str) and v.startswith("file:")) or h in b._digests:
+                    continue
+                hh = sha2.new(h)
+                try:
+                    with open(v[5:], "rb") as f:
+                        while True:
+                            n = f.readinto(buf)
+                            if not n:
+                                break
+                            hh.update(mv[:n])
+                            yield
+                except OSError:
+                    continue  # computed (and reported) on demand instead
+                b._digests[h] = hh.digest()
+                yield
+
+    def background(self):
+        """One slice of background work; True while more remains."""
+        if self._prep is None:
+            return False
+        try:
+            next(self._prep)
+            return True
+        except StopIteration:
+            self._prep = None
+            self.log("spdm: measurements ready")
+            return False
 
     def new_responder(self):
         r = Responder(self.identity, self.measurements, self.drbg, self.config)
         return _session.attach(r, self.sessions)
 
 
-def build_context(board, log=print):
-    return SpdmContext(board, log)
+def build_context(board, log=print, max_message=4160):
+    return SpdmContext(board, log, max_message)

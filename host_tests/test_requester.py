@@ -362,3 +362,16 @@ def test_mutated_responses_give_clean_errors(board, ca, data, version):
         run_flow(Replay(rs, i, mutate), ca, version, rng=_fixed_rng, data_transfer_size=64)
     except (rq.SpdmError, certs.ChainError):
         pass
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.3"])
+def test_repeated_digests_restart_b_before_challenge(board, ca, version):
+    # GET_DIGESTS resets B of M1 on both sides (libspdm): a requester that
+    # reads digests, the chain, then digests again must still verify CHALLENGE_AUTH.
+    t = board.transport()
+    q = rq.Requester(t, version=version, sleep=lambda s: None)
+    q.init_connection()
+    q.get_digests()
+    q.get_certificate(0)
+    q.get_digests()
+    q.challenge(0)

@@ -145,6 +145,23 @@ def test_challenge_signature_over_m1(v):
     assert verify_sig(v, "p384", "sha384", a + ch2 + resp2[:o2], CTX, resp2[o2:])
 
 
+def test_repeated_digests_restart_b():
+    # GET_DIGESTS resets B: digests, certificate, digests again -> the
+    # CHALLENGE_AUTH signature covers A || (last GET_DIGESTS/DIGESTS) || C.
+    v = 0x12
+    p = Peer(make(), v)
+    a = p.vca()
+    gd = get_digests(v)
+    p.ok(gd, 0x01)
+    gc = get_cert(v, 0, 0, 0xFFFF)
+    p.ok(gc, 0x02)
+    b = gd + p.ok(gd, 0x01)
+    ch = challenge(v, 0, 0)
+    resp = p.ok(ch, 0x03)
+    o = 4 + 48 + 32 + 2
+    assert verify_sig(v, "p384", "sha384", a + b + ch + resp[:o], CTX, resp[o:])
+
+
 def test_challenge_p256_no_summary():
     p = Peer(make(), 0x12)
     a = p.vca(algs=neg_algs(0x12, asym=0x10, hashes=0x1))

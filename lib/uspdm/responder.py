@@ -549,7 +549,7 @@ class Responder:
         err = self._size_err(len(resp))
         if err is not None:
             return err
-        h = self.t.fork_m1()
+        h = self.t.fresh_m1()   # GET_DIGESTS resets B
         h.update(msg[:4])
         h.update(resp)
         self.t.commit_m1(h)

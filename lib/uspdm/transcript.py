@@ -45,6 +45,11 @@ class Transcript:
     def fork_m1(self):
         return self.m1.copy() if self.m1 is not None else self._seeded(True)
 
+    def fresh_m1(self):
+        """M1 restarted at A: GET_DIGESTS resets B (and no C is pending
+        between CHALLENGE_AUTHs), as libspdm does on both sides."""
+        return self._seeded(True)
+
     def commit_m1(self, h):
         self.m1 = h
 

@@ -13,7 +13,7 @@ import time
 
 
 class SimProcess:
-    def __init__(self, flash=None, verbose=True, start_timeout=60.0, extra_args=()):
+    def __init__(self, flash=None, verbose=True, start_timeout=60.0, extra_args=(), wait_measurements=True):
         self._tmp = tempfile.mkdtemp(prefix="uspdm-sim-")
         self.flash = flash or os.path.join(self._tmp, "flash")
         self.port_file = os.path.join(self._tmp, "port")
@@ -34,8 +34,11 @@ class SimProcess:
             time.sleep(0.05)
         with open(self.port_file) as f:
             self.port = f.read().strip()
-        # The board logs "sim: board ready" once the firmware is imported.
-        while "board ready" not in self.log_text():
+        # The board logs "sim: board ready" once the firmware is imported and
+        # "measurements ready" once it has digested its files in the
+        # background (a request before that is still answered, only slower).
+        want = "measurements ready" if wait_measurements else "board ready"
+        while want not in self.log_text():
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 break
             time.sleep(0.05)
