@@ -250,3 +250,20 @@ def test_provision_through_mpremote_command(tmp_path, capsys):
     bad = provision.MpremoteDevice(str(tmp_path / "missing-flash"), exe=str(fake))
     bad.run = lambda code: (_ for _ in ()).throw(provision.DeviceError("boom"))
     assert provision.cmd_provision(a, device=bad) == provision.EXIT_DEVICE
+
+
+def test_provision_psk_into_sim_flash(tmp_path):
+    flash, ca_dir = tmp_path / "flash", tmp_path / "ca"
+    pskf = tmp_path / "psk.bin"
+    pskf.write_bytes(bytes(range(32)))
+    assert provision.cmd_provision(_args(flash, ca_dir, alg="p256", psk_hint="lab1", psk_file=str(pskf))) == 0
+    # stored where the board's session manager looks it up: uspdm/psk_<hint hex>.bin
+    assert (flash / "uspdm" / ("psk_%s.bin" % b"lab1".hex())).read_bytes() == bytes(range(32))
+    # without a file a random PSK is made and its host copy kept (mode 0600) in the CA dir
+    assert provision.cmd_provision(_args(flash, ca_dir, alg="p256", psk_hint="lab2")) == 0
+    host = ca_dir / "psk-lab2.bin"
+    assert (host.stat().st_mode & 0o777) == 0o600
+    assert (flash / "uspdm" / ("psk_%s.bin" % b"lab2".hex())).read_bytes() == host.read_bytes()
+    assert len(host.read_bytes()) == 32
+    # a file without a hint is a usage error
+    assert provision.cmd_provision(_args(flash, ca_dir, psk_file=str(pskf))) == 1

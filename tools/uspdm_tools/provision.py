@@ -81,6 +81,23 @@ print('PUB', binascii.hexlify(bytes(_id.public_key(%r))).decode())
 """ % (binascii.hexlify(der_concat).decode(), slot, alg, slot, alg, alg)
 
 
+def snippet_psk(hint, psk):
+    return _PRELUDE + """
+_st.write('uspdm/psk_%s.bin', binascii.unhexlify(%r))
+print('PSK', len(_st.read('uspdm/psk_%s.bin') or b''))
+""" % (binascii.hexlify(hint).decode(), binascii.hexlify(psk).decode(), binascii.hexlify(hint).decode())
+
+
+def install_psk(device, hint, psk, log=_log):
+    """Store a pre-shared key on the board under its hint (for PSK_EXCHANGE)."""
+    if not 1 <= len(hint) <= 16 or not 1 <= len(psk) <= 64:
+        raise DeviceError("PSK hint must be 1-16 bytes and the PSK 1-64 bytes")
+    log("%s: storing a %d-byte PSK under hint %r..." % (device.where, len(psk), hint.decode(errors="replace")))
+    out = parse_lines(device.run(snippet_psk(hint, psk)))
+    if out.get("PSK") != str(len(psk)):
+        raise DeviceError("the board does not report the stored PSK")
+
+
 def parse_lines(out):
     d = {}
     for line in out.splitlines():
@@ -205,6 +222,11 @@ def register(sub):
     p.add_argument("--device-info", default=None,
                    help="device-info SAN string, vendor:model:serial (default uspdm:<board>:<key hash>)")
     p.add_argument("--new-key", action="store_true", help="replace the board's key instead of reusing it")
+    p.add_argument("--psk-hint", default=None,
+                   help="also store a pre-shared key for PSK sessions under this hint (text, 1-16 bytes)")
+    p.add_argument("--psk-file", default=None,
+                   help="file holding the PSK bytes (with --psk-hint; default: a new random 32-byte PSK "
+                        "written to <ca-dir>/psk-<hint>.bin)")
     from .verifier import _usage_exit
 
     p.error = _usage_exit(p)
@@ -212,6 +234,12 @@ def register(sub):
 
 
 def cmd_provision(args, device=None):
+    if getattr(args, "psk_file", None) and not getattr(args, "psk_hint", None):
+        _log("--psk-file needs --psk-hint")
+        return EXIT_USAGE
+    if getattr(args, "psk_file", None) and not os.path.isfile(args.psk_file):
+        _log("cannot read the PSK file %s" % args.psk_file)
+        return EXIT_USAGE
     ca_dir = args.ca_dir or certs_mod.default_ca_dir()
     ca = certs_mod.LabCA(ca_dir)
     try:
@@ -232,6 +260,20 @@ def cmd_provision(args, device=None):
         try:
             res = provision(device, ca, slot=args.slot, algs=algs, intermediate=args.intermediate,
                             subject=args.subject, device_info=args.device_info, new_key=args.new_key)
+            if getattr(args, "psk_hint", None):
+                psk_path = getattr(args, "psk_file", None)
+                if psk_path:
+                    with open(psk_path, "rb") as f:
+                        psk = f.read()
+                else:
+                    psk = os.urandom(32)
+                    psk_path = os.path.join(ca_dir, "psk-%s.bin" % args.psk_hint)
+                    fd = os.open(psk_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(psk)
+                install_psk(device, args.psk_hint.encode(), psk)
+                print("PSK for hint %r stored on the board; host copy: %s (for `uspdm session --psk-hint %s "
+                      "--psk-file %s`)" % (args.psk_hint, psk_path, args.psk_hint, psk_path))
         finally:
             device.close()
     except DeviceUnreachable as e:
