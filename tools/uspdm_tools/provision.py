@@ -159,10 +159,18 @@ class MpremoteDevice:
             if "could not" in err.lower() or "no device" in err.lower() or "failed to access" in err.lower():
                 raise DeviceUnreachable("mpremote cannot reach %s: %s" % (self.port, err.strip()[-400:]))
             raise DeviceError("board code failed on %s:\n%s" % (self.port, err.strip()[-2000:]))
+        self.used = True
         return p.stdout
 
     def close(self):
-        pass
+        """mpremote leaves the board at the REPL: reset it so the firmware
+        (with its new identity) serves again."""
+        if getattr(self, "used", False):
+            _log("resetting the board on %s so the firmware starts again" % self.port)
+            try:
+                subprocess.run([self.exe, "connect", self.port, "reset"], capture_output=True, timeout=30)
+            except (subprocess.TimeoutExpired, OSError):
+                _log("could not reset the board; press its reset button")
 
 
 # ---------------------------------------------------------------- flow
