@@ -1,4 +1,5 @@
-"""Helpers shared by the real boards' modules (boards/rp2040, boards/esp32).
+"""Helpers shared by the board modules (boards/rp2040, boards/esp32; the
+simulator's boards/sim imports some: /firmware is on its sys.path).
 
 Settings: a board module has DEFAULTS; the flash may override them with
   uspdm/board.cfg     lines `key=value` (ints in any base: 0x1D, 100000;
@@ -98,6 +99,15 @@ def caps_line(c):
         if c["i2c_target"] else "no")
 
 
+def serve_board(board, dev):
+    """board.serve(dev) of the real boards: log what the port offers, then
+    serve its transports (serve.run, never returns)."""
+    from serve import run
+
+    print(caps_line(capabilities()))
+    return run(board, dev)
+
+
 def button_window(pressed, led, window_ms, ticks_ms, ticks_diff, sleep_ms):
     """Blink the LED for window_ms; True as soon as pressed() is true."""
     if window_ms <= 0:
@@ -121,9 +131,13 @@ def button_window(pressed, led, window_ms, ticks_ms, ticks_diff, sleep_ms):
     return False
 
 
-def measured_files(listdir, isdir, root_names=None):
+ROOT_TREE = (("/", ""),)
+
+
+def measured_files(listdir, isdir, root_names=None, roots=ROOT_TREE):
     """[(label, path)] of the code that runs on a board: the .py/.mpy files
-    at / (main.py, board, firmware modules) and under /lib."""
+    at / (main.py, board, firmware modules) and under /lib.  roots: the
+    (folder, label) pairs walked, in order (the simulator's differ)."""
     out = []
 
     def walk(base, label):
@@ -142,8 +156,38 @@ def measured_files(listdir, isdir, root_names=None):
                     continue
                 out.append(((label + "/" + n) if label else n, p))
 
-    walk("/", "")
+    for base, label in roots:
+        walk(base, label)
     return out
+
+
+def is_dir(path):
+    """True for a folder of the board's filesystem (False if it is gone)."""
+    import os
+
+    try:
+        return (os.stat(path)[0] & 0x4000) != 0
+    except OSError:
+        return False
+
+
+def code_files(roots=ROOT_TREE):
+    """measured_files() over the board's own filesystem (board modules call this)."""
+    import os
+
+    return measured_files(os.listdir, is_dir, None, roots)
+
+
+def ticks_ms():
+    import time
+
+    return time.ticks_ms()
+
+
+def ticks_diff(a, b):
+    import time
+
+    return time.ticks_diff(a, b)
 
 
 def conditioned(raw_bits, n, counter_start=0):

@@ -248,6 +248,37 @@ def test_measured_files_walk(tmp_path):
                    ("lib/x.mpy", "/lib/x.mpy"), ("main.py", "/main.py")]
 
 
+def test_measured_files_walk_roots():
+    # the simulator's layout: several labelled folders, walked in the order given
+    import boardlib
+
+    tree = {"/firmware": ["main.py", "sub"], "/firmware/sub": ["a.mpy", "b.txt"], "/lib": ["z.py"]}
+    dirs = {"/firmware/sub"}
+
+    def listdir(p):
+        if p not in tree:
+            raise OSError(2)
+        return tree[p]
+
+    out = boardlib.measured_files(listdir, lambda p: p in dirs,
+                                  roots=(("/lib", "lib"), ("/missing", "m"), ("/firmware", "firmware")))
+    assert out == [("lib/z.py", "/lib/z.py"), ("firmware/main.py", "/firmware/main.py"),
+                   ("firmware/sub/a.mpy", "/firmware/sub/a.mpy")]
+
+
+def test_code_files_on_real_folder(tmp_path, monkeypatch):
+    import boardlib
+
+    (tmp_path / "lib" / "mctp").mkdir(parents=True)
+    (tmp_path / "lib" / "mctp" / "packet.py").write_text("")
+    (tmp_path / "lib" / "notes.txt").write_text("")
+    root = str(tmp_path)
+    assert boardlib.is_dir(root + "/lib") and not boardlib.is_dir(root + "/lib/notes.txt")
+    assert not boardlib.is_dir(root + "/gone")
+    out = boardlib.code_files(((root + "/lib", "lib"),))
+    assert out == [("lib/mctp/packet.py", root + "/lib/mctp/packet.py")]
+
+
 def test_board_module_api_present():
     for name in ("rp2040", "esp32"):
         b = load_board(name)

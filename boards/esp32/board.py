@@ -20,6 +20,8 @@ hardware accelerated), else our fallbacks; detected at run time.
 """
 import sys
 
+from boardlib import code_files as measured_files, ticks_diff, ticks_ms  # noqa: F401 (board API)
+
 NAME = "esp32"
 BUTTON = "BOOT (GPIO0)"
 
@@ -100,32 +102,6 @@ def drbg():
     return _drbg
 
 
-def ticks_ms():
-    import time
-
-    return time.ticks_ms()
-
-
-def ticks_diff(a, b):
-    import time
-
-    return time.ticks_diff(a, b)
-
-
-def measured_files():
-    import os
-
-    from boardlib import measured_files as mf
-
-    def isdir(p):
-        try:
-            return (os.stat(p)[0] & 0x4000) != 0
-        except OSError:
-            return False
-
-    return mf(os.listdir, isdir)
-
-
 def led(on):
     global _led
     try:
@@ -157,8 +133,6 @@ def skip_firmware():
 
 
 def serve(dev):
-    from boardlib import capabilities, caps_line
-    from serve import run
+    from boardlib import serve_board
 
-    print(caps_line(capabilities()))
-    return run(sys.modules[__name__], dev)
+    return serve_board(sys.modules[__name__], dev)

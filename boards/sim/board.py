@@ -66,26 +66,10 @@ def ticks_diff(a, b):
 
 
 def measured_files():
-    import os
+    # boardlib is in /firmware (on sys.path in the simulator, boards/sim/simhost.mjs)
+    from boardlib import code_files
 
-    out = []
-
-    def walk(base, label):
-        try:
-            names = sorted(os.listdir(base))
-        except OSError:
-            return
-        for n in names:
-            p = base + "/" + n
-            if (os.stat(p)[0] & 0x4000) != 0:
-                walk(p, label + "/" + n)
-            elif n.endswith(".py") or n.endswith(".mpy"):
-                out.append((label + "/" + n, p))
-
-    walk("/firmware", "firmware")
-    walk("/board", "board")
-    walk("/lib", "lib")
-    return out
+    return code_files((("/firmware", "firmware"), ("/board", "board"), ("/lib", "lib")))
 
 
 def config():
