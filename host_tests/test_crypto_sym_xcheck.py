@@ -246,6 +246,10 @@ def board_modules(request):
     sys.modules["hashlib"] = _FakeHashlib(names)
     sys.modules["cryptolib"] = _FakeCryptolib
     mods = [sha2, u_hmac, hkdf, aes, gcm, drbg]
+    # Restore each module's original namespace afterwards rather than
+    # reloading again: other modules (uspdm.secured, ...) hold the original
+    # classes (AuthenticationError, AesGcm), which must stay the ones raised.
+    originals = [dict(m.__dict__) for m in mods]
     for m in mods:
         importlib.reload(m)
     try:
@@ -256,8 +260,9 @@ def board_modules(request):
                 sys.modules.pop(k, None)
             else:
                 sys.modules[k] = v
-        for m in mods:
-            importlib.reload(m)
+        for m, d in zip(mods, originals):
+            m.__dict__.clear()
+            m.__dict__.update(d)
 
 
 @pytest.mark.parametrize("board_modules", [("sha256",), ("sha256", "sha384", "sha512")], indirect=True)
