@@ -92,3 +92,30 @@ def test_large_multipacket_request_is_reassembled(link):
     body = bytes((0x10, 0xFE)) + bytes(1022)
     rsp = link.spdm(body, timeout=20)
     assert rsp[1] == 0x7F  # ERROR
+
+
+def test_eid_persists_across_restart_and_tcp_carries_the_same_stream(request, tmp_path):
+    if request.config.getoption("--port"):
+        pytest.skip("simulator only (restarts the board)")
+    import socket
+
+    from uspdm_tools.simproc import SimProcess
+
+    with socket.socket() as s:  # a free loopback port for --tcp
+        s.bind(("127.0.0.1", 0))
+        tcp_port = s.getsockname()[1]
+    flash = str(tmp_path / "flash")
+    with SimProcess(flash=flash, wait_measurements=False) as sim:
+        with SerialLink(sim.port, timeout=10) as l:
+            cc, data = l.control(0x01, bytes((0x00, 0x42)))
+            assert cc == 0 and data[1] == 0x42
+    # the EID was written to the board's flash folder ...
+    assert open(os.path.join(flash, "uspdm", "eid.bin"), "rb").read() == b"\x42"
+    # ... and a restarted board comes back with it, on the pty and on TCP
+    with SimProcess(flash=flash, wait_measurements=False, extra_args=["--tcp", "127.0.0.1:%d" % tcp_port]) as sim:
+        with SerialLink(sim.port, timeout=10) as l:
+            assert get_eid(l) == 0x42
+        with SerialLink("socket://127.0.0.1:%d" % tcp_port, timeout=10) as l:
+            assert get_eid(l) == 0x42
+            cc, data = l.control(0x04, b"\x00")
+            assert cc == 0 and data[1] == 0xF1
