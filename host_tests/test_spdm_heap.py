@@ -14,6 +14,7 @@ boards without it in hashlib) is collected by the GC and not counted.
 """
 import pytest
 
+from uspdm_tools.benchutil import IDENTITY_VECTORS, LiveHeap
 from uspdm_tools.mpy import MicroPython
 
 SETUP = """
@@ -23,18 +24,7 @@ from uspdm.identity import Identity
 from uspdm.measurements import Measurements
 from uspdm.storage import MemoryStorage
 from uspdm.crypto.drbg import HmacDrbg
-def unhex(s): return bytes(int(s[i:i+2], 16) for i in range(0, len(s), 2))
-blocks = {}
-sec = None
-for line in open('/vectors/spdm_identity.txt'):
-    line = line.strip()
-    if line.startswith('['):
-        sec = line[1:-1]
-        blocks[sec] = {}
-    elif '=' in line:
-        k, v = line.split('=', 1)
-        blocks[sec][k.strip()] = v.strip()
-drbg = HmacDrbg(b'\\x01' * 32, b'nonce')
+""" + IDENTITY_VECTORS + """drbg = HmacDrbg(b'\\x01' * 32, b'nonce')
 ident = Identity(MemoryStorage(), drbg)
 ident.set_private_key(ALG, int(blocks[ALG]['key'], 16))
 ident.install_chain(0, ALG, unhex(blocks[ALG]['chain']))
@@ -67,10 +57,7 @@ def flow(v, asym_bit):
 def test_flow_live_heap(alg, bit):
     v = 0x13
     with MicroPython(mounts=[("host_tests/vectors", "/vectors")]) as mp:
-        mp.run("import gc, uspdm\ngc.collect(); uspdm.A0 = gc.mem_alloc()")
-
-        def live():
-            return int(mp.run("import gc, uspdm\ngc.collect(); print(gc.mem_alloc() - uspdm.A0)").out)
+        live = LiveHeap(mp).live
 
         mp.run("import uspdm.responder, uspdm.identity, uspdm.measurements, uspdm.storage\n"
                "from uspdm.crypto import drbg, ec\nec.sign(ec.%s, 5, bytes(48))" % alg.upper())

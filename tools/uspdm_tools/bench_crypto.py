@@ -6,37 +6,15 @@ Figures only.  Run: python -m uspdm_tools.bench crypto
 """
 import sys
 
+from .benchutil import TIMEIT, fmt_ms, parse_figures, run_cpython
+
 # Runs on both interpreters.  OPS maps a name to (callable, bytes per call).
-BENCH_SETUP = r"""
-import time
+BENCH_SETUP = TIMEIT + r"""
 try:
     import hashlib
 except ImportError:
     hashlib = None
 from uspdm.crypto import sha2, hmac, hkdf, aes, gcm, drbg
-
-try:
-    _t = time.ticks_us
-    def now():
-        return _t()
-    def diff(a, b):
-        return time.ticks_diff(b, a) / 1e6
-except AttributeError:
-    now = time.perf_counter
-    def diff(a, b):
-        return b - a
-
-def timeit(fn, min_s=0.3):
-    fn()
-    n = 1
-    while True:
-        t0 = now()
-        for _ in range(n):
-            fn()
-        dt = diff(t0, now())
-        if dt >= min_s or n >= 1 << 16:
-            return dt / n
-        n *= 2
 
 KiB = bytes((i * 13 + 7) & 255 for i in range(1024))
 KEY = bytes(range(32))
@@ -180,27 +158,8 @@ ROWS = [
 ]
 
 
-def _parse(out):
-    res = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            try:
-                res[parts[0]] = float(parts[1])
-            except ValueError:
-                pass
-    return res
-
-
 def _cpython(names):
-    import io
-    from contextlib import redirect_stdout
-
-    ns = {"NAMES": names}
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        exec(BENCH_SETUP + TIME_CODE, ns)
-    return _parse(buf.getvalue())
+    return parse_figures(run_cpython(BENCH_SETUP + TIME_CODE, {"NAMES": names}))
 
 
 def _micropython(names):
@@ -209,19 +168,13 @@ def _micropython(names):
     times, allocs = {}, {}
     with MicroPython(heap=16 * 1024 * 1024) as mp:
         r = mp.run("NAMES = %r\n" % (names,) + BENCH_SETUP + TIME_CODE, timeout=600)
-        times = _parse(r.out)
+        times = parse_figures(r.out)
         # heap per op: allocation of one call with the GC off (setup subtracted)
         base = mp.run(BENCH_SETUP, measure=True).alloc
         for n in names:
             r = mp.run(BENCH_SETUP + "OPS[%r][0]()\n" % n, measure=True)
             allocs[n] = max(0, r.alloc - base)
     return times, allocs
-
-
-def _fmt_t(t):
-    if t is None:
-        return "-"
-    return "%.3f ms" % (t * 1e3) if t < 0.01 else "%.1f ms" % (t * 1e3)
 
 
 def _fmt_kbs(t, nbytes):
@@ -246,8 +199,8 @@ def run():
         m, c = mp.get(name), cp.get(name)
         print("  %-62s %11s %10s %11s %10s %11s" % (
             label,
-            _fmt_t(m), _fmt_kbs(m, sizes.get(name)) if kbs else "",
-            _fmt_t(c), _fmt_kbs(c, sizes.get(name)) if kbs else "",
+            fmt_ms(m, 3), _fmt_kbs(m, sizes.get(name)) if kbs else "",
+            fmt_ms(c, 3), _fmt_kbs(c, sizes.get(name)) if kbs else "",
             ("%d B" % alloc[name]) if name in alloc else "-"))
     p, q = mp.get("sha384_plain_1k"), mp.get("sha384_pure_1k")
     if p and q:

@@ -21,39 +21,15 @@ Figures only.  Run: python -m uspdm_tools.bench ecc
 """
 import sys
 
-SETUP = r"""
-import time, gc
-from uspdm.crypto import ec
-try:
-    _t = time.ticks_us
-    def now():
-        return _t()
-    def diff(a, b):
-        return time.ticks_diff(b, a) / 1e6
-except AttributeError:
-    now = time.perf_counter
-    def diff(a, b):
-        return b - a
+from .benchutil import TIMEIT, fmt_ms, parse_figures, run_cpython
 
-def timeit(fn, batch_s=0.04, rounds=7):
-    # best of `rounds` batches of >= batch_s each: robust to a busy machine
-    fn()
-    n = 1
-    while True:
-        t0 = now()
-        for _ in range(n):
-            fn()
-        dt = diff(t0, now())
-        if dt >= batch_s or n >= 1 << 12:
-            break
-        n *= 2
-    best = dt / n
-    for _ in range(rounds - 1):
-        t0 = now()
-        for _ in range(n):
-            fn()
-        best = min(best, diff(t0, now()) / n)
-    return best
+SETUP = TIMEIT + r"""
+import gc
+from uspdm.crypto import ec
+
+def best_of(fn):
+    # best of 7 batches of >= 40 ms each: robust to a busy machine
+    return timeit(fn, 0.04, 1 << 12, 2, True, 7)
 
 def max_slice(gen):
     # longest single next() of a generator (best of 5 runs' maxima)
@@ -120,7 +96,7 @@ for _k in C:
 
 TIME_CODE = r"""
 for _name in NAMES:
-    print(_name, timeit(OPS[_name]))
+    print(_name, best_of(OPS[_name]))
 for _name in NAMES:
     if _name in ITERS:
         print('slice_' + _name, max_slice(ITERS[_name]))
@@ -181,27 +157,9 @@ ROWS = [
 ]
 
 
-def _parse(out):
-    res = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            try:
-                res[parts[0]] = float(parts[1])
-            except ValueError:
-                res[parts[0]] = None
-    return res
-
-
 def _cpython(names):
-    import io
-    from contextlib import redirect_stdout
-
     ns = {"NAMES": names}
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        exec(SETUP + TIME_CODE, ns)
-    res = _parse(buf.getvalue())
+    res = parse_figures(run_cpython(SETUP + TIME_CODE, ns), keep_bad=True)
     try:
         import hashlib
 
@@ -209,11 +167,11 @@ def _cpython(names):
 
         sk = ecdsa.SigningKey.from_secret_exponent(ns["D"]["p384"], curve=ecdsa.NIST384p, hashfunc=hashlib.sha384)
         dig = ns["DIG"]["p384"]
-        res["ecdsa_p384_sign"] = ns["timeit"](lambda: sk.sign_digest_deterministic(dig, hashfunc=hashlib.sha384))
+        res["ecdsa_p384_sign"] = ns["best_of"](lambda: sk.sign_digest_deterministic(dig, hashfunc=hashlib.sha384))
         vk = sk.get_verifying_key()
         sig = sk.sign_digest_deterministic(dig, hashfunc=hashlib.sha384)
-        res["ecdsa_p384_verify"] = ns["timeit"](lambda: vk.verify_digest(sig, dig))
-        res["p384_sign_again"] = ns["timeit"](ns["OPS"]["p384_sign"])
+        res["ecdsa_p384_verify"] = ns["best_of"](lambda: vk.verify_digest(sig, dig))
+        res["p384_sign_again"] = ns["best_of"](ns["OPS"]["p384_sign"])
     except ImportError:
         pass
     return res
@@ -225,7 +183,7 @@ def _micropython(names):
     # timing with a board-sized heap, so the GC cost is like on a device
     with MicroPython(heap=HEAP) as mp:
         r = mp.run("NAMES = %r\n" % (names,) + SETUP + TIME_CODE, timeout=600)
-        times = _parse(r.out)
+        times = parse_figures(r.out, keep_bad=True)
     with MicroPython(heap=HEAP) as mp:
         # memory the module and each curve's table keep alive (fresh interpreter)
         mem = {}
@@ -247,9 +205,7 @@ def _micropython(names):
 
 
 def _ms(t):
-    if t is None:
-        return "-"
-    return "%.2f ms" % (t * 1e3) if t < 0.01 else "%.1f ms" % (t * 1e3)
+    return fmt_ms(t, 2)
 
 
 def _kb(b):

@@ -5,34 +5,16 @@ Figures only.  Run: python -m uspdm_tools.bench mctp
 import os
 import sys
 
+from .benchutil import TIMEIT, parse_figures, run_cpython
+
 # The same code runs on both interpreters; it prints "name value" lines.
-BENCH_CODE = r"""
-import time
+BENCH_CODE = TIMEIT + r"""
 from mctp import serial, smbus
 from mctp.packet import packetize, Reassembler
 from mctp.endpoint import Endpoint
 
-try:
-    _t = time.ticks_us
-    def now():
-        return _t()
-    def diff(a, b):
-        return time.ticks_diff(b, a) / 1e6
-except AttributeError:
-    now = time.perf_counter
-    def diff(a, b):
-        return b - a
-
-def timeit(fn, min_s=0.3):
-    n = 1
-    while True:
-        t0 = now()
-        for _ in range(n):
-            fn()
-        dt = diff(t0, now())
-        if dt >= min_s or n >= 1 << 20:
-            return dt / n
-        n *= 4
+def per_call(fn):
+    return timeit(fn, 0.3, 1 << 20, 4, False)
 
 MSG = bytes([5]) + bytes((i * 7) & 0xFF for i in range(4159))
 PKTS = packetize(9, 8, 1, 1, MSG, 64)
@@ -63,15 +45,15 @@ def endpoint_msg():
         EP.receive_packet(p, 0)
 
 r = {}
-r["encode_frame"] = timeit(lambda: serial.encode_frame(PKT))
-r["decode_frame"] = timeit(lambda: serial.SerialDecoder().feed(FRAME))
-r["decode_stream"] = timeit(dec_stream)
-r["decode_stream32"] = timeit(dec_stream_chunked)
-r["smbus_encode"] = timeit(lambda: smbus.encode(0x1D, 0x10, PKT))
-r["smbus_decode"] = timeit(lambda: smbus.decode(W))
-r["packetize"] = timeit(lambda: packetize(9, 8, 1, 1, MSG, 64))
-r["reassemble"] = timeit(reasm)
-r["endpoint"] = timeit(endpoint_msg)
+r["encode_frame"] = per_call(lambda: serial.encode_frame(PKT))
+r["decode_frame"] = per_call(lambda: serial.SerialDecoder().feed(FRAME))
+r["decode_stream"] = per_call(dec_stream)
+r["decode_stream32"] = per_call(dec_stream_chunked)
+r["smbus_encode"] = per_call(lambda: smbus.encode(0x1D, 0x10, PKT))
+r["smbus_decode"] = per_call(lambda: smbus.decode(W))
+r["packetize"] = per_call(lambda: packetize(9, 8, 1, 1, MSG, 64))
+r["reassemble"] = per_call(reasm)
+r["endpoint"] = per_call(endpoint_msg)
 for k in r:
     print(k, r[k])
 print("stream_bytes", len(STREAM))
@@ -100,11 +82,7 @@ print("alloc", a1 - a0)
 
 
 def _parse(out):
-    r = {}
-    for line in out.splitlines():
-        k, v = line.split()
-        r[k] = float(v)
-    return r
+    return parse_figures(out, strict=True)
 
 
 def _cpython():
@@ -112,13 +90,7 @@ def _cpython():
     lib = os.path.join(os.path.dirname(os.path.dirname(here)), "lib")
     if lib not in sys.path:
         sys.path.insert(0, lib)
-    import io
-    import contextlib
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        exec(compile(BENCH_CODE, "bench_mctp", "exec"), {"__name__": "bench_mctp"})
-    return _parse(buf.getvalue())
+    return _parse(run_cpython(BENCH_CODE, {"__name__": "bench_mctp"}, "bench_mctp"))
 
 
 def run():

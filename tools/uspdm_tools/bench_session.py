@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 
+from .benchutil import IDENTITY_VECTORS, LiveHeap
+
 HINT = b"bench-psk"
 PSK = bytes(range(48))
 
@@ -33,18 +35,7 @@ from uspdm.measurements import Measurements
 from uspdm.storage import MemoryStorage
 from uspdm.crypto.drbg import HmacDrbg
 from uspdm import session
-def unhex(s): return bytes(int(s[i:i+2], 16) for i in range(0, len(s), 2))
-blocks = {}
-sec = None
-for line in open('/vectors/spdm_identity.txt'):
-    line = line.strip()
-    if line.startswith('['):
-        sec = line[1:-1]
-        blocks[sec] = {}
-    elif '=' in line:
-        k, v = line.split('=', 1)
-        blocks[sec][k.strip()] = v.strip()
-drbg = HmacDrbg(b'\x01' * 32, b'nonce')
+""" + IDENTITY_VECTORS + r"""drbg = HmacDrbg(b'\x01' * 32, b'nonce')
 st = MemoryStorage()
 st.write('uspdm/psk_%s.bin', PSK)
 ident = Identity(st, drbg)
@@ -65,20 +56,9 @@ del blocks, sec
 """
 
 
-class MpLink:
+class MpLink(LiveHeap):
     """Requester link into a Responder running in MicroPython, one call per
     message and per deferred-work slice; tracks the live heap after each."""
-
-    def __init__(self, mp):
-        self.mp = mp
-        self.peak = 0
-        self.base = 0
-        self.mp.run("import gc, uspdm\ngc.collect(); uspdm.A0 = gc.mem_alloc()")
-
-    def live(self):
-        v = int(self.mp.run("import gc, uspdm\ngc.collect(); print(gc.mem_alloc() - uspdm.A0)").out)
-        self.peak = max(self.peak, v)
-        return v
 
     def _call(self, expr):
         out = self.mp.run("import uspdm\n_o = %s\nprint(_o.hex() if _o else '-')" % expr).out.strip()
