@@ -44,33 +44,30 @@ _CHUNK = 512
 
 def file_digest(path, hashname):
     """Digest a file streaming it in small chunks (no whole-file buffer)."""
-    from uspdm.crypto import sha2
-
-    h = sha2.new(hashname)
-    buf = bytearray(_CHUNK)
-    mv = memoryview(buf)
-    with open(path, "rb") as f:
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                break
-            h.update(mv[:n])
-    return h.digest()
+    return _stream_digest((path,), hashname, False)
 
 
 def files_digest(paths, hashname):
     """One digest over several files, each preceded by its path and length
     (so moving bytes between files changes the digest)."""
+    return _stream_digest(paths, hashname, True)
+
+
+def _stream_digest(paths, hashname, framed):
+    # the files' bytes through one hash in _CHUNK-byte reads into one buffer;
+    # framed: each file preceded by u16 path length | path | u32 file size
     from uspdm.crypto import sha2
-    import os
 
     h = sha2.new(hashname)
     buf = bytearray(_CHUNK)
     mv = memoryview(buf)
     for p in paths:
-        size = os.stat(p)[6]
-        pb = p.encode() if isinstance(p, str) else p
-        h.update(p16(len(pb)) + pb + p32(size))
+        if framed:
+            import os
+
+            size = os.stat(p)[6]
+            pb = p.encode() if isinstance(p, str) else p
+            h.update(p16(len(pb)) + pb + p32(size))
         with open(p, "rb") as f:
             while True:
                 n = f.readinto(buf)
