@@ -7,6 +7,7 @@ Measurement indices (stable; README "Measurements"):
   0x41     MicroPython version string, raw (type 6)
   0x42     board / MCU description, raw (type 2)
   0x43     security version number, u64 LE raw (type 7)
+  0x44     file manifest, raw (type 4): lines "<index hex> <path>" naming the files above
   0xFE     device mode (type 5)
 """
 import sys
@@ -27,14 +28,17 @@ def build_measurements(board):
     files = board.measured_files()
     index = 1
     rest = []
+    manifest = []
     for label, path in files:
         if index <= 0x3E:
             m.add_file(index, path)
+            manifest.append("%02x %s" % (index, label))
             index += 1
         else:
             rest.append(path)
     if rest:
         m.add_files(0x3F, rest)
+        manifest.append("3f %d more files" % len(rest))
     cfg = board.config()
     m.add_digest(0x40, 3, _config_bytes(cfg), tcb=True)
     impl = sys.implementation
@@ -42,6 +46,8 @@ def build_measurements(board):
     m.add_raw(0x41, 6, ver.encode())
     m.add_raw(0x42, 2, ("board=%s mcu=%s" % (board.NAME, board.MCU)).encode())
     m.add_svn(0x43, cfg.get("svn", SVN))
+    # which file each digest is (a label for reports; not TCB)
+    m.add_raw(0x44, 4, "\n".join(manifest).encode(), tcb=False)
     m.add_device_mode()
     return m
 

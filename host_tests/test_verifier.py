@@ -226,3 +226,21 @@ def test_responder_without_measurements(board, ca, tmp_path, capsys):
     # measurements that cannot be signed do not make a trusted device
     rc, out, _ = run(verifier.cmd_attest, args(ca), LoopbackTransport(board.responder(meas_cap="unsigned")), capsys)
     assert rc == 4 and "not signed" in out
+
+
+def test_file_manifest_names_digests():
+    from uspdm_tools import verifier as v
+
+    blocks = [
+        {"index": 1, "type": 1, "raw_bitstream": False, "value": bytes(48)},
+        {"index": 2, "type": 1, "raw_bitstream": False, "value": bytes(48)},
+        {"index": 0x44, "type": 4, "raw_bitstream": True, "value": b"01 firmware/main.py\n02 lib/uspdm/responder.py"},
+    ]
+    names = v.file_names(blocks)
+    assert names == {1: "firmware/main.py", 2: "lib/uspdm/responder.py"}
+    blocks[1]["file"] = names[2]
+    assert v._label(blocks[1]) == "lib/uspdm/responder.py"
+    assert v._label(blocks[0]).startswith("firmware file #1")
+    assert v._label(blocks[2]) == "file manifest: 2 files named"
+    # a manifest of the wrong form names nothing
+    assert v.file_names([dict(blocks[2], type=9)]) == {}

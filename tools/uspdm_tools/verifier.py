@@ -50,7 +50,25 @@ class UsageError(Exception):
 
 # uspdm's standard measurement indices (lib/uspdm/measurements.py, README)
 USPDM_INDEX_LABELS = {0x40: "board configuration", 0x41: "MicroPython version", 0x42: "board / hardware",
-                      0x43: "security version number", 0xFE: "device mode"}
+                      0x43: "security version number", 0x44: "file manifest", 0xFE: "device mode"}
+MANIFEST_INDEX = 0x44
+
+
+def file_names(blocks):
+    """{index: path} from uspdm's file manifest (index 0x44, raw, DMTF type 4:
+    lines "<index hex> <path>"), so reports can name the file behind a digest.
+    Only a label: the digests themselves are what is verified."""
+    for b in blocks:
+        if b["index"] == MANIFEST_INDEX and b.get("raw_bitstream") and b.get("type") == 4:
+            names = {}
+            for line in b["value"].decode("ascii", "replace").splitlines():
+                parts = line.split(" ", 1)
+                try:
+                    names[int(parts[0], 16)] = parts[1]
+                except (ValueError, IndexError):
+                    continue
+            return names
+    return {}
 
 
 def _label(block):
@@ -59,6 +77,10 @@ def _label(block):
     idx = block["index"]
     if idx in USPDM_INDEX_LABELS:
         name = USPDM_INDEX_LABELS[idx]
+        if idx == MANIFEST_INDEX and block.get("raw_bitstream"):
+            return "%s: %d files named" % (name, len(block["value"].splitlines()))
+    elif block.get("file"):
+        name = block["file"]
     elif 1 <= idx <= 0x3F and t == 1:
         name = "firmware file #%d" % idx
     else:
@@ -264,6 +286,10 @@ def attest(transport, root_cert, golden=None, version=None, slot=0, algs=("p384"
             count = mr.measurement_count(slot)
             signed = bool(r.rsp_flags & CAP_MEAS_SIG)
             meas = mr.get_measurements(0xFF, signed=signed, slot=slot)
+            names = file_names(meas["blocks"])
+            for b in meas["blocks"]:
+                if b["index"] in names and b["index"] != MANIFEST_INDEX:
+                    b["file"] = names[b["index"]]
             rep["measurements"] = {
                 "count_reported": count,
                 "signed": signed,
