@@ -51,7 +51,8 @@ class Device:
         # (EIDs not in here are answered on the USB serial).
         self.i2c_routes = {}
         self.i2c_out = []          # (dest_addr7, packet) for the board's I2C port to master-write
-        self.log("uspdm: board %s, EID %d, serial MTU %d" % (board.NAME, eid, cfg.get("serial_mtu", 64)))
+        self.log("uspdm: board %s, EID %d, serial MTU %d, firmware %s" % (
+            board.NAME, eid, cfg.get("serial_mtu", 64), globals().get("__file__", "?")))
 
     def log(self, msg):
         try:
@@ -116,8 +117,8 @@ class Device:
         if alloc > st["alloc_max"]:
             st["alloc_max"] = alloc
         if self.verbose:
-            self.log("heap: live %d B after message (max %d), message allocated ~%d B" % (
-                live, st["live_max"], alloc))
+            self.log("heap: live %d B after message (max %d), message allocated %s" % (
+                live, st["live_max"], ("~%d B" % alloc) if alloc >= 0 else "n/a (a collection ran)"))
         return self.stats_line()
 
     def feed_i2c(self, src_addr, pkt):

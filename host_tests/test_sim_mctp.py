@@ -119,3 +119,18 @@ def test_eid_persists_across_restart_and_tcp_carries_the_same_stream(request, tm
             assert get_eid(l) == 0x42
             cc, data = l.control(0x04, b"\x00")
             assert cc == 0 and data[1] == 0xF1
+
+
+def test_sim_runs_the_mpy_build(request, tmp_path):
+    # `uspdm sim --mpy` runs the firmware compiled by mpy-cross (what a board
+    # gets from `uspdm deploy`): MCTP control and SPDM GET_VERSION answer.
+    if request.config.getoption("--port"):
+        pytest.skip("simulator only")
+    from uspdm_tools.simproc import SimProcess
+
+    with SimProcess(flash=str(tmp_path / "flash"), wait_measurements=False, extra_args=["--mpy"]) as sim:
+        with SerialLink(sim.port, timeout=20) as l:
+            assert get_eid(l) == 0
+            rsp = l.spdm(b"\x10\x84\x00\x00", timeout=20)
+            assert rsp[1] == 0x04 and rsp[5] >= 1  # VERSION with at least one entry
+        assert "firmware /firmware/device.mpy" in sim.log_text()

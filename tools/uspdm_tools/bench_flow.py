@@ -77,6 +77,17 @@ def run():
                     cert_rate.sort()
                     print("  %-24s %9.1f KB/s" % ("certificate transfer", cert_rate[len(cert_rate) // 2]))
             live, alloc = _heap(sim.log_text())
+        # the same board running .mpy files, as `uspdm deploy` installs them
+        with SimProcess(flash=flash, extra_args=["--mpy"]) as sim:
+            link = SerialLink(sim.port, timeout=30)
+            try:
+                code, rep = attest(LinkTransport(link, Unreachable), root, algs=("p384",))
+            finally:
+                link.close()
+            live_mpy, _ = _heap(sim.log_text())
+        if live_mpy:
+            print("  -- board heap with the firmware as .mpy (uspdm sim --mpy), P-384 flow")
+            print("  %-24s %9d B" % ("live max during flow", max(live_mpy)))
         if live:
             print("  -- board heap (simulator log, wasm MicroPython, modules compiled from .py)")
             print("  %-24s %9d B" % ("live after 1st message", live[0]))

