@@ -1,0 +1,162 @@
+"""firmware/device.py on CPython with a fake board: the board keeps serving
+MCTP control while a signature is pending (deferred signing with
+ResponseNotReady, advanced only by idle()), and RESPOND_IF_READY delivers a
+CHALLENGE_AUTH that the `cryptography` package verifies."""
+import os
+import sys
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec as cec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _p in ("firmware",):
+    _p = os.path.join(ROOT, _p)
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from mctp import serial as mserial  # noqa: E402
+from mctp.endpoint import Requester  # noqa: E402
+from uspdm.crypto.drbg import HmacDrbg  # noqa: E402
+from uspdm.identity import Identity  # noqa: E402
+from uspdm.storage import MemoryStorage  # noqa: E402
+from uspdm_tools import certs  # noqa: E402
+
+
+def _identity_vectors():
+    blocks, sec = {}, None
+    with open(os.path.join(ROOT, "host_tests", "vectors", "spdm_identity.txt")) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("["):
+                sec = line[1:-1]
+                blocks[sec] = {}
+            elif "=" in line and sec:
+                k, v = line.split("=", 1)
+                blocks[sec][k.strip()] = v.strip()
+    return blocks
+
+
+class FakeBoard:
+    NAME = "fake"
+    MCU = "cpython"
+
+    def __init__(self):
+        self._st = MemoryStorage()
+        self._drbg = HmacDrbg(b"\x5a" * 32, b"device test")
+        self.t = 1000
+        v = _identity_vectors()["p384"]
+        ident = Identity(self._st, self._drbg)
+        ident.set_private_key("p384", int(v["key"], 16))
+        ident.install_chain(0, "p384", bytes.fromhex(v["chain"]))
+        self.chain = bytes.fromhex(v["chain"])
+
+    def config(self):
+        return {"serial_mtu": 64, "default_eid": 0, "asym_priority": ["p384"], "defer_signing": True,
+                "ct_exponent": 12, "rdt_exponent": 12}
+
+    def storage(self):
+        return self._st
+
+    def drbg(self):
+        return self._drbg
+
+    def ticks_ms(self):
+        self.t += 1
+        return self.t
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+    def measured_files(self):
+        return []
+
+
+class Host:
+    """A requester speaking DSP0253 frames straight into Device.feed()."""
+
+    def __init__(self, dev):
+        self.dev = dev
+        self.rq = Requester(eid=8)
+        self.dec = mserial.SerialDecoder()
+
+    def request(self, body):
+        tag, pkts = self.rq.request(0, body)
+        out = self.dev.feed(b"".join(mserial.encode_frame(p) for p in pkts))
+        for p in self.dec.feed(out):
+            m = self.rq.receive_packet(p)
+            if m is not None and m[1] == tag:
+                return m[2]
+        raise AssertionError("no answer")
+
+    def spdm(self, msg):
+        rsp = self.request(b"\x05" + msg)
+        assert rsp[0] == 0x05
+        return rsp[1:]
+
+
+@pytest.fixture
+def dev():
+    from device import Device
+
+    d = Device(FakeBoard(), log=lambda m: None)
+    return d
+
+
+def test_control_is_served_while_a_signature_is_pending(dev):
+    h = Host(dev)
+    v = 0x12
+    a = b""
+    for req in (b"\x10\x84\x00\x00",
+                bytes((v, 0xE1, 0, 0, 0, 12, 0, 0)) + (0x6).to_bytes(4, "little") + (4096).to_bytes(4, "little") * 2,
+                bytes((v, 0xE3, 0, 0, 32, 0, 1, 2)) + (0x80).to_bytes(4, "little") + (0x2).to_bytes(4, "little")
+                + bytes(16)):
+        rsp = h.spdm(req)
+        assert rsp[1] != 0x7F, rsp.hex()
+        a += req + rsp
+    nonce = bytes(range(32))
+    ch = bytes((v, 0x83, 0, 0)) + nonce
+    rsp = h.spdm(ch)
+    # deferred: ERROR ResponseNotReady (0x42) with RDTExponent, RequestCode, Token, RDTM
+    assert rsp[1] == 0x7F and rsp[2] == 0x42, rsp.hex()
+    assert rsp[5] == 0x83
+    token = rsp[6]
+    assert dev.pending()
+    # MCTP control keeps being answered: nothing of the signature has run yet
+    for _ in range(3):
+        body = h.request(b"\x00\x81\x02")   # Get Endpoint ID
+        assert body[:4] == b"\x00\x01\x02\x00"
+        assert dev.pending()
+    # the board's loop advances the signature in slices
+    steps = 0
+    while dev.pending():
+        dev.idle()
+        steps += 1
+        assert steps < 100000
+    assert steps > 1
+    auth = h.spdm(bytes((v, 0xFF, 0x83, token)))
+    assert auth[1] == 0x03, auth.hex()
+    # verify CHALLENGE_AUTH independently: M1 = A || C (no B here), 1.2 signing prefix
+    H = 48
+    sig = auth[-96:]
+    m1 = a + ch + auth[:-96]
+    prefix = b"dmtf-spdm-v1.2.*" * 4
+    ctx = b"responder-challenge_auth signing"
+    prefix += bytes(36 - len(ctx)) + ctx
+    import hashlib
+
+    digest_in = prefix + hashlib.sha384(m1).digest()
+    leaf = x509.load_der_x509_certificate(certs.der_split(dev.board.chain)[-1])
+    r, s = int.from_bytes(sig[:48], "big"), int.from_bytes(sig[48:], "big")
+    leaf.public_key().verify(encode_dss_signature(r, s), digest_in, cec.ECDSA(hashes.SHA384()))
+    assert auth[4:4 + H] == hashlib.sha384(_chain_buffer(dev.board.chain)).digest()
+
+
+def _chain_buffer(chain):
+    import hashlib
+
+    root = certs.der_split(chain)[0]
+    body = hashlib.sha384(root).digest() + chain
+    return (4 + len(body)).to_bytes(2, "little") + b"\x00\x00" + body
