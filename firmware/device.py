@@ -36,7 +36,7 @@ class Device:
             eid = saved[0]
         self.decoder = mserial.SerialDecoder()
         self.ep = Endpoint(eid=eid, mtu=cfg.get("serial_mtu", 64), on_eid_changed=self._eid_changed,
-                           secured=True)
+                           secured=bool(cfg.get("sessions", True)))
         self.ep.register(0x05, self._on_spdm)
         self.ep.register(0x06, self._on_secured)
         self.responders = {}       # src EID -> Responder
@@ -181,7 +181,7 @@ class Device:
                 if self._background:
                     self._background = self._spdm_context().background()
             self.ep.reasm.expire(self._now())
-            if self._spdm is not None:
+            if self._spdm is not None and self._spdm.sessions is not None:
                 self._spdm.sessions.tick(self._now())   # heartbeat timeouts
         except Exception as e:
             self.log("fw: error in idle: %r" % (e,))
@@ -202,7 +202,7 @@ class Device:
             if len(self.responders) >= MAX_REQUESTERS:
                 old = self._order.pop(0)
                 gone = self.responders.pop(old, None)
-                if gone is not None:
+                if gone is not None and ctx.sessions is not None:
                     ctx.sessions.end_conn(gone)
             r = ctx.new_responder()
             r.eid = src
@@ -226,7 +226,10 @@ class Device:
     def _on_secured(self, src, body):
         """MCTP type 0x06 (secured SPDM): routed by session ID to the session,
         and through it to its requester's connection state."""
-        out = self._spdm_context().sessions.handle_secured(src, body[1:], self._now())
+        sessions = self._spdm_context().sessions
+        if sessions is None:
+            return None   # sessions=False on this board: type 0x06 is not advertised either
+        out = sessions.handle_secured(src, body[1:], self._now())
         if self.verbose:
             self.log("spdm: EID %d secured message -> %s" % (src, "answer" if out is not None else "dropped"))
         return b"\x06" + out if out is not None else None

@@ -14,7 +14,6 @@ import sys
 
 from uspdm.identity import Identity
 from uspdm.measurements import Measurements
-from uspdm import session as _session
 from uspdm.responder import Config, Responder
 
 SVN = 1
@@ -92,11 +91,18 @@ class SpdmContext:
         # and may wait up to RDTM x RDT).
         c.ct_exponent = cfg.get("ct_exponent", _exponent(sign_ms * 1000))
         c.rdt_exponent = cfg.get("rdt_exponent", _exponent(sign_ms * 1000))
-        _session.configure(c)   # sessions: DHE secp384r1, AES-256-GCM, SPDM key schedule
         self.config = c
-        self.sessions = _session.from_board(self.drbg, board.storage(), cfg, log=log,
-                                            vendor_hook=getattr(board, "vendor_defined", None),
-                                            ticks_diff=getattr(board, "ticks_diff", None))
+        self.sessions = None
+        if cfg.get("sessions", True):
+            # Secure sessions (about 30 KB of code when loaded from .py): a
+            # board short of heap can leave them out with sessions=False.
+            from uspdm import session as _session
+
+            _session.configure(c)   # DHE secp384r1, AES-256-GCM, SPDM key schedule
+            self.sessions = _session.from_board(self.drbg, board.storage(), cfg, log=log,
+                                                vendor_hook=getattr(board, "vendor_defined", None),
+                                                ticks_diff=getattr(board, "ticks_diff", None))
+            self._attach = _session.attach
         self._prep = self._prepare_steps()
         log("spdm: signing takes ~%d ms here: CT exponent %d, RDT exponent %d" % (
             sign_ms, c.ct_exponent, c.rdt_exponent))
@@ -174,7 +180,9 @@ class SpdmContext:
 
     def new_responder(self):
         r = Responder(self.identity, self.measurements, self.drbg, self.config)
-        return _session.attach(r, self.sessions)
+        if self.sessions is None:
+            return r
+        return self._attach(r, self.sessions)
 
 
 def build_context(board, log=print, max_message=4160):

@@ -43,7 +43,8 @@ class FakeBoard:
     NAME = "fake"
     MCU = "cpython"
 
-    def __init__(self):
+    def __init__(self, **cfg):
+        self.cfg = cfg
         self._st = MemoryStorage()
         self._drbg = HmacDrbg(b"\x5a" * 32, b"device test")
         self.t = 1000
@@ -54,8 +55,10 @@ class FakeBoard:
         self.chain = bytes.fromhex(v["chain"])
 
     def config(self):
-        return {"serial_mtu": 64, "default_eid": 0, "asym_priority": ["p384"], "defer_signing": True,
-                "ct_exponent": 12, "rdt_exponent": 12}
+        d = {"serial_mtu": 64, "default_eid": 0, "asym_priority": ["p384"], "defer_signing": True,
+             "ct_exponent": 12, "rdt_exponent": 12}
+        d.update(self.cfg)
+        return d
 
     def storage(self):
         return self._st
@@ -105,17 +108,46 @@ def dev():
     return d
 
 
-def test_control_is_served_while_a_signature_is_pending(dev):
-    h = Host(dev)
-    v = 0x12
+def vca(h, v=0x12):
+    """GET_VERSION, GET_CAPABILITIES, NEGOTIATE_ALGORITHMS (P-384/SHA-384); returns (A, CAPABILITIES)."""
     a = b""
+    caps = None
     for req in (b"\x10\x84\x00\x00",
                 bytes((v, 0xE1, 0, 0, 0, 12, 0, 0)) + (0x6).to_bytes(4, "little") + (4096).to_bytes(4, "little") * 2,
                 bytes((v, 0xE3, 0, 0, 32, 0, 1, 2)) + (0x80).to_bytes(4, "little") + (0x2).to_bytes(4, "little")
                 + bytes(16)):
         rsp = h.spdm(req)
         assert rsp[1] != 0x7F, rsp.hex()
+        if rsp[1] == 0x61:
+            caps = rsp
         a += req + rsp
+    return a, caps
+
+
+KEY_EX_CAP = 1 << 9
+
+
+def test_sessions_can_be_left_out(dev):
+    from device import Device
+
+    # default: sessions advertised (KEY_EX_CAP) and MCTP type 0x06 supported
+    _, caps = vca(Host(dev))
+    assert int.from_bytes(caps[8:12], "little") & KEY_EX_CAP
+    assert 0x06 in dev.ep.message_types()
+    # sessions=False (a board short of heap): neither, and KEY_EXCHANGE is unsupported
+    d = Device(FakeBoard(sessions=False), log=lambda m: None)
+    h = Host(d)
+    _, caps = vca(h)
+    assert not int.from_bytes(caps[8:12], "little") & KEY_EX_CAP
+    assert 0x06 not in d.ep.message_types()
+    rsp = h.spdm(bytes((0x12, 0xE4, 0, 0)) + bytes(4) + bytes(32) + bytes(96) + bytes(2))
+    assert rsp[1] == 0x7F and rsp[2] == 0x07 and rsp[3] == 0xE4   # UnsupportedRequest, KEY_EXCHANGE
+
+
+def test_control_is_served_while_a_signature_is_pending(dev):
+    h = Host(dev)
+    v = 0x12
+    a, _ = vca(h, v)
     nonce = bytes(range(32))
     ch = bytes((v, 0x83, 0, 0)) + nonce
     rsp = h.spdm(ch)

@@ -25,6 +25,7 @@ DEFAULTS = {
     "serial_mtu": 64,
     "default_eid": 0,
     "asym_priority": ["p384", "p256"],
+    "sessions": 1,               # 0: leave secure sessions out (saves ~30 KB of heap)
     "mode": "responder",         # or "bridge"
     "i2c": 1,
     "i2c_addr": 0x1D,            # 0x10 by default in bridge mode
