@@ -77,7 +77,10 @@ class SpdmContext:
         cfg = board.config()
         c = Config()
         if "asym_priority" in cfg:
-            c.asym_priority = list(cfg["asym_priority"])
+            ap = cfg["asym_priority"]
+            if isinstance(ap, str):   # from a settings file: "p256,p384"
+                ap = [a.strip() for a in ap.split(",") if a.strip()]
+            c.asym_priority = [a for a in ap if a in HASH_OF] or c.asym_priority
         # A signature takes long on a small board: answer ResponseNotReady and
         # sign in slices from the idle loop, so MCTP keeps being served.
         c.defer_signing = cfg.get("defer_signing", True)

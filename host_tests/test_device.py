@@ -48,11 +48,12 @@ class FakeBoard:
         self._st = MemoryStorage()
         self._drbg = HmacDrbg(b"\x5a" * 32, b"device test")
         self.t = 1000
-        v = _identity_vectors()["p384"]
+        vecs = _identity_vectors()
         ident = Identity(self._st, self._drbg)
-        ident.set_private_key("p384", int(v["key"], 16))
-        ident.install_chain(0, "p384", bytes.fromhex(v["chain"]))
-        self.chain = bytes.fromhex(v["chain"])
+        for alg in ("p384", "p256"):
+            ident.set_private_key(alg, int(vecs[alg]["key"], 16))
+            ident.install_chain(0, alg, bytes.fromhex(vecs[alg]["chain"]))
+        self.chain = bytes.fromhex(vecs["p384"]["chain"])
 
     def config(self):
         d = {"serial_mtu": 64, "default_eid": 0, "asym_priority": ["p384"], "defer_signing": True,
@@ -192,3 +193,22 @@ def _chain_buffer(chain):
     root = certs.der_split(chain)[0]
     body = hashlib.sha384(root).digest() + chain
     return (4 + len(body)).to_bytes(2, "little") + b"\x00\x00" + body
+
+
+def test_asym_priority_from_a_settings_string():
+    # settings files give strings: "p256,p384" must mean P-256 first (both curves provisioned)
+    from device import Device
+
+    d = Device(FakeBoard(asym_priority="p256,p384"), log=lambda m: None)
+    h = Host(d)
+    v = 0x12
+    h.spdm(b"\x10\x84\x00\x00")
+    h.spdm(bytes((v, 0xE1, 0, 0, 0, 12, 0, 0)) + (0x6).to_bytes(4, "little") + (4096).to_bytes(4, "little") * 2)
+    # offer both ECDSA P-256 (bit 4) and P-384 (bit 7) with SHA-256 and SHA-384
+    rsp = h.spdm(bytes((v, 0xE3, 0, 0, 32, 0, 1, 2)) + (0x90).to_bytes(4, "little") + (0x3).to_bytes(4, "little")
+                 + bytes(16))
+    assert rsp[1] == 0x63, rsp.hex()
+    # ALGORITHMS: hdr, Length u16, MeasSpecSel, OtherParamsSel, MeasurementHashAlgo u32 at 8,
+    # BaseAsymSel u32 at 12, BaseHashSel u32 at 16
+    assert int.from_bytes(rsp[12:16], "little") == 0x10
+    assert int.from_bytes(rsp[16:20], "little") == 0x1

@@ -134,3 +134,23 @@ def test_sim_runs_the_mpy_build(request, tmp_path):
             rsp = l.spdm(b"\x10\x84\x00\x00", timeout=20)
             assert rsp[1] == 0x04 and rsp[5] >= 1  # VERSION with at least one entry
         assert "firmware /firmware/device.mpy" in sim.log_text()
+
+
+def test_sim_settings_leave_sessions_out(request, tmp_path):
+    # `uspdm sim --set sessions=0` writes uspdm/board.cfg on the flash, as
+    # `uspdm deploy --set` does on a board: the board then does not offer
+    # secured messages (MCTP type 0x06).
+    if request.config.getoption("--port"):
+        pytest.skip("simulator only")
+    from uspdm_tools.simproc import SimProcess
+
+    flash = tmp_path / "flash"
+    with SimProcess(flash=str(flash), wait_measurements=False, extra_args=["--set", "sessions=0"]) as sim:
+        with SerialLink(sim.port, timeout=10) as l:
+            cc, data = l.control(0x05)
+            assert cc == 0 and list(data[1:1 + data[0]]) == [0x00, 0x05]
+    assert (flash / "uspdm" / "board.cfg").read_text() == "sessions=0\n"
+    with SimProcess(flash=str(flash), wait_measurements=False, extra_args=["--set", "sessions=1"]) as sim:
+        with SerialLink(sim.port, timeout=10) as l:
+            cc, data = l.control(0x05)
+            assert cc == 0 and 0x06 in data[1:1 + data[0]]

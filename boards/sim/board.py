@@ -72,9 +72,28 @@ def measured_files():
     return code_files((("/firmware", "firmware"), ("/board", "board"), ("/lib", "lib")))
 
 
+DEFAULTS = {
+    "serial_mtu": 64,
+    "default_eid": 0,
+    "asym_priority": ["p384", "p256"],
+    "sessions": 1,
+}
+_cfg = None
+
+
 def config():
-    return {
-        "serial_mtu": 64,
-        "default_eid": 0,
-        "asym_priority": ["p384", "p256"],
-    }
+    """The defaults above, overridden by uspdm/board.cfg on the flash
+    (`uspdm sim --set KEY=VALUE` writes it, as `uspdm deploy --set` does on a board)."""
+    global _cfg
+    if _cfg is None:
+        try:
+            from boardlib import parse_settings
+
+            raw = storage().read("uspdm/board.cfg")
+            over = parse_settings(raw.decode()) if raw else {}
+        except ImportError:  # the provisioning runner has no firmware/ on its path
+            over = {}
+        cfg = dict(DEFAULTS)
+        cfg.update(over)
+        _cfg = cfg
+    return _cfg

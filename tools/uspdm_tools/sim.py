@@ -38,6 +38,9 @@ def register(sub):
     p.add_argument("--link", metavar="PATH", help="make PATH a symlink to the pseudo-terminal")
     p.add_argument("--log", metavar="FILE", help="write the board log to FILE instead of stderr")
     p.add_argument("-v", "--verbose", action="store_true", help="log every message and the heap it used")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a board setting, written to uspdm/board.cfg on the flash (e.g. sessions=0, "
+                        "asym_priority=p256,p384); repeatable")
     p.add_argument("--mpy", action="store_true",
                    help="run the firmware compiled to .mpy with mpy-cross, as `uspdm deploy` puts it on a board "
                         "(smaller heap than modules compiled from .py on the device)")
@@ -181,6 +184,30 @@ class Sim:
             self.listener.close()
 
 
+def write_settings(flash, pairs):
+    """Merge KEY=VALUE pairs into the flash's uspdm/board.cfg (the format of
+    firmware/boardlib.py: one `key=value` a line)."""
+    path = os.path.join(flash, "uspdm", "board.cfg")
+    cur = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                line = line.split("#", 1)[0].strip()
+                if "=" in line:
+                    k, v = line.split("=", 1)
+                    cur[k.strip()] = v.strip()
+    for kv in pairs:
+        if "=" not in kv or not kv.split("=", 1)[0].strip():
+            print("uspdm sim: --set wants KEY=VALUE, got %r" % kv, file=sys.stderr)
+            return False
+        k, v = kv.split("=", 1)
+        cur[k.strip()] = v.strip()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("".join("%s=%s\n" % (k, cur[k]) for k in sorted(cur)))
+    return True
+
+
 def run(args):
     tmp = None
     flash = args.flash
@@ -188,6 +215,9 @@ def run(args):
         tmp = tempfile.mkdtemp(prefix="uspdm-sim-flash-")
         flash = tmp
     os.makedirs(flash, exist_ok=True)
+    if getattr(args, "set", None):
+        if not write_settings(flash, args.set):
+            return 1
     logf = open(args.log, "a", buffering=1) if args.log else None
     extra = []
     if getattr(args, "i2c", False):
