@@ -36,6 +36,18 @@ def main(argv=None):
     ca_dir = os.path.join(a.dir, "ca")
     root = os.path.join(ca_dir, "ca.cert.pem")
     if a.port:
+        step("checking that the board on %s runs the uspdm firmware" % a.port)
+        from .link import SerialLink, Unreachable
+
+        try:
+            with SerialLink(a.port, timeout=3) as link:
+                cc, data = link.control(0x02)
+            print("the board answers MCTP Get Endpoint ID (EID %d)" % data[0], flush=True)
+        except (Unreachable, ValueError) as e:
+            print("demo: the board on %s does not answer MCTP (%s).\n"
+                  "Put the firmware on it first: make deploy BOARD=rp2040 PORT=%s (or BOARD=esp32)"
+                  % (a.port, e, a.port), file=sys.stderr)
+            return 2
         step("provisioning the board on %s (its key is generated on the board)" % a.port)
         uspdm("provision", "--port", a.port, "--ca-dir", ca_dir)
         step("attesting the board on %s" % a.port)
