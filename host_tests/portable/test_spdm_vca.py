@@ -91,9 +91,25 @@ def test_capabilities_13_supported_algorithms_block():
     r.handle(get_version())
     resp = r.handle(get_caps(0x13, flags=0x6 | CHUNK_CAP, p1=1))
     assert len(resp) == 20 + 30
+    # DSP0274 1.3 / libspdm: CAPABILITIES Param1 bit 0 announces the SupportedAlgorithms block
+    assert resp[:4] == bytes((0x13, 0x61, 0x01, 0x00))
     blk = resp[20:]
-    assert blk[0] == 0 and rd16(blk, 2) == 30 and blk[4] == 1
+    assert blk[0] == 0 and blk[1] == 0 and rd16(blk, 2) == 30 and blk[4] == 1
     assert rd32(blk, 6) == 0x90 and rd32(blk, 10) == 0x3
+    assert blk[14:26] == bytes(12) and blk[26:30] == bytes(4)  # reserved, ext counts 0, MEL spec 0
+    # the block follows the request's AlgStruct layout: AlgType, AlgCount 0x20, AlgSupported u16
+    r = make(dhe_priority=[0x10], aead_priority=[0x02])
+    r.handle(get_version())
+    resp = r.handle(get_caps(0x13, flags=0x6 | CHUNK_CAP, p1=1))
+    assert resp[2] == 1 and len(resp) == 20 + 30 + 8
+    blk = resp[20:]
+    assert blk[0] == 2 and rd16(blk, 2) == 38
+    assert blk[30:] == bytes((2, 0x20, 0x10, 0, 3, 0x20, 0x02, 0))
+    # not requested: plain 20-byte CAPABILITIES, Param1 0
+    r = make()
+    r.handle(get_version())
+    resp = r.handle(get_caps(0x13, flags=0x6 | CHUNK_CAP))
+    assert len(resp) == 20 and resp[2] == 0
 
 
 @parametrize("v", V)

@@ -369,12 +369,15 @@ class Responder:
             return self._error(C.ERR_INVALID_REQUEST)
         our = self.our_flags(v)
         c = self.cfg
-        resp = bytes((v, C.CAPABILITIES, 0, 0, 0, c.ct_exponent & 0xFF, 0, 0)) + p32(our)
+        # 1.3: Param1 bit 0 tells that the SupportedAlgorithms block follows (libspdm's
+        # requester rejects a CAPABILITIES carrying the block without it)
+        with_algs = want_algs and (our & C.CAP_CHUNK)
+        resp = bytes((v, C.CAPABILITIES, 1 if with_algs else 0, 0, 0, c.ct_exponent & 0xFF, 0, 0)) + p32(our)
         if v >= C.V12:
             # without CHUNK_CAP both sizes must be equal (DSP0274)
             mx_out = c.max_spdm_msg_size if our & C.CAP_CHUNK else c.data_transfer_size
             resp += p32(c.data_transfer_size) + p32(mx_out)
-        if want_algs and (our & C.CAP_CHUNK):
+        if with_algs:
             resp += self._supported_algorithms()
         # the negotiated parameters apply to the size check of this response
         self.version, self.req_flags, self.req_dts, self.req_max = v, flags, dts, mx
