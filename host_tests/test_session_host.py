@@ -277,17 +277,23 @@ def test_mac_only_session():
     assert out[1] == 0x7F and out[2] == 0x06 and mgr.count() == 0
 
 
-@pytest.mark.parametrize("big", [False, True])
-def test_nonce_counter_endianness_detected(big):
-    """libspdm encodes the counter little endian and decodes both; a requester
-    that uses big endian (the other DSP0277 reading) is followed from counter 1 on."""
+@pytest.mark.parametrize("big,sm_versions,endian", [
+    (False, SR.SM_VERSIONS, "le"),
+    (True, (0x1100,), "be"),            # secured-message 1.1: byte order open, a big-endian peer is followed
+    (True, SR.SM_VERSIONS, "le"),       # 1.2 selected: DSP0277 1.2 fixes little endian on both sides
+])
+def test_nonce_counter_endianness_detected(big, sm_versions, endian):
+    """The counter goes into the nonce little endian; with secured-message
+    1.0/1.1 (which leave the byte order open) a requester that uses big
+    endian is followed from counter 1 on, as libspdm's optional decode-both."""
     mgr, r, link = board()
-    q = SR.SessionRequester(link, version="1.3", big_endian=big, sleep=lambda t: None)
+    q = SR.SessionRequester(link, version="1.3", big_endian=big, sm_versions=sm_versions, sleep=lambda t: None)
     q.init_connection()
     s = q.open_session(0)
+    assert mgr.sessions[s.sid].sm_version == max(sm_versions) & 0xFF00
     for _ in range(3):
         q.heartbeat(s)
-    assert mgr.sessions[s.sid].endian == ("be" if big else "le")
+    assert mgr.sessions[s.sid].endian == endian
     q.key_update(s, all_keys=True)
     q.heartbeat(s)
     q.heartbeat(s)

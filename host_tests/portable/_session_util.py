@@ -57,10 +57,15 @@ class Dir:
         self.iv = iv
         self.seq = 0
 
+    big = False  # True: counter XORed big endian into the IV's last 8 bytes (DSP0277 1.0/1.1 only)
+
     def nonce(self, seq):
         n = bytearray(self.iv)
         for i in range(8):
-            n[i] ^= (seq >> (8 * i)) & 0xFF
+            if self.big:
+                n[11 - i] ^= (seq >> (8 * i)) & 0xFF
+            else:
+                n[i] ^= (seq >> (8 * i)) & 0xFF
         return bytes(n)
 
 
@@ -77,6 +82,7 @@ class Req:
         self.a = b""
         self.hn = "sha384"
         self.H = 48
+        self.smv = (0x1100,)  # secured-message versions offered in the *_EXCHANGE opaque data
 
     def x(self, req):
         self.r.now = self.now
@@ -150,7 +156,7 @@ class Req:
         v = self.v
         d = ec.generate_private_key(ec.P384, drbg(b"eph" + le16(rid)).generate)
         pub = ec.public_key(ec.P384, d)
-        opq = sm_opaque(v)
+        opq = sm_opaque(v, self.smv)
         req = (bytes((v, 0xE4, summary, slot)) + le16(rid) + b"\x00\x00" + bytes(range(32)) + pub
                + le16(len(opq)) + opq)
         rsp = self.x(req)
@@ -201,7 +207,7 @@ class Req:
 
     def psk_exchange(self, hint, psk, ctx=True):
         v = self.v
-        opq = sm_opaque(v)
+        opq = sm_opaque(v, self.smv)
         rctx = bytes(48)
         req = (bytes((v, 0xE6, 0, 0)) + le16(0x4321) + le16(len(hint)) + le16(len(rctx)) + le16(len(opq))
                + hint + rctx + opq)

@@ -163,11 +163,24 @@ def test_handshake_in_the_clear(v):
     assert q.call(bytes((v, 0xE8, 0, 0)))[1] == 0x68
 
 
-def test_finish_in_clear_refused_when_encrypted_handshake():
-    mgr, r, q = setup(0x12, NO_CLEAR_FLAGS)
+@parametrize("v", V)
+def test_finish_in_clear_refused_when_encrypted_handshake(v):
+    """Without HANDSHAKE_IN_THE_CLEAR a FINISH outside the session is
+    SessionRequired (1.2+) or Unspecified (1.1): DSP0274 1.2 error table,
+    libspdm's FINISH handler, SPDM-Responder-Validator case 9.11.  The
+    handshake itself goes on: the FINISH inside the session still works."""
+    mgr, r, q = setup(v, NO_CLEAR_FLAGS)
     q.key_exchange()
     q.clear = True  # send FINISH as a plain SPDM message although the handshake is encrypted
-    is_err(q.finish(), 0x04)
+    is_err(q.finish(), 0x0B if v >= 0x12 else 0x05)
+    q.clear = False
+    assert q.finish() == bytes((v, 0x65, 0, 0))
+    # the responder side alone (requester offers the flag): still SessionRequired
+    mgr, r, q = setup(v, SESSION_FLAGS, in_clear=False)
+    assert not (q.rsp_flags & 0x8000)
+    q.key_exchange()
+    q.clear = True
+    is_err(q.finish(), 0x0B if v >= 0x12 else 0x05)
 
 
 def test_finish_bad_hmac_ends_session():
@@ -357,8 +370,43 @@ def test_session_requests_in_the_clear():
     mgr, r, q = established()
     for code in (0xE8, 0xE9, 0xEC, 0xE7):
         is_err(q.x(bytes((0x12, code, 0, 0))), 0x0B)   # SessionRequired (1.2+)
+    is_err(q.x(bytes((0x13, 0xE8, 0, 0))), 0x41)       # VersionMismatch first
     mgr, r, q = established(0x11)
     is_err(q.x(bytes((0x11, 0xE8, 0, 0))), 0x05)       # 1.1: Unspecified, as libspdm
+
+
+def test_session_requests_in_the_clear_not_negotiated():
+    """libspdm checks HBEAT_CAP / KEY_UPD_CAP / PSK_CAP before the session: a
+    HEARTBEAT, KEY_UPDATE or PSK_FINISH the requester did not negotiate is
+    UnsupportedRequest (ErrorData = the request code), not SessionRequired."""
+    no_hb_ku_psk = NO_CLEAR_FLAGS & ~((1 << 13) | (1 << 14) | (3 << 10))
+    mgr, r, q = setup(0x12, no_hb_ku_psk)
+    for code in (0xE8, 0xE9, 0xE7):
+        rsp = q.x(bytes((0x12, code, 0, 0)))
+        is_err(rsp, 0x07)
+        assert rsp[3] == code
+    is_err(q.x(bytes((0x12, 0xEC, 0, 0))), 0x0B)        # END_SESSION: no capability of its own
+
+
+@parametrize("smv", [0x1100, 0x1200])
+def test_nonce_counter_big_endian_only_before_secured_1_2(smv):
+    """DSP0277 1.2 defines the counter in the AEAD nonce as little endian
+    (libspdm then uses little endian unconditionally); only 1.0/1.1 leave it
+    open, where a big-endian requester is followed from counter 1 on."""
+    mgr, r, q = setup(0x12, NO_CLEAR_FLAGS)
+    q.smv = (smv,)
+    q.key_exchange()
+    assert q.finish()[1] == 0x65
+    assert mgr.sessions[q.sid].sm_version == smv
+    q.tx.big = True
+    assert q.call(bytes((0x12, 0xE8, 0, 0)))[1] == 0x68   # counter 0: both encodings agree
+    if smv < 0x1200:
+        q.rx.big = True
+        assert q.call(bytes((0x12, 0xE8, 0, 0)))[1] == 0x68
+        assert mgr.sessions[q.sid].endian == "be"
+    else:
+        is_err(q.call(bytes((0x12, 0xE8, 0, 0))), 0x06)    # DecryptError, little-endian reply
+        assert mgr.count() == 0
 
 
 def test_spdm_10_has_no_sessions():

@@ -7,10 +7,12 @@ Wire form of one message (the body after the MCTP type byte 0x06):
 - AppData over MCTP is the inner MCTP message: 0x05 followed by the SPDM message.
 - SeqNum is the low 16 bits of a 64-bit per-direction, per-key counter that
   starts at 0 and never wraps; the AEAD nonce is the IV with the full counter
-  XORed in little endian (iv[i] ^= counter >> 8i, i = 0..7), the encoding
-  libspdm uses by default.  Direction(big=True) XORs it big endian into the
-  last 8 bytes instead (libspdm's other setting; the session layer detects it
-  from the peer like libspdm's "decode both").
+  XORed in little endian (iv[i] ^= counter >> 8i, i = 0..7): the only
+  encoding DSP0277 1.2 allows, and libspdm's default for 1.0/1.1 (which leave
+  the byte order open).  Direction(big=True) XORs it big endian into the last
+  8 bytes instead (libspdm's optional setting for secured-message 1.0/1.1;
+  the session layer follows such a peer, like libspdm's "decode both", only
+  when the session negotiated secured-message version 1.0 or 1.1).
 - Length = len(ciphertext) + 16; AAD = SessionID || SeqNum || Length.
 - Random padding (1..32 bytes, as libspdm's MCTP transport) is stripped by
   the receiver using AppDataLength.
@@ -48,7 +50,7 @@ class Direction:
         self.iv = iv
         self.seq = 0
         self.max_seq = max_seq
-        self.big = big  # counter XORed big-endian into the IV's last 8 bytes (the other DSP0277 reading)
+        self.big = big  # counter XORed big-endian into the IV's last 8 bytes (DSP0277 1.0/1.1 peers only)
         self._gcm = None
 
     def gcm(self):

@@ -62,6 +62,7 @@ ST_ESTABLISHED = 2
 SIGN_CTX_KEX = b"responder-key_exchange_rsp signing"
 SM_SPEC_ID = b"\x46\x54\x4d\x44"   # 0x444D5446 ("DMTF") little endian
 SM_VERSIONS = (0x1000, 0x1100, 0x1200)  # secured message (DSP0277) versions we speak
+SM_LE_ONLY = 0x1200  # from DSP0277 1.2 on the counter is XORed into the nonce little endian, no other reading
 MAX_PSK_HINT = 32
 DHE_SIZE = 96  # secp384r1 X||Y
 
@@ -368,7 +369,15 @@ class SessionManager:
         if code == C.FINISH:
             return self._finish_clear(conn, msg, now)
         if code in (C.PSK_FINISH, C.HEARTBEAT, C.KEY_UPDATE, C.END_SESSION):
-            if conn.version < C.V11:
+            e = self._version_checks(conn, msg)
+            if e:
+                return e
+            # libspdm checks the capability before the session: a request the
+            # connection did not negotiate is UnsupportedRequest either way
+            if (code == C.HEARTBEAT and not self._both(conn, C.CAP_HBEAT)) \
+                    or (code == C.KEY_UPDATE and not self._both(conn, C.CAP_KEY_UPD)) \
+                    or (code == C.PSK_FINISH and not (self.psk_mode and conn.flags & (3 << PSK_CAP_SHIFT)
+                                                      and conn.req_flags & (3 << PSK_CAP_SHIFT))):
                 return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code)
             return self._session_required(conn, code)
         return None
@@ -500,6 +509,11 @@ class SessionManager:
             return e
         if not self._both(conn, C.CAP_KEY_EX):
             return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, C.FINISH)
+        if not (self.in_clear and self._both(conn, C.CAP_HANDSHAKE_IN_THE_CLEAR)):
+            # without HANDSHAKE_IN_THE_CLEAR, FINISH belongs inside the session:
+            # SessionRequired (1.2+) / Unspecified (1.1), as libspdm and the
+            # Responder-Validator (case 9.11) expect
+            return self._session_required(conn, C.FINISH)
         sid = self.latest.get(id(conn))
         s = self.sessions.get(sid) if sid is not None else None
         if s is None or s.conn is not conn or s.psk or s.state != ST_HANDSHAKE or not s.in_clear or s.th is None:
@@ -636,7 +650,7 @@ class SessionManager:
                 s.endian = "le"
         except secured.SecuredError as e:
             app = None
-            if s.endian is None and s.req.seq == 2:
+            if s.endian is None and s.req.seq == 2 and s.sm_version < SM_LE_ONLY:
                 app = self._try_big_endian(s, body)
             if app is None and s.req_backup is not None:
                 app = self._try_backup(s, body)
@@ -656,8 +670,11 @@ class SessionManager:
 
     def _try_big_endian(self, s, body):
         """Counter 1 is the first where the two nonce encodings differ: if the
-        little-endian one fails, try big endian and keep whichever works
-        (libspdm's default ENC_LITTLE_DEC_BOTH)."""
+        little-endian one fails, try big endian and keep whichever works for
+        both directions (libspdm's optional ENC_LITTLE_DEC_BOTH).  Only for
+        secured-message versions 1.0/1.1, which leave the byte order open;
+        DSP0277 1.2 fixes it as little endian (libspdm then uses little
+        endian unconditionally), so a 1.2 session never tries this."""
         d = s.req
         d.seq = 1
         d.big = True

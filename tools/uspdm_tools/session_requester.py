@@ -18,7 +18,9 @@ Wire rules implemented (as libspdm reads them): BinConcat = u16 length ||
 "spdm1.N " || label || context; salt_0 = 0^H, or 0xFF^H for PSK at SPDM 1.3+;
 TH1/TH2 over A || Hash(cert chain buffer) || K || F (PSK: no Ct); 2-byte
 sequence numbers over MCTP with a 64-bit counter XORed little-endian into the
-IV; AAD = SessionID || SeqNum || Length; 1..32 random padding bytes.
+IV (big_endian=True: big endian, but only when secured-message 1.0/1.1 is
+selected; DSP0277 1.2 fixes little endian); AAD = SessionID || SeqNum ||
+Length; 1..32 random padding bytes.
 """
 import os
 import struct
@@ -281,10 +283,12 @@ class SessionRequester(R.Requester):
     """Requester with the session messages; everything else as in requester.Requester."""
 
     def __init__(self, link, version=None, algs=("p384",), psk=True, key_ex=True, encrypt=True, mac=True,
-                 hbeat=True, key_upd=True, clear_handshake=False, big_endian=False, **kw):
+                 hbeat=True, key_upd=True, clear_handshake=False, big_endian=False, sm_versions=SM_VERSIONS,
+                 **kw):
         R.Requester.__init__(self, link, version=version, algs=algs, **kw)
         self.link = link
         self.big_endian = big_endian
+        self.sm_versions = tuple(sm_versions)   # secured-message versions offered in the opaque data
         f = 0
         if encrypt:
             f |= CAP_ENCRYPT
@@ -389,6 +393,13 @@ class SessionRequester(R.Requester):
             raise R.ProtocolError("%s: unexpected response 0x%02X/0x%02X" % (name, rsp[0], rsp[1]))
         return rsp
 
+    def _check_sm_version(self, s):
+        if (s.sm_version & 0xFF00) not in [x & 0xFF00 for x in self.sm_versions]:
+            raise R.ProtocolError("responder selected secured-message version 0x%04X we did not offer" % s.sm_version)
+        # DSP0277 1.2 defines the counter in the nonce as little endian; only
+        # 1.0/1.1 leave room for the big-endian reading
+        s.big_endian = self.big_endian and (s.sm_version & 0xFF00) < 0x1200
+
     # -- KEY_EXCHANGE / FINISH -------------------------------------------------
     def key_exchange(self, slot=0, summary=None, policy=0, public_key=None, opaque=None):
         v = self.version
@@ -405,7 +416,7 @@ class SessionRequester(R.Requester):
         eph = ec.generate_private_key(ec.SECP384R1())
         nums = eph.public_key().public_numbers()
         exch = nums.x.to_bytes(48, "big") + nums.y.to_bytes(48, "big")
-        opq = sm_supported_opaque(v) if opaque is None else opaque
+        opq = sm_supported_opaque(v, self.sm_versions) if opaque is None else opaque
         req = (self._hdr(KEY_EXCHANGE, summary, slot) + struct.pack("<HBB", s.req_sid, policy if v >= 0x12 else 0, 0)
                + os.urandom(32) + exch + struct.pack("<H", len(opq)) + opq)
         t0 = time.monotonic()
@@ -430,8 +441,7 @@ class SessionRequester(R.Requester):
         opq_rsp = rsp[o:o + olen]
         o += olen
         s.sm_version = parse_sm_selection(v, opq_rsp)
-        if (s.sm_version & 0xFF00) not in SM_VERSIONS:
-            raise R.ProtocolError("responder selected secured-message version 0x%04X we did not offer" % s.sm_version)
+        self._check_sm_version(s)
         vd_len = 0 if s.in_clear else H
         if len(rsp) != o + S + vd_len:
             raise R.ProtocolError("KEY_EXCHANGE_RSP is %d bytes, expected %d" % (len(rsp), o + S + vd_len))
@@ -497,7 +507,7 @@ class SessionRequester(R.Requester):
         s.big_endian = self.big_endian
         s.mac_only = not self._both(CAP_ENCRYPT)
         ctx = context if context is not None else os.urandom(s.H)
-        opq = sm_supported_opaque(v)
+        opq = sm_supported_opaque(v, self.sm_versions)
         req = (self._hdr(PSK_EXCHANGE, summary, policy if v >= 0x12 else 0)
                + struct.pack("<HHHH", s.req_sid, len(hint), len(ctx), len(opq)) + hint + ctx + opq)
         t0 = time.monotonic()
@@ -516,6 +526,7 @@ class SessionRequester(R.Requester):
         s.rsp_context = rsp[o:o + clen]
         o += clen
         s.sm_version = parse_sm_selection(v, rsp[o:o + olen])
+        self._check_sm_version(s)
         o += olen
         if len(rsp) != o + H:
             raise R.ProtocolError("PSK_EXCHANGE_RSP is %d bytes, expected %d" % (len(rsp), o + H))
