@@ -219,6 +219,38 @@ def test_m1_reset_by_measurements_and_errors_do_not_change_it():
     assert verify_sig(v, "p384", "sha384", a + b + ch + resp[:o], CTX, resp[o:])
 
 
+def test_m1_kept_by_measurements_after_authentication():
+    # libspdm_reset_message_buffer_via_request_code (used by libspdm's requester and
+    # responder): GET_MEASUREMENTS ends an unfinished CHALLENGE sequence only while the
+    # connection is not authenticated; after a CHALLENGE_AUTH, B keeps growing.
+    v = 0x12
+    p = Peer(make(), v)
+    a = p.vca()
+    p.ok(get_digests(v), 0x01)
+    p.ok(get_meas(v, False, 1), 0x60)        # not authenticated yet: B restarts
+    ch = challenge(v)
+    resp = p.ok(ch, 0x03)
+    o = 4 + 48 + 32 + 2
+    assert verify_sig(v, "p384", "sha384", a + ch + resp[:o], CTX, resp[o:])
+    gd = get_digests(v)
+    b = gd + p.ok(gd, 0x01)
+    p.ok(get_meas(v, False, 1), 0x60)        # authenticated: B is kept
+    gc = get_cert(v, 0, 0, 0x200)
+    b += gc + p.ok(gc, 0x02)
+    p.ok(get_meas(v, True, 0xFF), 0x60)
+    ch = challenge(v, nonce=b"\x44" * 32)
+    resp = p.ok(ch, 0x03)
+    assert verify_sig(v, "p384", "sha384", a + b + ch + resp[:o], CTX, resp[o:])
+    # GET_VERSION starts a new, unauthenticated connection
+    p = Peer(p.r, v)
+    a = p.vca()
+    p.ok(get_digests(v), 0x01)
+    p.ok(get_meas(v, False, 1), 0x60)
+    ch = challenge(v)
+    resp = p.ok(ch, 0x03)
+    assert verify_sig(v, "p384", "sha384", a + ch + resp[:o], CTX, resp[o:])
+
+
 def test_identity_vectors_present():
     assert set(ids()) == {"p384", "p256"}
     assert get_version() == b"\x10\x84\x00\x00"

@@ -141,9 +141,10 @@ def _req_flags_ok(f, v):
 _BEFORE_NEG = (C.GET_CAPABILITIES, C.NEGOTIATE_ALGORITHMS, C.CHUNK_GET, C.CHUNK_SEND)
 # Requests after which L1 is kept (every other successful request resets it)
 _KEEP_L = (C.GET_MEASUREMENTS, C.RESPOND_IF_READY, C.CHUNK_GET, C.CHUNK_SEND)
-# Requests that end an unfinished CHALLENGE sequence (GET_MEASUREMENTS does it itself)
+# Requests that end an unfinished CHALLENGE sequence before authentication
+# (GET_MEASUREMENTS does it itself; libspdm_reset_message_buffer_via_request_code)
 _RESET_M1 = (C.KEY_EXCHANGE, C.FINISH, C.PSK_EXCHANGE, C.PSK_FINISH, C.KEY_UPDATE, C.HEARTBEAT,
-             C.GET_ENCAPSULATED_REQUEST, C.END_SESSION)
+             C.GET_ENCAPSULATED_REQUEST, C.DELIVER_ENCAPSULATED_RESPONSE, C.END_SESSION)
 
 
 def _select(priority, offered):
@@ -282,7 +283,8 @@ class Responder:
             if code not in _KEEP_L:
                 self.t.reset_l()
             if code in _RESET_M1:
-                # the requester skipped CHALLENGE completion: M1 restarts (DSP0274)
+                # the requester skipped CHALLENGE completion: M1 restarts (DSP0274),
+                # unless already authenticated (Transcript.reset_m1)
                 self.t.reset_m1()
         return resp
 
@@ -650,6 +652,8 @@ class Responder:
         if p.sig is None:
             return self._not_ready()
         self.pend = None
+        if p.code == C.CHALLENGE:
+            self.t.auth = True
         return p.body + p.sig
 
     def _opaque(self):
@@ -695,7 +699,9 @@ class Responder:
         tdigest = h.digest()
         resp = self._signed(C.CHALLENGE, body, C.SIGN_CTX_CHALLENGE_AUTH, tdigest)
         # success (or deferred): B and C are consumed by this CHALLENGE_AUTH
-        self.t.reset_m1()
+        self.t.end_m1()
+        if resp[1] == C.CHALLENGE_AUTH:
+            self.t.auth = True  # delivered (a deferred one: on RESPOND_IF_READY)
         return resp
 
     # ---------------------------------------------------------- MEASUREMENTS
@@ -764,7 +770,8 @@ class Responder:
         h = self.t.fork_l(v >= C.V12)
         h.update(msg[:need])
         h.update(body)
-        # GET_MEASUREMENTS ends any unfinished CHALLENGE sequence (M1 reset)
+        # GET_MEASUREMENTS ends an unfinished CHALLENGE sequence (M1 reset) unless
+        # the connection is already authenticated (libspdm)
         self.t.reset_m1()
         if not signed:
             self.t.commit_l(h)

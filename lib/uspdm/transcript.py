@@ -10,6 +10,14 @@ L1 = (A if SPDM 1.2+) || (GET_MEASUREMENTS || MEASUREMENTS without signature)*.
 Callers fork with `fork_m1()` / `fork_l()` (copy()), update the fork, and only
 `commit_*` it once the response is known to succeed, so a failing request
 never changes a transcript.
+
+M1 resets as in libspdm (libspdm_reset_message_buffer_via_request_code), which
+both the DMTF requester and responder apply: GET_DIGESTS restarts B
+(`fresh_m1`); a CHALLENGE_AUTH consumes B and C (`end_m1`); GET_MEASUREMENTS and
+the session requests end an unfinished CHALLENGE sequence (`reset_m1`) only while
+the connection is not yet authenticated (`auth`, set by the first CHALLENGE_AUTH
+delivered, cleared by GET_VERSION); after that B keeps growing until the next
+GET_DIGESTS or CHALLENGE_AUTH.
 """
 from uspdm.crypto import sha2
 
@@ -20,12 +28,14 @@ class Transcript:
         self.hashname = None
         self.m1 = None
         self.l = None
+        self.auth = False
 
     def reset(self):
         self.a = bytearray()
         self.hashname = None
         self.m1 = None
         self.l = None
+        self.auth = False
 
     def add_a(self, *parts):
         for p in parts:
@@ -54,6 +64,13 @@ class Transcript:
         self.m1 = h
 
     def reset_m1(self):
+        """CHALLENGE skipped (GET_MEASUREMENTS, KEY_EXCHANGE, ...): M1 restarts,
+        unless a CHALLENGE_AUTH already authenticated the connection."""
+        if not self.auth:
+            self.m1 = None
+
+    def end_m1(self):
+        """B and C consumed by a CHALLENGE_AUTH."""
         self.m1 = None
 
     def fork_l(self, with_a):

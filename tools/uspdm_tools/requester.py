@@ -351,6 +351,7 @@ class Requester:
         self.B = b""
         self.C = b""
         self.L = b""
+        self.authenticated = False  # a CHALLENGE_AUTH verified since GET_VERSION
 
     @property
     def hash_size(self):
@@ -700,6 +701,14 @@ class Requester:
     def _reset_L(self):
         self.L = b""
 
+    def _skip_challenge(self):
+        """GET_MEASUREMENTS / KEY_EXCHANGE / PSK_EXCHANGE ... end an unfinished CHALLENGE
+        sequence: M1 restarts at A, but only before the connection is authenticated
+        (libspdm_reset_message_buffer_via_request_code, on both sides)."""
+        if not self.authenticated:
+            self.B = b""
+            self.C = b""
+
     def get_digests(self):
         if not (self.rsp_flags & CAP_CERT):
             raise ProtocolError("responder has no CERT_CAP")
@@ -821,6 +830,7 @@ class Requester:
         verify_spdm_signature(key, self.version, self.hash, SIGN_CTX_CHALLENGE, m1, sig)
         self.B = b""
         self.C = b""
+        self.authenticated = True
         return {"slot": slot, "cert_chain_hash": chain_hash, "nonce": rsp_nonce, "summary_type": summary,
                 "summary_hash": summary_hash, "opaque": opaque, "signature": sig, "m1_len": len(m1)}
 
@@ -854,6 +864,7 @@ class Requester:
             context = context if context is not None else self.rng(8)
             req += context
         rsp = self.exchange(req, MEASUREMENTS, crypto=signed)
+        self._skip_challenge()
         if len(rsp) < 8:
             raise ProtocolError("MEASUREMENTS too short")
         nblocks = rsp[4]

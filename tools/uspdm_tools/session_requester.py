@@ -421,7 +421,7 @@ class SessionRequester(R.Requester):
                + os.urandom(32) + exch + struct.pack("<H", len(opq)) + opq)
         t0 = time.monotonic()
         rsp = self.exchange(req, KEY_EXCHANGE_RSP, crypto=True)
-        self.B = self.C = b""   # KEY_EXCHANGE ends an unfinished CHALLENGE sequence (M1)
+        self._skip_challenge()   # KEY_EXCHANGE ends an unfinished CHALLENGE sequence (M1)
         H, S = s.H, self.sig_size
         o = 4
         if len(rsp) < 40 + 96 + 2:
@@ -512,7 +512,7 @@ class SessionRequester(R.Requester):
                + struct.pack("<HHHH", s.req_sid, len(hint), len(ctx), len(opq)) + hint + ctx + opq)
         t0 = time.monotonic()
         rsp = self.exchange(req, PSK_EXCHANGE_RSP, crypto=True)
-        self.B = self.C = b""
+        self._skip_challenge()
         H = s.H
         if len(rsp) < 12:
             raise R.ProtocolError("PSK_EXCHANGE_RSP too short")
