@@ -232,6 +232,45 @@ def test_chunk_send_errors():
     assert ack[6 + 4] == 4
 
 
+def test_chunk_send_min_size_chunks():
+    # SPDM-Responder-Validator 19.1 / libspdm: every CHUNK_SEND but the last is between
+    # MinDataTransferSize (42) and the Responder's DataTransferSize, and the large
+    # message only has to exceed 42 bytes -- here 42-byte chunks to a 1024-byte DTS.
+    v = 0x12
+    p = Peer(make(), v)
+    gv = get_version()
+    a = gv + p.ok(gv, 0x04)
+    gc = get_caps(v, flags=0x6 | CHUNK_CAP, dts=4096, mx=4096)
+    caps = p.ok(gc, 0x61)
+    assert rd32(caps, 12) == 1024
+    a += gc + caps
+    na = big_algorithms(v)
+    c0 = chunk_send(v, 5, 0, na[:26], False, len(na))
+    c1 = chunk_send(v, 5, 1, na[26:56], False)
+    c2 = chunk_send(v, 5, 2, na[56:], True)
+    assert len(c0) == len(c1) == 42
+    assert p.x(c0) == bytes((v, 0x05, 0, 5)) + le16(0)
+    assert p.x(c1) == bytes((v, 0x05, 0, 5)) + le16(1)
+    ack = p.x(c2)
+    assert ack[:6] == bytes((v, 0x05, 0, 5)) + le16(2)
+    algs = ack[6:]
+    assert algs[1] == 0x63 and rd16(algs, 4) == len(algs) == 36 + 16
+    a += na + algs
+    ch = challenge(v)
+    resp = p.ok(ch, 0x03)
+    o = 4 + 48 + 32 + 2
+    assert verify_sig(v, "p384", "sha384", a + ch + resp[:o], CTX_C, resp[o:])
+    # a non-last chunk below MinDataTransferSize is an early error
+    p = Peer(make(), v)
+    p.vca(caps=get_caps(v, flags=0x6 | CHUNK_CAP, dts=4096, mx=4096))
+    p.x(chunk_send(v, 6, 0, na[:26], False, len(na)))
+    a = p.x(chunk_send(v, 6, 1, na[26:55], False))
+    assert a[:6] == bytes((v, 0x05, 1, 6)) + le16(1) and a[6:] == bytes((v, 0x7F, 0x01, 0))
+    # so is a large message of MinDataTransferSize or less
+    a = p.x(chunk_send(v, 6, 0, na[:26], False, 42))
+    assert a[2] == 1 and a[7] == 0x7F
+
+
 def test_request_too_large():
     v = 0x12
     p = Peer(make(data_transfer_size=48), v)

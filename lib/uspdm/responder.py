@@ -817,23 +817,27 @@ class Responder:
         if pr is None:
             return self._error(C.ERR_INVALID_REQUEST)
         last, handle, seq, size, large, at = pr
-        dts = self.cfg.data_transfer_size
+        # Every chunk but the last: MinDataTransferSize <= CHUNK_SEND size <= our
+        # DataTransferSize (larger ones got RequestTooLarge in _handle); the large
+        # message must exceed MinDataTransferSize (libspdm; validator 19.1 sends
+        # 42-byte chunks whatever our DataTransferSize).
+        mn = C.MIN_DATA_TRANSFER_SIZE_12
         inc = self.inc
         bad = False
         if inc is None:
-            if (seq != 0 or large is None or size > len(msg) - at or len(msg) != dts or last
-                    or large <= dts or large > self.cfg.max_spdm_msg_size or size > large):
+            if (seq != 0 or large is None or size > len(msg) - at or at + size < mn or last
+                    or large <= mn or large > self.cfg.max_spdm_msg_size or size > large):
                 bad = True
             else:
                 inc = self.inc = Incoming(handle, large)
                 inc.add(msg[at:at + size])
         else:
-            if (seq != ((inc.seq + 1) & 0xFFFF) or handle != inc.handle or size > len(msg) - at
-                    or inc.got + size > inc.size):
+            if (seq != ((inc.seq + 1) & 0xFFFF) or seq == 0 or handle != inc.handle
+                    or size > len(msg) - at or inc.got + size > inc.size):
                 bad = True
             elif last and inc.got + size != inc.size:
                 bad = True
-            elif not last and (inc.got + size >= inc.size or len(msg) != dts):
+            elif not last and (inc.got + size >= inc.size or at + size < mn):
                 bad = True
             else:
                 inc.seq = seq
