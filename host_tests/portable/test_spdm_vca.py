@@ -152,6 +152,11 @@ def test_algorithms_priority_and_pairs():
     # opaque format 0 requested: selected
     p = Peer(make(), 0x12)
     assert p.vca(algs=neg_algs(0x12, other=1))[-36:][7] == 1
+    # OtherParamsSupport is a set of formats: both offered -> exactly one selected,
+    # the general format 1 first (libspdm's priority); only unknown ones -> none
+    for offered, sel in ((3, 2), (0x0B, 2), (0x09, 1), (0x0C, 0), (0, 0)):
+        p = Peer(make(), 0x12)
+        assert p.vca(algs=neg_algs(0x12, other=offered))[-36:][7] == sel
 
 
 @parametrize("v", [0x10, 0x11, 0x12, 0x13])
@@ -177,8 +182,6 @@ def test_algorithms_invalid(v):
         bad = bytearray(neg_algs(v, tables=[(2, 0x10, 0)]))
         bad[33] = 0x30  # AlgCount fixed size 3
         cases.append(bytes(bad))
-    if v >= 0x12:
-        cases.append(neg_algs(v, other=3))                  # two opaque formats at once
     for c in cases:
         r = make()
         r.handle(get_version())

@@ -468,9 +468,13 @@ class Responder:
             return self._error(C.ERR_INVALID_REQUEST)
         opaque_sel = 0
         if v >= C.V12:
-            opaque_sel = msg[7] & C.OPAQUE_FMT_MASK
-            if opaque_sel not in (C.OPAQUE_FMT_NONE, C.OPAQUE_FMT_0, C.OPAQUE_FMT_1):
-                return self._error(C.ERR_INVALID_REQUEST)
+            # OtherParamsSupport lists every format the requester reads: select
+            # one, general format (1) first, as libspdm does; none known -> none
+            offered = msg[7]
+            if offered & C.OPAQUE_FMT_1:
+                opaque_sel = C.OPAQUE_FMT_1
+            elif offered & C.OPAQUE_FMT_0:
+                opaque_sel = C.OPAQUE_FMT_0
         if off != length:
             return self._error(C.ERR_INVALID_REQUEST)
         req_spec = msg[6]
