@@ -26,6 +26,7 @@ def test_deferred_challenge():
     err(p.x(get_digests(v)), 0x03)               # other requests: Busy
     err(p.x(rif(v, 0x83, (tok + 1) & 0xFF)), 0x01)  # wrong token
     err(p.x(rif(v, 0xE0, tok)), 0x01)            # wrong request code
+    err(p.x(rif(v, 0x83, tok) + b"\x00"), 0x01)  # RESPOND_IF_READY is a 4-byte header
     n = 0
     while r.work():
         n += 1

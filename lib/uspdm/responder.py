@@ -651,7 +651,8 @@ class Responder:
         p = self.pend
         if p is None:
             return self._error(C.ERR_UNEXPECTED_REQUEST)
-        if msg[2] != p.code or msg[3] != p.token:
+        if len(msg) != 4 or msg[2] != p.code or msg[3] != p.token:
+            # RESPOND_IF_READY is a bare header (libspdm: any other size is InvalidRequest)
             return self._error(C.ERR_INVALID_REQUEST)
         if p.sig is None:
             return self._not_ready()
