@@ -1,7 +1,8 @@
 """GET_DIGESTS, GET_CERTIFICATE, CHALLENGE / CHALLENGE_AUTH with M1 recomputed by the test."""
 from test_spdm_common import (
     parametrize, MEAS_DEF, Peer, challenge, chain_buffer, err, expected_block, get_caps, get_cert,
-    get_digests, get_meas, get_version, ids, make, make_identity, neg_algs, rd16, verify_sig)
+    get_digests, get_meas, get_version, ids, make, make_identity, neg_algs, rd16, rd24, rd32,
+    verify_sig)
 
 from uspdm.crypto import sha2
 
@@ -102,6 +103,43 @@ def test_cert_cap_off():
     err(p.x(get_digests(0x12)), 0x07, data=0x81)
     err(p.x(get_cert(0x12)), 0x07, data=0x82)
     err(p.x(challenge(0x12)), 0x07, data=0x83)
+
+
+def test_flags_without_cert_cap_stay_consistent():
+    # DSP0274 / validator assertion 2.x.13: CHAL_CAP or MEAS_CAP=2 (signed) need
+    # CERT_CAP (or PUB_KEY_ID_CAP, which uspdm does not offer)
+    for v in V:
+        r = make(cert_cap=False)
+        r.handle(get_version())
+        c = r.handle(get_caps(v))
+        flags = rd32(c, 8)
+        assert flags & 0x3E == 0x08, hex(flags)    # MEAS_CAP unsigned only; no CERT/CHAL
+    p = Peer(make(cert_cap=False), 0x12)
+    p.vca()
+    err(p.x(challenge(0x12)), 0x07, data=0x83)
+    err(p.x(get_meas(0x12, True)), 0x01)
+    assert p.x(get_meas(0x12, False))[1] == 0x60
+
+
+@parametrize("v", [0x11, 0x12])
+def test_opaque_data_and_1024_limit(v):
+    blob = bytes((1, 0, 0, 0, 0, 0, 4, 0, 0xAA, 0xBB, 0xCC, 0xDD))
+    for opaque, want in ((blob, blob), (bytes(1024), bytes(1024)), (bytes(1025), b"")):
+        p = Peer(make(opaque=opaque), v)
+        p.vca()
+        resp = p.ok(challenge(v, 0, 0), 0x03)
+        o = 4 + 48 + 32
+        assert rd16(resp, o) == len(want) and resp[o + 2:o + 2 + len(want)] == want
+        assert len(resp) == o + 2 + len(want) + 96
+        m = p.ok(get_meas(v, False, 0x41), 0x60)
+        o = 8 + rd24(m, 5) + 32
+        assert rd16(m, o) == len(want) and m[o + 2:] == want
+    # SPDM 1.2+ with OpaqueDataFmt none selected: no opaque data at all
+    if v >= 0x12:
+        p = Peer(make(opaque=blob), v)
+        p.vca(algs=neg_algs(v, other=0))
+        resp = p.ok(challenge(v, 0, 0), 0x03)
+        assert rd16(resp, 4 + 48 + 32) == 0
 
 
 def summary(kind, hashname):

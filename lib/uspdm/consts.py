@@ -149,6 +149,7 @@ SUMMARY_TCB = const(0x01)
 SUMMARY_ALL = const(0xFF)
 
 REQ_CONTEXT_SIZE = const(8)
+MAX_OPAQUE_SIZE = const(1024)  # OpaqueDataLength limit of every SPDM message
 
 CHUNK_EARLY_ERROR = const(0x01)
 

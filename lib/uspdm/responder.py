@@ -24,12 +24,12 @@ Config (plain attributes, defaults below):
   defer_signing       False True: CHALLENGE and signed GET_MEASUREMENTS answer ERROR
                             ResponseNotReady, the signature runs in work() slices and is
                             delivered on RESPOND_IF_READY
-  cert_cap, chal_cap  True
-  meas_cap            'signed' | 'unsigned' | None
+  cert_cap, chal_cap  True  (without cert_cap, CHAL_CAP is not advertised)
+  meas_cap            'signed' | 'unsigned' | None  ('signed' without cert_cap: unsigned)
   meas_fresh          False
   chunk_cap           True  (advertised for SPDM 1.2+)
   supported_slots     0xFF  SPDM 1.3 DIGESTS SupportedSlotMask
-  opaque              b''   OpaqueData of CHALLENGE_AUTH / MEASUREMENTS
+  opaque              b''   OpaqueData of CHALLENGE_AUTH / MEASUREMENTS (<= 1024 bytes, else none)
   dhe_priority, aead_priority, req_asym_priority, key_schedule_priority
                       []    AlgStruct selections (none yet; bit values, preferred first)
 
@@ -325,13 +325,15 @@ class Responder:
     def our_flags(self, v):
         c = self.cfg
         f = 0
+        # CHAL_CAP and signed MEAS_CAP need CERT_CAP (no PUB_KEY_ID_CAP here): DSP0274
+        # flag rules, asserted by the DMTF validator (2.x.13) and libspdm's requester
         if c.cert_cap:
             f |= C.CAP_CERT
-        if c.chal_cap:
-            f |= C.CAP_CHAL
-        if c.meas_cap == "signed":
+            if c.chal_cap:
+                f |= C.CAP_CHAL
+        if c.meas_cap == "signed" and c.cert_cap:
             f |= C.CAP_MEAS_SIG
-        elif c.meas_cap == "unsigned":
+        elif c.meas_cap in ("signed", "unsigned"):
             f |= C.CAP_MEAS_NO_SIG
         if c.meas_fresh and c.meas_cap:
             f |= C.CAP_MEAS_FRESH
@@ -664,7 +666,9 @@ class Responder:
     def _opaque(self):
         if self.version >= C.V12 and self.other_params == C.OPAQUE_FMT_NONE:
             return b""
-        return self.cfg.opaque or b""
+        o = self.cfg.opaque or b""
+        # DSP0274: OpaqueDataLength <= 1024; a longer configured blob is not sent
+        return o if len(o) <= C.MAX_OPAQUE_SIZE else b""
 
     # ------------------------------------------------------------ CHALLENGE
     def _challenge(self, msg):
