@@ -388,6 +388,23 @@ def test_session_requests_in_the_clear_not_negotiated():
     is_err(q.x(bytes((0x12, 0xEC, 0, 0))), 0x0B)        # END_SESSION: no capability of its own
 
 
+def test_session_only_requests_exact_size():
+    """HEARTBEAT, END_SESSION and PSK_FINISH only travel inside a session, so
+    there is no transport padding to tolerate: a wrong size is InvalidRequest
+    (libspdm's handlers), and the session goes on."""
+    mgr, r, q = established()
+    is_err(q.call(bytes((0x12, 0xE8, 0, 0, 0))), 0x01)
+    is_err(q.call(bytes((0x12, 0xEC, 0, 0, 0))), 0x01)
+    assert q.call(bytes((0x12, 0xE8, 0, 0))) == bytes((0x12, 0x68, 0, 0))
+    mgr, r, q = setup(0x12, NO_CLEAR_FLAGS)
+    q.psk_exchange(HINT, PSK)
+    is_err(q.call(bytes((0x12, 0xE7, 0, 0)) + bytes(49)), 0x01)
+    assert mgr.count() == 1
+    # PSK_FINISH outside a session at a responder without PSK context: not negotiated at all
+    mgr, r, q = setup(0x12, NO_CLEAR_FLAGS, psk_mode=S.PSK_NO_CONTEXT)
+    is_err(q.x(bytes((0x12, 0xE7, 0, 0)) + bytes(48)), 0x07)
+
+
 @parametrize("smv", [0x1100, 0x1200])
 def test_nonce_counter_big_endian_only_before_secured_1_2(smv):
     """DSP0277 1.2 defines the counter in the AEAD nonce as little endian

@@ -376,7 +376,8 @@ class SessionManager:
             # connection did not negotiate is UnsupportedRequest either way
             if (code == C.HEARTBEAT and not self._both(conn, C.CAP_HBEAT)) \
                     or (code == C.KEY_UPDATE and not self._both(conn, C.CAP_KEY_UPD)) \
-                    or (code == C.PSK_FINISH and not (self.psk_mode and conn.flags & (3 << PSK_CAP_SHIFT)
+                    or (code == C.PSK_FINISH and not (self.psk_mode == PSK_WITH_CONTEXT
+                                                      and conn.flags & (PSK_WITH_CONTEXT << PSK_CAP_SHIFT)
                                                       and conn.req_flags & (3 << PSK_CAP_SHIFT))):
                 return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code)
             return self._session_required(conn, code)
@@ -725,10 +726,15 @@ class SessionManager:
         if code == C.HEARTBEAT:
             if not self._both(conn, C.CAP_HBEAT):
                 return self._encode(s, self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code))
+            if len(msg) != 4:
+                # only ever inside a session, so no transport padding: exact size (libspdm)
+                return self._encode(s, self._err(conn, C.ERR_INVALID_REQUEST))
             return self._encode(s, bytes((conn.version, HEARTBEAT_ACK, 0, 0)))
         if code == C.KEY_UPDATE:
             return self._key_update(s, msg)
         if code == C.END_SESSION:
+            if len(msg) != 4:
+                return self._encode(s, self._err(conn, C.ERR_INVALID_REQUEST))
             out = self._encode(s, bytes((conn.version, END_SESSION_ACK, 0, 0)))
             if s.id in self.sessions:
                 self.end(s, "END_SESSION")
@@ -759,7 +765,8 @@ class SessionManager:
     def _psk_finish(self, s, msg):
         conn = s.conn
         h = s.ks.h
-        if len(msg) < 4 + h:
+        if len(msg) != 4 + h:
+            # only ever inside a session: exact size, as libspdm
             return self._encode(s, self._err(conn, C.ERR_INVALID_REQUEST))
         th = s.th.copy()
         th.update(msg[:4])
