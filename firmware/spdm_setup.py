@@ -56,6 +56,16 @@ def _config_bytes(cfg):
     return ";".join("%s=%r" % (k, cfg[k]) for k in keys).encode()
 
 
+DEFER_AUTO_MS = 250
+
+
+def defer_policy(setting, sign_ms):
+    """defer_signing setting (1/0/True/False/"auto") -> bool."""
+    if setting == "auto":
+        return sign_ms > DEFER_AUTO_MS
+    return bool(setting)
+
+
 def _exponent(us):
     """Smallest e with 2**e microseconds >= us."""
     e = 0
@@ -81,13 +91,16 @@ class SpdmContext:
             if isinstance(ap, str):   # from a settings file: "p256,p384"
                 ap = [a.strip() for a in ap.split(",") if a.strip()]
             c.asym_priority = [a for a in ap if a in HASH_OF] or c.asym_priority
-        # A signature takes long on a small board: answer ResponseNotReady and
-        # sign in slices from the idle loop, so MCTP keeps being served.
-        c.defer_signing = cfg.get("defer_signing", True)
         # Requests up to one MCTP message; larger ones come by CHUNK_SEND.
         c.data_transfer_size = min(cfg.get("data_transfer_size", 1024), max_message - 1)
         c.max_spdm_msg_size = cfg.get("max_spdm_msg_size", 4096)
         sign_ms = self._sign_ms(c.asym_priority[0])
+        # A signature takes long on a small board: answer ResponseNotReady and
+        # sign in slices from the idle loop, so MCTP keeps being served.
+        # "auto" (the default) defers only when signing would hold the link
+        # for long; a requester that does not handle ResponseNotReady (the
+        # DMTF validator's raw sends) wants defer_signing=0.
+        c.defer_signing = defer_policy(cfg.get("defer_signing", "auto"), sign_ms)
         # CT: the worst-case time of a signed response (the measured signing
         # time, which already counts the hashing around it twice); RDT
         # likewise, for the deferred answer (the requester retries after RDT,
@@ -107,8 +120,9 @@ class SpdmContext:
                                                 ticks_diff=getattr(board, "ticks_diff", None))
             self._attach = _session.attach
         self._prep = self._prepare_steps()
-        log("spdm: signing takes ~%d ms here: CT exponent %d, RDT exponent %d" % (
-            sign_ms, c.ct_exponent, c.rdt_exponent))
+        log("spdm: signing takes ~%d ms here: CT exponent %d, RDT exponent %d, %s" % (
+            sign_ms, c.ct_exponent, c.rdt_exponent,
+            "deferred (ResponseNotReady)" if c.defer_signing else "answered directly"))
         provisioned = [a for a in ("p384", "p256") if self.identity.provisioned_mask(a)]
         log("spdm: identity provisioned for %s; %d measurement blocks" % (
             ", ".join(provisioned) if provisioned else "nothing (run `uspdm provision`)",

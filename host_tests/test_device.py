@@ -212,3 +212,18 @@ def test_asym_priority_from_a_settings_string():
     # BaseAsymSel u32 at 12, BaseHashSel u32 at 16
     assert int.from_bytes(rsp[12:16], "little") == 0x10
     assert int.from_bytes(rsp[16:20], "little") == 0x1
+
+
+def test_defer_auto_answers_directly_when_signing_is_fast():
+    # defer_signing="auto" (the boards' default): a board that signs quickly
+    # answers CHALLENGE at once (what a requester without RESPOND_IF_READY needs)
+    from device import Device
+    from spdm_setup import DEFER_AUTO_MS, defer_policy
+
+    assert defer_policy("auto", DEFER_AUTO_MS + 1) and not defer_policy("auto", 5)
+    assert defer_policy(1, 5) and not defer_policy(0, 10 ** 6)
+    d = Device(FakeBoard(defer_signing="auto"), log=lambda m: None)
+    h = Host(d)
+    vca(h)
+    rsp = h.spdm(bytes((0x12, 0x83, 0, 0)) + bytes(32))
+    assert rsp[1] == 0x03, rsp.hex()
