@@ -519,8 +519,24 @@ class Responder:
         resp += bytes(11) + bytes((0, 0, 0, 0, 0))  # Reserved[11], MELSpecSel, ExtAsym/ExtHash counts, Reserved u16
         prio = dict(self._tables())
         if v >= C.V11:
+            sel = {}
             for t, sup in tables:
-                resp += bytes((t, 0x20)) + p16(_select(prio.get(t, ()), sup))
+                sel[t] = _select(prio.get(t, ()), sup)
+                resp += bytes((t, 0x20)) + p16(sel[t])
+            # what libspdm's responder refuses: a session capability both
+            # sides have, without the algorithm it needs
+            both = self.flags & self.req_flags
+            kex = both & C.CAP_KEY_EX
+            psk = (self.flags & C.CAP_PSK_MASK) and (self.req_flags & C.CAP_PSK_MASK)
+            if kex and not sel.get(C.ALG_TYPE_DHE):
+                return self._error(C.ERR_INVALID_REQUEST)
+            if both & (C.CAP_ENCRYPT | C.CAP_MAC) and not sel.get(C.ALG_TYPE_AEAD):
+                return self._error(C.ERR_INVALID_REQUEST)
+            if kex or psk:
+                if sel.get(C.ALG_TYPE_KEY_SCHEDULE) != C.KEY_SCHEDULE_SPDM:
+                    return self._error(C.ERR_INVALID_REQUEST)
+                if v >= C.V12 and opaque_sel != C.OPAQUE_FMT_1:
+                    return self._error(C.ERR_INVALID_REQUEST)
         resp = bytes(resp)
         err = self._size_err(len(resp))
         if err is not None:
