@@ -59,6 +59,19 @@ def _config_bytes(cfg):
 DEFER_AUTO_MS = 250
 
 
+def parse_versions(setting):
+    """"1.0,1.1,1.2" (a settings string) or a list of ints -> [0x10, 0x11, 0x12];
+    unknown entries are left out."""
+    if isinstance(setting, str):
+        out = []
+        for part in setting.split(","):
+            part = part.strip()
+            if len(part) == 3 and part[1] == "." and part[0] == "1" and part[2] in "0123":
+                out.append(0x10 + int(part[2]))
+        return out
+    return [v for v in setting if v in (0x10, 0x11, 0x12, 0x13)]
+
+
 def defer_policy(setting, sign_ms):
     """defer_signing setting (1/0/True/False/"auto") -> bool."""
     if setting == "auto":
@@ -91,6 +104,10 @@ class SpdmContext:
             if isinstance(ap, str):   # from a settings file: "p256,p384"
                 ap = [a.strip() for a in ap.split(",") if a.strip()]
             c.asym_priority = [a for a in ap if a in HASH_OF] or c.asym_priority
+        if "versions" in cfg:   # e.g. "1.0,1.1,1.2"
+            vs = parse_versions(cfg["versions"])
+            if vs:
+                c.versions = vs
         # Requests up to one MCTP message; larger ones come by CHUNK_SEND.
         c.data_transfer_size = min(cfg.get("data_transfer_size", 1024), max_message - 1)
         c.max_spdm_msg_size = cfg.get("max_spdm_msg_size", 4096)

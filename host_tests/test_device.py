@@ -227,3 +227,16 @@ def test_defer_auto_answers_directly_when_signing_is_fast():
     vca(h)
     rsp = h.spdm(bytes((0x12, 0x83, 0, 0)) + bytes(32))
     assert rsp[1] == 0x03, rsp.hex()
+
+
+def test_versions_setting_limits_what_the_board_offers():
+    from device import Device
+    from spdm_setup import parse_versions
+
+    assert parse_versions("1.0, 1.1,1.2") == [0x10, 0x11, 0x12]
+    assert parse_versions("1.4,x") == []
+    d = Device(FakeBoard(versions="1.0,1.1,1.2"), log=lambda m: None)
+    rsp = Host(d).spdm(b"\x10\x84\x00\x00")
+    n = rsp[5]
+    entries = [rsp[6 + 2 * i + 1] for i in range(n)]   # VersionNumberEntry u16 LE: major/minor in the high byte
+    assert entries == [0x10, 0x11, 0x12]
