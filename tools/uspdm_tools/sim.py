@@ -202,9 +202,11 @@ def write_settings(flash, pairs):
             return False
         k, v = kv.split("=", 1)
         cur[k.strip()] = v.strip()
+    from .deploy import format_settings
+
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        f.write("".join("%s=%s\n" % (k, cur[k]) for k in sorted(cur)))
+        f.write(format_settings(cur))
     return True
 
 
