@@ -51,6 +51,15 @@ def main(argv=None):
         return args.func(args) or 0
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        # an unexpected error's text may quote what a device sent: escape it like every report
+        import traceback
+
+        from .screen import line
+
+        for ln in traceback.format_exc().splitlines():
+            sys.stderr.write(line(ln + "\n"))
+        return 1
 
 
 if __name__ == "__main__":

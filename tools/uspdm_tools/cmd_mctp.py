@@ -3,6 +3,7 @@ import json
 import sys
 
 from .link import SerialLink, Unreachable
+from .screen import say
 
 TYPE_NAMES = {0x00: "MCTP control", 0x05: "SPDM", 0x06: "secured SPDM", 0xFF: "MCTP base"}
 EP_TYPES = {0: "simple endpoint", 1: "bus owner/bridge"}
@@ -57,23 +58,26 @@ def run(args):
             if args.set_eid is not None:
                 cc, data = link.control(0x01, bytes((0x00, args.set_eid)))
                 if cc != 0:
-                    print("Set Endpoint ID %d refused (completion code %d)" % (args.set_eid, cc), file=sys.stderr)
+                    say("Set Endpoint ID %d refused (completion code %d)" % (args.set_eid, cc), file=sys.stderr)
                     return 3
                 accepted = ((data[0] >> 4) & 3) == 0
-                print("Set Endpoint ID: %s, EID now %d" % ("accepted" if accepted else "rejected", data[1]))
+                say("Set Endpoint ID: %s, EID now %d" % ("accepted" if accepted else "rejected", data[1]))
                 link.eid = data[1]
             info = probe(link)
     except Unreachable as e:
-        print("unreachable: %s" % e, file=sys.stderr)
+        say("unreachable: %s" % e, file=sys.stderr)
         return 2
+    except ValueError as e:
+        say("protocol error: %s" % e, file=sys.stderr)
+        return 3
     if args.json:
         out = dict(info)
         out["versions"] = {"0x%02x" % k: v for k, v in info["versions"].items()}
-        print(json.dumps(out, indent=2))
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return 0
-    print("MCTP endpoint on %s" % args.port)
-    print("  EID            %d (%s, %s)" % (info["eid"], info["eid_type"], info["endpoint_type"]))
-    print("  message types  %s" % ", ".join("0x%02x %s" % (t, TYPE_NAMES.get(t, "")) for t in info["message_types"]))
+    say("MCTP endpoint on %s" % args.port)
+    say("  EID            %d (%s, %s)" % (info["eid"], info["eid_type"], info["endpoint_type"]))
+    say("  message types  %s" % ", ".join("0x%02x %s" % (t, TYPE_NAMES.get(t, "")) for t in info["message_types"]))
     for t, v in info["versions"].items():
-        print("  %-14s %s" % (TYPE_NAMES.get(t, "0x%02x" % t), ", ".join(v) if v else "not supported"))
+        say("  %-14s %s" % (TYPE_NAMES.get(t, "0x%02x" % t), ", ".join(v) if v else "not supported"))
     return 0

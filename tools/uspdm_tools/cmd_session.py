@@ -22,6 +22,7 @@ import sys
 import time
 
 from . import requester as R
+from .screen import say
 from .session_requester import SessionError, SessionRequester
 
 EXIT_OK, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_PROTOCOL, EXIT_UNTRUSTED = 0, 1, 2, 3, 4
@@ -168,7 +169,7 @@ def run(args):
     kw = {"timeout": args.timeout}
     if args.eid is not None:
         kw["eid"] = args.eid
-    log = None if args.json else (lambda s: print(s, flush=True))
+    log = None if args.json else (lambda s: (say(s), sys.stdout.flush()))
     rep = {"port": args.port}
     try:
         link = LinkAdapter(link_mod.SerialLink(args.port, **kw), link_mod.Unreachable)
@@ -199,11 +200,11 @@ def _done(args, rep, code, verdict):
         print(json.dumps(rep, indent=2))
     else:
         if code == EXIT_OK:
-            print("session: %s, SPDM %s, secured messages %s, id %s, heartbeat %ss" % (
+            say("session: %s, SPDM %s, secured messages %s, id %s, heartbeat %ss" % (
                 rep.get("kind"), rep.get("version"), rep.get("secured_message_version"), rep.get("session_id"),
                 rep.get("heartbeat_period_s")))
-            print("established in %.1f ms; %d measurement blocks read inside the session; total %.1f ms" % (
+            say("established in %.1f ms; %d measurement blocks read inside the session; total %.1f ms" % (
                 rep.get("establishment_ms", 0), len(rep.get("measurements", [])), rep.get("total_ms", 0)))
-        print("result: %s" % verdict)
+        say("result: %s" % verdict)
     sys.stdout.flush()
     return code

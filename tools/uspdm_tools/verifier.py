@@ -15,6 +15,7 @@ import sys
 import time
 
 from . import certs as certs_mod
+from .screen import escape, line as screen_line, say
 from .requester import (
     ASYM_NAMES, ASYM_TO_ALG, CAP_MEAS_MASK, CAP_MEAS_SIG, HASHES, MEAS_HASH_NAMES, MEAS_TYPES,
     ProtocolError, Requester, SpdmError, Unreachable, VerificationError, cap_names, measurement_summary,
@@ -357,7 +358,10 @@ def report_json(rep):
 
 
 def report_text(rep, out):
-    w = out.write
+    # every line is escaped as a whole: device text (subjects, file names, error data) cannot move
+    # the cursor, erase a line or start a line of its own
+    def w(s):
+        out.write(screen_line(s))
     c = rep.get("connection")
     if c:
         w("Connection    SPDM %s (responder offers %s)\n" % (c["version"], ", ".join(c["versions_offered"])))
@@ -611,7 +615,7 @@ def cmd_golden(args, transport=None):
         if own:
             _close(transport)
     if code != EXIT_TRUSTED:
-        print("uspdm golden: %s -- %s; no golden file written" % (rep["verdict"], rep["reason"]), file=sys.stderr)
+        say("uspdm golden: %s -- %s; no golden file written" % (rep["verdict"], rep["reason"]), file=sys.stderr)
         return code
     m = rep["measurements"]
     doc = {
