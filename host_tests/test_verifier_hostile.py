@@ -2,11 +2,14 @@
 firmware, or a device that never ends a message), against our responder in process."""
 import json
 import re
+import struct
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from uspdm_tools import certs, cmd_mctp, cmd_session, screen, verifier
+from uspdm_tools import requester as rq
+from uspdm_tools.session_requester import SessionRequester
 from uspdm_tools.cli import build_parser
 from uspdm_tools.loopback import LoopbackTransport
 
@@ -118,6 +121,8 @@ def test_session_report_escaped(capsys):
 
 def test_mctp_report_escaped(monkeypatch, capsys):
     class Link:
+        timeout = 5.0
+
         def __init__(self, *a, **kw):
             pass
 
@@ -127,9 +132,117 @@ def test_mctp_report_escaped(monkeypatch, capsys):
         def __exit__(self, *a):
             return False
 
-        def control(self, cmd, data=b"", eid=None):
+        def control(self, cmd, data=b"", eid=None, timeout=None):
             raise ValueError("garbled frame \x1b]2;title\x07")
     monkeypatch.setattr(cmd_mctp, "SerialLink", Link)
     rc = cmd_mctp.run(build_parser().parse_args(["mctp", "--port", "x"]))
     err = capsys.readouterr().err
     assert rc == 3 and not _CTRL.search(err) and "\\x1b]2;title\\x07" in err
+
+
+# ------------------------------------------------------------ 11.10: the verifier cannot be hung
+
+class Hostile(LoopbackTransport):
+    """A genuine board until the signed GET_MEASUREMENTS; that answer is a LargeResponse whose
+    CHUNK_GET reassembly is `inner()` (another LargeResponse, or chunks that never end).  Refuses
+    to go on for ever itself (a test never hangs): after `limit` CHUNK_GETs it stops answering."""
+
+    def __init__(self, r, mode, clock=None, limit=2000):
+        LoopbackTransport.__init__(self, r)
+        self.mode = mode
+        self.clock = clock
+        self.chunk_gets = 0
+        self.limit = limit
+
+    def spdm(self, req, timeout=None):
+        if self.clock is not None:
+            self.clock.t += 0.05   # every message takes 50 ms
+        if req[1] == 0xE0 and req[2] & 1:
+            return bytes((req[0], 0x7F, 0x0F, 0x00, 0x07))   # ERROR LargeResponse, handle 7
+        if req[1] == 0x86:
+            self.chunk_gets += 1
+            if self.chunk_gets > self.limit:
+                raise TimeoutError("test transport gives up")
+            seq = req[4] | (req[5] << 8)
+            if self.mode == "nested":   # the reassembled response: ERROR LargeResponse again
+                payload = bytes((req[0], 0x7F, 0x0F, 0x00, 0x07))
+                hdr = struct.pack("<BBBBHHI", req[0], 0x06, 1, 7, seq, 0, len(payload))
+                return hdr + struct.pack("<I", len(payload)) + payload
+            # "endless": 1 byte per chunk of a 60000-byte response
+            hdr = struct.pack("<BBBBHHI", req[0], 0x06, 0, 7, seq, 0, 1)
+            if seq == 0:
+                hdr += struct.pack("<I", 60000)
+            return hdr + b"\x00"
+        return LoopbackTransport.spdm(self, req, timeout)
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_nested_large_response_is_a_protocol_error(tmp_path, ca):
+    b = Board(tmp_path, ca)
+    t = Hostile(b.responder(), "nested")
+    code, rep = verifier.attest(t, ca.root_cert, requester_opts={"timeout": 1.0})
+    assert code == verifier.EXIT_PROTOCOL, rep["reason"]
+    assert "LargeResponse" in rep["reason"] and rep["verdict"] == "PROTOCOL ERROR"
+    assert t.chunk_gets == 1
+
+
+def test_overall_deadline_ends_an_endless_answer(tmp_path, ca):
+    b = Board(tmp_path, ca)
+    clock = FakeClock()
+    t = Hostile(b.responder(), "endless", clock=clock)
+    code, rep = verifier.attest(t, ca.root_cert, requester_opts={"timeout": 5.0, "deadline": 30, "clock": clock})
+    assert code == verifier.EXIT_UNREACHABLE, rep["reason"]
+    assert rep["verdict"] == "DEADLINE EXCEEDED" and "30 s" in rep["reason"] and "measurements" in rep["reason"]
+    # 30 s at 50 ms per message: about 600 messages, then it stops
+    assert 400 < t.chunk_gets < 700, t.chunk_gets
+
+
+def test_deadline_cuts_each_message_timeout(tmp_path, ca):
+    b = Board(tmp_path, ca)
+    clock = FakeClock()
+    seen = []
+
+    class Rec(LoopbackTransport):
+        def spdm(self, req, timeout=None):
+            seen.append(timeout)
+            clock.t += 4.0
+            return LoopbackTransport.spdm(self, req, timeout)
+    q = rq.Requester(Rec(b.responder()), timeout=5.0, deadline=10, clock=clock)
+    with pytest.raises(rq.DeadlineExceeded):
+        q.init_connection()
+        q.get_digests()
+    assert seen[:3] == [5.0, 5.0, 2.0]
+
+
+def test_deadline_inside_a_session():
+    import test_session_host as TSH
+
+    clock = FakeClock()
+    mgr, r, link = TSH.board()
+    q = SessionRequester(link, version="1.2", algs=("p384",), sleep=lambda t: None, deadline=50, clock=clock)
+    q.init_connection()
+    s = q.psk_exchange(TSH.HINT, TSH.PSK)
+    if s.psk_context:
+        q.psk_finish(s)
+    inner = q.in_session(s)
+    inner.get_measurements(0, False)
+    clock.t += 60
+    with pytest.raises(rq.DeadlineExceeded):
+        q.heartbeat(s)
+    with pytest.raises(rq.DeadlineExceeded):
+        inner.get_measurements(0, False)
+
+
+def test_cli_deadline_option_documented():
+    for cmd in ("attest", "golden", "session", "mctp"):
+        a = build_parser().parse_args([cmd, "--port", "x"])
+        assert a.deadline > 0
+        a = build_parser().parse_args([cmd, "--port", "x", "--deadline", "7"])
+        assert a.deadline == 7

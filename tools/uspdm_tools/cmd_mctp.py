@@ -1,6 +1,7 @@
 """uspdm mctp: probe an MCTP endpoint over a serial port (EID, message types, versions)."""
 import json
 import sys
+import time
 
 from .link import SerialLink, Unreachable
 from .screen import say
@@ -14,7 +15,9 @@ def register(sub):
     p.add_argument("--port", required=True, help="serial port (/dev/ttyACM0, a sim pty, socket://host:port)")
     p.add_argument("--eid", type=lambda s: int(s, 0), default=0, help="target EID (default 0: null, any endpoint)")
     p.add_argument("--set-eid", type=lambda s: int(s, 0), metavar="EID", help="assign this EID (Set Endpoint ID)")
-    p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each answer (default 5)")
+    p.add_argument("--deadline", type=float, default=60.0,
+                   help="seconds the whole probe may take, however the endpoint answers (default 60)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
@@ -29,8 +32,28 @@ def version_str(entry):
     return s
 
 
-def probe(link, eid=None):
+class _Bounded:
+    """link.control with every timeout cut to what is left of an overall deadline."""
+
+    def __init__(self, link, deadline, clock=time.monotonic):
+        self.link = link
+        self.clock = clock
+        self.deadline = deadline
+        self.at = None if deadline is None else clock() + deadline
+
+    def control(self, command, data=b"", eid=None):
+        timeout = self.link.timeout
+        if self.at is not None:
+            left = self.at - self.clock()
+            if left <= 0:
+                raise Unreachable("probe not done within the overall deadline of %g s" % self.deadline)
+            timeout = min(timeout, left)
+        return self.link.control(command, data, eid=eid, timeout=timeout)
+
+
+def probe(link, eid=None, deadline=None):
     info = {}
+    link = _Bounded(link, deadline)
     cc, data = link.control(0x02, eid=eid)
     if cc != 0 or len(data) < 2:
         raise ValueError("Get Endpoint ID failed (completion code %d)" % cc)
@@ -63,7 +86,7 @@ def run(args):
                 accepted = ((data[0] >> 4) & 3) == 0
                 say("Set Endpoint ID: %s, EID now %d" % ("accepted" if accepted else "rejected", data[1]))
                 link.eid = data[1]
-            info = probe(link)
+            info = probe(link, deadline=getattr(args, "deadline", None))
     except Unreachable as e:
         say("unreachable: %s" % e, file=sys.stderr)
         return 2

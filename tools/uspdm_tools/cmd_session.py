@@ -70,6 +70,8 @@ def register(sub):
     p.add_argument("--clear-handshake", action="store_true",
                    help="offer HANDSHAKE_IN_THE_CLEAR (FINISH/FINISH_RSP unencrypted)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer")
+    p.add_argument("--deadline", type=float, default=300.0,
+                   help="seconds the whole session run may take, however the board answers (default 300)")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=run)
 
@@ -177,11 +179,14 @@ def run(args):
         return _done(args, rep, EXIT_UNREACHABLE, "UNREACHABLE: %s" % e)
     try:
         q = SessionRequester(link, version=args.spdm_version, algs=(args.alg,),
-                             clear_handshake=args.clear_handshake, timeout=args.timeout)
+                             clear_handshake=args.clear_handshake, timeout=args.timeout,
+                             deadline=getattr(args, "deadline", None))
         if log:
             log("uspdm session: %s session with %s" % ("PSK" if psk is not None else "certificate", args.port))
         rep.update(exercise(q, args.slot, hint, psk, root, log))
         code, verdict = EXIT_OK, "OK"
+    except R.DeadlineExceeded as e:
+        code, verdict = EXIT_UNREACHABLE, "DEADLINE EXCEEDED: %s" % e
     except R.Unreachable as e:
         code, verdict = EXIT_UNREACHABLE, "UNREACHABLE: %s" % e
     except (R.VerificationError, SessionError) as e:

@@ -167,6 +167,11 @@ class Unreachable(SpdmError):
     """The responder did not answer (transport timeout or I/O failure)."""
 
 
+class DeadlineExceeded(Unreachable):
+    """The whole command did not complete within its overall deadline (the
+    responder may keep answering: a per-message timeout alone cannot end it)."""
+
+
 class ProtocolError(SpdmError):
     """Malformed or unexpected response, or an SPDM ERROR response.
 
@@ -309,8 +314,13 @@ class Requester:
     def __init__(self, transport, version=None, algs=("p384", "p256"), timeout=5.0,
                  data_transfer_size=4096, max_spdm_msg_size=65536, cert_portion=1024,
                  rnr_retries=20, rnr_timeout=60.0, busy_retries=3, ct_exponent=0,
-                 structure_tables=True, rng=os.urandom, sleep=time.sleep):
+                 structure_tables=True, rng=os.urandom, sleep=time.sleep, deadline=None, clock=time.monotonic):
+        """deadline: seconds from now within which everything this requester does must complete
+        (None: no overall bound); every message's timeout is cut to what is left."""
         self.t = transport
+        self.clock = clock
+        self.deadline_s = deadline
+        self.deadline_at = None if deadline is None else clock() + deadline
         self.want_version = parse_version(version) if version is not None else None
         for a in algs:
             if a not in ALGS:
@@ -369,7 +379,18 @@ class Requester:
         return bytes((self.version if ver is None else ver, code, p1, p2))
 
     # ---- transport
+    def budget(self, timeout, what=None):
+        """`timeout` cut to the time left before the overall deadline; DeadlineExceeded when none is left."""
+        if self.deadline_at is None:
+            return timeout
+        left = self.deadline_at - self.clock()
+        if left <= 0:
+            raise DeadlineExceeded("not done within the overall deadline of %g s%s" % (
+                self.deadline_s, (" (at %s)" % what) if what else ""))
+        return min(timeout, left) if timeout is not None else left
+
     def _xfer(self, req, timeout):
+        timeout = self.budget(timeout, CODE_NAMES.get(req[1], "0x%02X" % req[1]))
         try:
             rsp = self.t.spdm(bytes(req), timeout)
         except TimeoutError as e:
@@ -426,7 +447,12 @@ class Requester:
                 if len(rsp) < 5:
                     raise ProtocolError("LargeResponse without a handle")
                 rsp = self._chunk_get(rsp[4], stats)
-                continue
+                # what CHUNK_GET reassembles is the response itself: another LargeResponse (or a
+                # ResponseNotReady) inside it is a protocol error, not a reason to go on forever
+                if rsp[1] == ERROR and rsp[2] in (ERR_RESPONSE_NOT_READY, ERR_LARGE_RESPONSE):
+                    raise ProtocolError("the large response reassembled by CHUNK_GET is itself an ERROR %s"
+                                        % ERROR_NAMES.get(rsp[2]))
+                break
             if len(rsp) < 8:
                 raise ProtocolError("ResponseNotReady without its extended data")
             rdt_exp, req_code, token, rdtm = rsp[4], rsp[5], rsp[6], rsp[7]
@@ -442,7 +468,7 @@ class Requester:
             if left <= 0:
                 raise Unreachable("%s: no response within %.0f s of ResponseNotReady" % (
                     CODE_NAMES.get(req[1], "?"), self.rnr_timeout))
-            self.sleep(min(rdt, left))
+            self.sleep(self.budget(min(rdt, left), "RESPOND_IF_READY"))
             rir = self._hdr(RESPOND_IF_READY, req[1], token)
             # the responder must have the response ready within RDT*RDTM
             rsp = self._xfer(rir, self.timeout + rdt * max(rdtm, 1))

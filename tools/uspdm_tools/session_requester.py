@@ -274,7 +274,7 @@ class SecureTransport:
         self.s = session
 
     def spdm(self, req, timeout=None):
-        body = self.s.encode(req)
+        body = self.s.encode(req)  # timeout: already cut to the requester's overall deadline
         rsp = self.link.secured(body, timeout)
         return self.s.decode(rsp)
 
@@ -372,7 +372,8 @@ class SessionRequester(R.Requester):
         name = name or R.CODE_NAMES.get(req[1], "0x%02X" % req[1])
         t0 = time.monotonic()
         try:
-            body = self.link.secured(s.encode(req), timeout if timeout is not None else self.timeout)
+            body = self.link.secured(s.encode(req), self.budget(timeout if timeout is not None else self.timeout,
+                                                                name))
         except (TimeoutError, OSError) as e:
             raise R.Unreachable("no answer to %s inside the session: %s" % (name, e))
         except Exception as e:
@@ -584,7 +585,7 @@ class SessionRequester(R.Requester):
         op = UPDATE_ALL_KEYS if all_keys else UPDATE_KEY
         tag = os.urandom(1)[0]
         req = self._hdr(KEY_UPDATE, op, tag)
-        body = self.link.secured(s.encode(req), self.timeout)
+        body = self.link.secured(s.encode(req), self.budget(self.timeout, "KEY_UPDATE"))
         if all_keys:
             s.rsp = s.next_secret("rsp_app")
         rsp = s.decode(body)

@@ -18,7 +18,7 @@ from . import certs as certs_mod
 from .screen import escape, line as screen_line, say
 from .requester import (
     ASYM_NAMES, ASYM_TO_ALG, CAP_MEAS_MASK, CAP_MEAS_SIG, HASHES, MEAS_HASH_NAMES, MEAS_TYPES,
-    ProtocolError, Requester, SpdmError, Unreachable, VerificationError, cap_names, measurement_summary,
+    DeadlineExceeded, ProtocolError, Requester, SpdmError, Unreachable, VerificationError, cap_names, measurement_summary,
     version_str,
 )
 
@@ -34,13 +34,18 @@ EXIT_TEXT = """exit status:
      --golden) every measurement matches.  Without --golden the measurements
      are signed and verified but reported UNCHECKED; identity alone decides.
   1  usage or local error (bad arguments, unreadable root or golden file)
-  2  unreachable: the board did not answer (port missing, timeout)
+  2  unreachable: the board did not answer (port missing, timeout), or the
+     command did not complete within --deadline seconds
   3  protocol error: malformed/unexpected response or an SPDM ERROR
   4  untrusted identity: chain, profile, digest or signature check failed
   5  measurement mismatch: identity trusted, measurements differ from golden
 """
 
 GOLDEN_FORMAT = "uspdm-golden/1"
+# overall bound on one attest/golden/session run: a slow honest board (signing on the M0 takes
+# seconds; ResponseNotReady waits up to 60 s per request) finishes well within it, a responder that
+# keeps answering without ever completing does not keep the verifier busy beyond it
+DEFAULT_DEADLINE = 300
 
 
 class UsageError(Exception):
@@ -316,6 +321,8 @@ def attest(transport, root_cert, golden=None, version=None, slot=0, algs=("p384"
         if sess is not None:
             stage = "end session"
             r.end_session(sess)
+    except DeadlineExceeded as e:
+        return _finish(rep, EXIT_UNREACHABLE, "DEADLINE EXCEEDED", "%s (during %s)" % (e, stage))
     except Unreachable as e:
         return _finish(rep, EXIT_UNREACHABLE, "UNREACHABLE", "%s (during %s)" % (e, stage))
     except ProtocolError as e:
@@ -492,6 +499,10 @@ def _close(t):
             pass
 
 
+def _requester_opts(args):
+    return {"timeout": args.timeout, "deadline": getattr(args, "deadline", DEFAULT_DEADLINE)}
+
+
 def _algs(a):
     return ("p384", "p256") if a in (None, "any") else (a,)
 
@@ -510,6 +521,9 @@ def _common(p):
     p.add_argument("--alg", choices=["p384", "p256", "any"], default="any",
                    help="signature algorithm to offer (default: both, the board chooses)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each answer (default 5)")
+    p.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE,
+                   help="seconds the whole command may take, however the board answers (default %d)"
+                   % DEFAULT_DEADLINE)
 
 
 def _usage_exit(p):
@@ -571,7 +585,7 @@ def cmd_attest(args, transport=None):
     try:
         code, rep = attest(transport, root, golden, version=args.spdm_version, slot=args.slot,
                            algs=_algs(args.alg), progress=progress, golden_meta=golden_meta,
-                           requester_opts={"timeout": args.timeout}, session=getattr(args, "session", False))
+                           requester_opts=_requester_opts(args), session=getattr(args, "session", False))
     finally:
         progress.done()
         if own:
@@ -610,7 +624,7 @@ def cmd_golden(args, transport=None):
     try:
         code, rep = attest(transport, root, None, version=args.spdm_version, slot=args.slot,
                            algs=_algs(args.alg), progress=Progress("certificate", sys.stderr.isatty()),
-                           requester_opts={"timeout": args.timeout})
+                           requester_opts=_requester_opts(args))
     finally:
         if own:
             _close(transport)
