@@ -39,12 +39,21 @@ def sources(root=REPO_ROOT, trees=TREES):
                     yield os.path.relpath(os.path.join(dirpath, fn), root)
 
 
+def needs_native(path):
+    """True for a module of native (viper) kernels, which only compiles for
+    an architecture (its importer falls back to a pure-Python twin)."""
+    with open(path) as f:
+        return "@micropython.viper" in f.read()
+
+
 def build(arches=ARCHES, out="build", root=REPO_ROOT, quiet=False):
     exe = mpy_cross()
     errors = []
     count = 0
     for arch in arches:
         for rel in sources(root):
+            if arch == "bytecode" and needs_native(os.path.join(root, rel)):
+                continue  # viper kernel: the port falls back to its pure-Python twin
             dst_dir = os.path.join(root, out, arch, os.path.dirname(rel))
             os.makedirs(dst_dir, exist_ok=True)
             base = os.path.basename(rel)

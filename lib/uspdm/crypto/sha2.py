@@ -350,13 +350,133 @@ class _Replay:
         return o
 
 
+class _Sha512K:
+    """SHA-512/384 over the viper compression kernel (_sha512v): the state
+    is 16 native 32-bit words in a bytearray (no big ints), blocks are
+    compressed straight from the caller's buffer."""
+
+    digest_size = 64
+    block_size = 128
+    name = "sha512"
+    _iv = None  # bytes of 16 words, set by _init_kernel()
+
+    def __init__(self, data=b""):
+        self._h = bytearray(self._iv)
+        self._buf = bytearray(128)
+        self._nb = 0  # bytes buffered
+        self._n = 0
+        if data:
+            self.update(data)
+
+    def update(self, data):
+        n = len(data)
+        if not n:
+            return
+        self._n += n
+        buf = self._buf
+        nb = self._nb
+        off = 0
+        if nb:
+            take = 128 - nb
+            if n < take:
+                buf[nb:nb + n] = data
+                self._nb = nb + n
+                return
+            buf[nb:128] = data[:take]
+            _vcompress(self._h, buf, 0, 1)
+            off = take
+            self._nb = 0
+        nblk = (n - off) >> 7
+        if nblk:
+            _vcompress(self._h, data, off, nblk)
+            off += nblk << 7
+        if off < n:
+            self._nb = n - off
+            buf[0:n - off] = data[off:]
+
+    def _final(self):
+        h = bytearray(self._h)
+        nb = self._nb
+        tail = bytearray(256)
+        tail[0:nb] = self._buf[0:nb]
+        tail[nb] = 0x80
+        nblk = 1 if nb < 112 else 2
+        tail[nblk * 128 - 16:nblk * 128] = (self._n * 8).to_bytes(16, "big")
+        _vcompress(h, tail, 0, nblk)
+        return h
+
+    def digest(self):
+        h = _words_be(self._final())
+        return bytes(h[:self.digest_size])
+
+    def hexdigest(self):
+        return _hex(self.digest())
+
+    def copy(self):
+        o = object.__new__(self.__class__)
+        o._h = bytearray(self._h)
+        o._buf = bytearray(self._buf)
+        o._nb = self._nb
+        o._n = self._n
+        return o
+
+
+class _Sha384K(_Sha512K):
+    digest_size = 48
+    name = "sha384"
+
+
+def _words(vals):
+    """64-bit ints -> bytearray of native 32-bit words (high, low)."""
+    from array import array
+
+    a = array("I", bytes(8 * len(vals)))
+    for i in range(len(vals)):
+        a[2 * i] = vals[i] >> 32
+        a[2 * i + 1] = vals[i] & _M32
+    return bytearray(a)
+
+
+def _words_be(b):
+    """Native 32-bit words -> big-endian bytes (the digest order)."""
+    from array import array
+
+    a = array("I", b)
+    out = bytearray(4 * len(a))
+    for i in range(len(a)):
+        out[4 * i:4 * i + 4] = a[i].to_bytes(4, "big")
+    return out
+
+
+_vcompress = None
+
+
+def _init_kernel():
+    """Use the viper SHA-512 kernel where the port compiles viper."""
+    global _vcompress
+    try:
+        from uspdm.crypto import _sha512v
+    except Exception:  # CPython, MicroPython without a native emitter
+        return False
+    _sha512v._K = _words(_K512)
+    _Sha512K._iv = bytes(_words(_IV512))
+    _Sha384K._iv = bytes(_words(_IV384))
+    _vcompress = _sha512v.compress
+    return True
+
+
 _PURE = {"sha256": _Sha256, "sha384": _Sha384, "sha512": _Sha512}
+_KERNEL = {}
+if _init_kernel():
+    _KERNEL = {"sha384": _Sha384K, "sha512": _Sha512K}
 
 
 def _probe(name):
     """Return (kind, ctor): kind 'wrap' | 'replay' | 'pure'."""
     ctor = getattr(_hashlib, name, None) if _hashlib is not None else None
     if ctor is None:
+        if name in _KERNEL:
+            return ("viper", _KERNEL[name])
         return ("pure", _PURE[name])
     try:
         o = ctor()
@@ -382,7 +502,7 @@ _init_backends()
 
 
 def backend(name):
-    """'wrap', 'replay' or 'pure': how `name` is implemented on this port."""
+    """'wrap', 'replay', 'viper' or 'pure': how `name` is implemented on this port."""
     return _backend(name)[0]
 
 
@@ -395,7 +515,7 @@ def _backend(name):
 
 def new(name, data=b""):
     kind, ctor = _backend(name)
-    if kind == "pure":
+    if kind == "pure" or kind == "viper":
         return ctor(data)
     if kind == "replay":
         return _Replay(name, ctor, data)
@@ -434,6 +554,13 @@ def _check(name):
 def pure(name, data=b""):
     """The pure-Python implementation regardless of backend (tests, bench)."""
     return _PURE[_check(name)](data)
+
+
+def kernel(name, data=b""):
+    """The viper-kernel implementation (sha384/sha512), or None where the
+    port has no native emitter (tests, bench)."""
+    k = _KERNEL.get(_check(name))
+    return k(data) if k is not None else None
 
 
 def digest(name, data):
