@@ -176,7 +176,8 @@ def _utf8_der(s):
 
 
 def issue_leaf(issuer_cert, issuer_key, public_key, device_info, subject=None, days=365 * 10,
-               eku=(OID_EKU_RESPONDER,), basic_constraints=True, key_usage=True):
+               eku=(OID_EKU_RESPONDER,), basic_constraints=True, key_usage=True, extra_extensions=()):
+    """extra_extensions: (extension value, critical) pairs added as they are (tests)."""
     cn = subject or ("uspdm device " + device_info.split(":")[-1])
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "uspdm lab"),
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
@@ -196,6 +197,8 @@ def issue_leaf(issuer_cert, issuer_key, public_key, device_info, subject=None, d
                         critical=False)
     b = b.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
+    for ext, crit in extra_extensions:
+        b = b.add_extension(ext, critical=crit)
     return b.sign(issuer_key, hashes.SHA384() if isinstance(issuer_key.curve, ec.SECP384R1) else hashes.SHA256())
 
 
@@ -398,6 +401,63 @@ def device_info(cert):
     return None
 
 
+# extensions this validator processes (RFC 5280 6.1.4 (o), 6.1.5 (f): any other extension marked
+# critical makes the path invalid); nameConstraints and the policy extensions are not processed, so
+# a critical one is refused rather than ignored
+PROCESSED_EXTENSIONS = {
+    x509.oid.ExtensionOID.BASIC_CONSTRAINTS, x509.oid.ExtensionOID.KEY_USAGE,
+    x509.oid.ExtensionOID.EXTENDED_KEY_USAGE, x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+    x509.oid.ExtensionOID.SUBJECT_KEY_IDENTIFIER, x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+}
+
+
+def _self_issued(c):
+    return c.subject == c.issuer
+
+
+def check_path(certs, first_is_anchor):
+    """RFC 5280 6.1 path rules beyond signatures, validity and cA (checked by the caller), for a
+    chain root first: pathLenConstraint (6.1.4 (l)/(m)), keyCertSign on every issuer whose
+    keyUsage is present (6.1.4 (n)), no unprocessed critical extension (6.1.4 (o), 6.1.5 (f)).
+    `first_is_anchor`: certs[0] is the trusted root itself (its own extensions are trust-anchor
+    data, its pathLenConstraint is still honoured, as OpenSSL and libspdm's verifiers do)."""
+    n = len(certs)
+    for i, c in enumerate(certs):
+        try:
+            exts = c.extensions
+        except ValueError as e:
+            raise ChainError("certificate %d (%s) has invalid extensions: %s" % (i, _name(c), e))
+        if not (i == 0 and first_is_anchor):
+            for e in exts:
+                if e.critical and e.oid not in PROCESSED_EXTENSIONS:
+                    name = getattr(e.oid, "_name", None)
+                    label = e.oid.dotted_string if not name or name == "Unknown OID" else "%s (%s)" % (
+                        name, e.oid.dotted_string)
+                    raise ChainError("certificate %d (%s) has an unsupported critical extension %s"
+                                     % (i, _name(c), label))
+        if i == n - 1:
+            break
+        # c issues certs[i + 1]
+        try:
+            ku = exts.get_extension_for_class(x509.KeyUsage).value
+        except x509.ExtensionNotFound:
+            ku = None
+        if ku is not None and not ku.key_cert_sign:
+            raise ChainError("certificate %d (%s) issues certificate %d but its keyUsage lacks keyCertSign"
+                             % (i, _name(c), i + 1))
+        try:
+            bc = exts.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            bc = None
+        if bc is not None and bc.path_length is not None:
+            # non-self-issued intermediates below c (the leaf does not count)
+            below = sum(1 for j in range(i + 1, n - 1) if not _self_issued(certs[j]))
+            if below > bc.path_length:
+                raise ChainError("certificate %d (%s) has pathLenConstraint %d but %d CA certificate%s follow%s"
+                                 % (i, _name(c), bc.path_length, below, "s" if below != 1 else "",
+                                    "" if below != 1 else "s"))
+
+
 def validate_chain(buf, hash_size, hash_algo, alg, version, trusted_root, digest=None, now=None):
     """Validate an SPDM chain buffer. `trusted_root`: cryptography Certificate.
     `digest`: the DIGESTS entry for the slot (checked against Hash(buffer)).
@@ -450,6 +510,7 @@ def validate_chain(buf, hash_size, hash_algo, alg, version, trusted_root, digest
             if bc is None or not bc.ca:
                 raise ChainError("certificate %d (%s) is not a CA but issues certificate %d" % (i, _name(c), i + 1))
     notes = check_leaf_profile(certs[-1], ders[-1], alg, version)
+    check_path(certs, ders[0] == trusted_der)
     leaf = certs[-1]
     return {
         "certificates": [{"subject": _name(c), "issuer": c.issuer.rfc4514_string(),
