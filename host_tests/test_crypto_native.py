@@ -78,3 +78,33 @@ assert sha2.sha512(b'abc').hexdigest()[:32] == 'ddaf35a193617abacc417349ae204131
 print('KERNEL-OK')
 """ % (cases,)
     _run(engine, src)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_hmac_hkdf_on_kernel(engine):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+    cases = []
+    for name in ("sha384", "sha512"):
+        for kl in (0, 20, 48, 128, 129, 200):
+            key = _msg(kl, 1)
+            for ml in (0, 64, 300):
+                cases.append((name, kl, ml, pyhmac.new(key, _msg(ml, 2), name).digest()))
+    hk = []
+    for ln in (48, 32, 12, 100):
+        prk = _msg(48, ln)
+        info = _msg(ln % 17 + 10, 3)
+        hk.append((ln, HKDFExpand(hashes.SHA384(), ln, info).derive(prk)))
+    src = r"""
+from uspdm.crypto import sha2, hmac, hkdf
+def msg(n, seed):
+    return bytes((i * 131 + seed * 7 + (i >> 8)) & 255 for i in range(n))
+assert sha2.backend('sha384') == 'viper'
+for name, kl, ml, mac in %r:
+    assert hmac.hmac(name, msg(kl, 1), msg(ml, 2)) == mac, (name, kl, ml)
+for ln, okm in %r:
+    assert hkdf.expand('sha384', msg(48, ln), msg(ln %% 17 + 10, 3), ln) == okm, ln
+print('KERNEL-OK')
+""" % (cases, hk)
+    _run(engine, src)

@@ -2,8 +2,10 @@
 
     compress(st, data, off, nblk)
 
-st: bytearray(64), the state H0..H7 as 16 native 32-bit words (high half,
-then low half of each 64-bit word); data: bytes-like; off: byte offset of
+st: bytearray(64), the state H0..H7 as 16 native 32-bit words in reverse
+order (word 15 is the high half of H0, word 14 its low half, ... word 0 the
+low half of H7), so that the little-endian buffer read backwards is the
+big-endian digest; data: bytes-like; off: byte offset of
 the first 128-byte block; nblk: number of blocks.  No allocation per block:
 the message schedule lives in the module's preallocated 640-byte buffer (the
 kernel is not re-entrant, which a single-threaded device never needs).
@@ -61,22 +63,22 @@ def compress(st: ptr32, data: ptr8, off: int, nblk: int):
             W[i] = hi
             W[i + 1] = lo
             i += 2
-        ah = uint(st[0])
-        al = uint(st[1])
-        bh = uint(st[2])
-        bl = uint(st[3])
-        ch = uint(st[4])
-        cl = uint(st[5])
-        dh = uint(st[6])
-        dl = uint(st[7])
-        eh = uint(st[8])
-        el = uint(st[9])
-        fh = uint(st[10])
-        fl = uint(st[11])
-        gh = uint(st[12])
-        gl = uint(st[13])
-        hh = uint(st[14])
-        hl = uint(st[15])
+        ah = uint(st[15])
+        al = uint(st[14])
+        bh = uint(st[13])
+        bl = uint(st[12])
+        ch = uint(st[11])
+        cl = uint(st[10])
+        dh = uint(st[9])
+        dl = uint(st[8])
+        eh = uint(st[7])
+        el = uint(st[6])
+        fh = uint(st[5])
+        fl = uint(st[4])
+        gh = uint(st[3])
+        gl = uint(st[2])
+        hh = uint(st[1])
+        hl = uint(st[0])
         i = 0
         while i < 160:
             # t1 = h + Sigma1(e) + Ch(e, f, g) + K[t] + W[t]
@@ -133,35 +135,54 @@ def compress(st: ptr32, data: ptr8, off: int, nblk: int):
             al = y
             i += 2
         # H += working variables
-        x = uint(st[1])
+        x = uint(st[14])
         y = (x + al) & M
-        st[0] = uint(st[0]) + ah + (1 if y < x else 0)
-        st[1] = y
-        x = uint(st[3])
+        st[15] = uint(st[15]) + ah + (1 if y < x else 0)
+        st[14] = y
+        x = uint(st[12])
         y = (x + bl) & M
-        st[2] = uint(st[2]) + bh + (1 if y < x else 0)
-        st[3] = y
-        x = uint(st[5])
+        st[13] = uint(st[13]) + bh + (1 if y < x else 0)
+        st[12] = y
+        x = uint(st[10])
         y = (x + cl) & M
-        st[4] = uint(st[4]) + ch + (1 if y < x else 0)
-        st[5] = y
-        x = uint(st[7])
+        st[11] = uint(st[11]) + ch + (1 if y < x else 0)
+        st[10] = y
+        x = uint(st[8])
         y = (x + dl) & M
-        st[6] = uint(st[6]) + dh + (1 if y < x else 0)
-        st[7] = y
-        x = uint(st[9])
+        st[9] = uint(st[9]) + dh + (1 if y < x else 0)
+        st[8] = y
+        x = uint(st[6])
         y = (x + el) & M
-        st[8] = uint(st[8]) + eh + (1 if y < x else 0)
-        st[9] = y
-        x = uint(st[11])
+        st[7] = uint(st[7]) + eh + (1 if y < x else 0)
+        st[6] = y
+        x = uint(st[4])
         y = (x + fl) & M
-        st[10] = uint(st[10]) + fh + (1 if y < x else 0)
-        st[11] = y
-        x = uint(st[13])
+        st[5] = uint(st[5]) + fh + (1 if y < x else 0)
+        st[4] = y
+        x = uint(st[2])
         y = (x + gl) & M
-        st[12] = uint(st[12]) + gh + (1 if y < x else 0)
-        st[13] = y
-        x = uint(st[15])
+        st[3] = uint(st[3]) + gh + (1 if y < x else 0)
+        st[2] = y
+        x = uint(st[0])
         y = (x + hl) & M
-        st[14] = uint(st[14]) + hh + (1 if y < x else 0)
-        st[15] = y
+        st[1] = uint(st[1]) + hh + (1 if y < x else 0)
+        st[0] = y
+
+
+@micropython.viper
+def xor_pad(dst: ptr8, key: ptr8, n: int, v: int):
+    """dst[i] = key[i] ^ v for i < n, v for the rest of len(dst) bytes
+    (dst preset to v by the caller: only the first n bytes are written)."""
+    i = 0
+    while i < n:
+        dst[i] = key[i] ^ v
+        i += 1
+
+
+@micropython.viper
+def be_out(dst: ptr8, st: ptr8, n: int):
+    """The first n bytes of the big-endian digest of state st (64 bytes)."""
+    i = 0
+    while i < n:
+        dst[i] = st[63 - i]
+        i += 1

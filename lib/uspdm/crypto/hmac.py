@@ -12,11 +12,8 @@ from uspdm.crypto import sha2
 
 
 def _xor_pad(key, bs, v):
-    pad = bytearray(bs)
-    for i in range(len(key)):
-        pad[i] = key[i] ^ v
-    for i in range(len(key), bs):
-        pad[i] = v
+    pad = bytearray(bytes((v,)) * bs)
+    sha2.xor_pad(pad, key, len(key), v)
     return pad
 
 

@@ -406,8 +406,9 @@ class _Sha512K:
         return h
 
     def digest(self):
-        h = _words_be(self._final())
-        return bytes(h[:self.digest_size])
+        out = bytearray(self.digest_size)
+        _vbe_out(out, self._final(), self.digest_size)
+        return bytes(out)
 
     def hexdigest(self):
         return _hex(self.digest())
@@ -427,41 +428,48 @@ class _Sha384K(_Sha512K):
 
 
 def _words(vals):
-    """64-bit ints -> bytearray of native 32-bit words (high, low)."""
-    from array import array
-
-    a = array("I", bytes(8 * len(vals)))
-    for i in range(len(vals)):
-        a[2 * i] = vals[i] >> 32
-        a[2 * i + 1] = vals[i] & _M32
-    return bytearray(a)
+    """64-bit ints -> the kernel's state layout: native 32-bit words, last
+    word first (see _sha512v), so the buffer reversed is big-endian."""
+    n = 8 * len(vals)
+    return bytearray(int.from_bytes(b"".join(v.to_bytes(8, "big") for v in vals), "big").to_bytes(n, "little"))
 
 
 def _words_be(b):
-    """Native 32-bit words -> big-endian bytes (the digest order)."""
-    from array import array
-
-    a = array("I", b)
-    out = bytearray(4 * len(a))
-    for i in range(len(a)):
-        out[4 * i:4 * i + 4] = a[i].to_bytes(4, "big")
-    return out
+    """The kernel's state -> big-endian bytes (the digest order)."""
+    return int.from_bytes(b, "little").to_bytes(len(b), "big")
 
 
 _vcompress = None
+_vbe_out = None
+
+
+def _xor_pad_py(dst, key, n, v):
+    for i in range(n):
+        dst[i] = key[i] ^ v
+
+
+xor_pad = _xor_pad_py  # xor_pad(dst, key, n, v): dst[:n] = key[:n] ^ v (viper where it exists)
 
 
 def _init_kernel():
     """Use the viper SHA-512 kernel where the port compiles viper."""
-    global _vcompress
+    global _vcompress, _vbe_out, xor_pad
     try:
         from uspdm.crypto import _sha512v
     except Exception:  # CPython, MicroPython without a native emitter
         return False
-    _sha512v._K = _words(_K512)
+    from array import array
+
+    k = array("I", bytes(640))  # K[t] as (high, low) word pairs, in order
+    for t in range(80):
+        k[2 * t] = _K512[t] >> 32
+        k[2 * t + 1] = _K512[t] & _M32
+    _sha512v._K = k
     _Sha512K._iv = bytes(_words(_IV512))
     _Sha384K._iv = bytes(_words(_IV384))
     _vcompress = _sha512v.compress
+    _vbe_out = _sha512v.be_out
+    xor_pad = _sha512v.xor_pad
     return True
 
 
