@@ -40,10 +40,10 @@ def make_board(tmp, session_cfg=None):
     assert rc == 0, err
     (flash / "uspdm").mkdir(parents=True, exist_ok=True)
     (flash / "uspdm" / ("psk_%s.bin" % HINT.hex())).write_bytes(PSK)
-    (flash / "psk.bin").write_bytes(PSK)
+    (tmp / "psk.bin").write_bytes(PSK)   # the host's copy, beside (never inside) the board's flash folder
     if session_cfg is not None:
         (flash / "uspdm" / "session.json").write_text(json.dumps(session_cfg))
-    return SimProcess(flash=str(flash)), str(ca / "ca.cert.pem"), str(flash / "psk.bin")
+    return SimProcess(flash=str(flash)), str(ca / "ca.cert.pem"), str(tmp / "psk.bin")
 
 
 @pytest.fixture(scope="module")

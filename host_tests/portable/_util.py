@@ -55,3 +55,52 @@ def read_blocks(name):
     if cur:
         cur["_section"] = section
         yield cur
+
+
+class scratch_dir:
+    """A fresh folder for one test, removed afterwards (nothing is created at
+    import and nothing is left in the temp directory):
+        with scratch_dir() as d: ..."""
+
+    def __init__(self, name="uspdm-test"):
+        self.name = name
+        self.path = None
+
+    def __enter__(self):
+        if IS_MPY:
+            import os
+
+            self.path = "/tmp/" + self.name
+            _rmtree(self.path)
+            try:
+                os.mkdir("/tmp")
+            except OSError:
+                pass
+            os.mkdir(self.path)
+        else:
+            import tempfile
+
+            self.path = tempfile.mkdtemp(prefix=self.name + "-")
+        return self.path
+
+    def __exit__(self, *exc):
+        _rmtree(self.path)
+
+
+def _rmtree(path):
+    import os
+
+    try:
+        names = os.listdir(path)
+    except OSError:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        return
+    for n in names:
+        _rmtree(path + "/" + n)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass

@@ -1,20 +1,11 @@
 """uspdm.identity (keys and chains on storage) and uspdm.measurements (blocks, file digests)."""
-import sys
-
-from _util import raises
+from _util import raises, scratch_dir
 from test_spdm_common import drbg, expected_block, ids
 
 from uspdm.crypto import ec, sha2
 from uspdm.identity import Identity, der_elements
 from uspdm.measurements import Measurements, file_digest, files_digest
 from uspdm.storage import MemoryStorage
-
-if sys.implementation.name == "micropython":
-    TMP = "/tmp"
-else:
-    import tempfile
-
-    TMP = tempfile.mkdtemp()
 
 
 def test_key_generated_once_and_stored():
@@ -82,6 +73,11 @@ def test_measurement_blocks_and_summary():
 
 
 def test_file_digests_streamed():
+    with scratch_dir("uspdm-meas") as tmp:
+        _file_digests_streamed(tmp)
+
+
+def _file_digests_streamed(TMP):
     data = bytes(range(256)) * 9 + b"tail"
     p1 = TMP + "/uspdm-meas-a.bin"
     p2 = TMP + "/uspdm-meas-b.bin"

@@ -1,14 +1,5 @@
-import sys
-
 from uspdm.storage import FileStorage, MemoryStorage
-from _util import raises
-
-if sys.implementation.name == "micropython":
-    TMP = "/tmp/uspdm-storage-test"
-else:
-    import tempfile
-
-    TMP = tempfile.mkdtemp()
+from _util import raises, scratch_dir
 
 
 def _check(st):
@@ -27,11 +18,12 @@ def _check(st):
 
 def test_file_storage():
     calls = []
-    st = FileStorage(TMP + "/a", on_write=lambda: calls.append(1))
-    _check(st)
-    assert len(calls) == 4
-    raises(ValueError, st.read, "../etc/passwd")
-    raises(ValueError, st.write, "/abs", b"")
+    with scratch_dir("uspdm-storage-test") as tmp:
+        st = FileStorage(tmp + "/a", on_write=lambda: calls.append(1))
+        _check(st)
+        assert len(calls) == 4
+        raises(ValueError, st.read, "../etc/passwd")
+        raises(ValueError, st.write, "/abs", b"")
 
 
 def test_memory_storage():

@@ -42,6 +42,10 @@ class DeviceUnreachable(Exception):
     pass
 
 
+class FlashInUse(Exception):
+    """The --flash folder cannot be used (not a board's folder, or locked by a running simulator)."""
+
+
 def _log(msg):
     sys.stderr.write("uspdm provision: %s\n" % msg)
     sys.stderr.flush()
@@ -113,17 +117,21 @@ class SimFlashDevice:
     """The simulated board's flash folder, driven through our MicroPython runner."""
 
     def __init__(self, flash_dir):
+        from .flashdir import FlashDirError, FlashLock
         from .mpy import MicroPython, MicroPythonError, MicroPythonUnavailable
 
         self._err = MicroPythonError
-        os.makedirs(flash_dir, exist_ok=True)
         self.where = "simulated board flash %s" % os.path.abspath(flash_dir)
+        try:
+            # refuses a folder that is not a board's, or one a running `uspdm sim` uses
+            self.lock = FlashLock(flash_dir, "uspdm provision")
+        except FlashDirError as e:
+            raise FlashInUse(str(e))
         try:
             self.mp = MicroPython(flash=flash_dir, board="sim")
         except MicroPythonUnavailable as e:
+            self.lock.close()
             raise DeviceUnreachable(str(e))
-        except TypeError:
-            raise DeviceError("this checkout's MicroPython runner has no flash=/board= support")
 
     def run(self, code):
         try:
@@ -132,7 +140,10 @@ class SimFlashDevice:
             raise DeviceError("board code failed:\n%s" % e.traceback)
 
     def close(self):
-        self.mp.close()
+        try:
+            self.mp.close()
+        finally:
+            self.lock.close()
 
 
 class MpremoteDevice:
@@ -249,23 +260,23 @@ def cmd_provision(args, device=None):
         _log("cannot read the PSK file %s" % args.psk_file)
         return EXIT_USAGE
     ca_dir = args.ca_dir or certs_mod.default_ca_dir()
-    ca = certs_mod.LabCA(ca_dir)
-    try:
-        created = ca.load_or_create()
-    except (OSError, ValueError) as e:
-        _log("cannot use the CA in %s: %s" % (ca_dir, e))
-        return EXIT_USAGE
-    if created:
-        _log("created a lab CA in %s" % os.path.abspath(ca_dir))
-    else:
-        _log("using the lab CA in %s" % os.path.abspath(ca_dir))
-    _log("root certificate: %s (and %s); key %s (mode 0600)"
-         % (ca.root_pem_path, ca.root_der_path, ca.root_key_path))
     algs = ("p384", "p256") if args.alg == "all" else (args.alg,)
     try:
+        # the board first: nothing (not even the lab CA) is created for a board that cannot be reached
         if device is None:
             device = SimFlashDevice(args.flash) if args.flash else MpremoteDevice(args.port)
         try:
+            ca = certs_mod.LabCA(ca_dir)
+            try:
+                created = ca.load_or_create()
+            except (OSError, ValueError) as e:
+                raise FlashInUse("cannot use the CA in %s: %s" % (ca_dir, e))
+            if created:
+                _log("created a lab CA in %s" % os.path.abspath(ca_dir))
+            else:
+                _log("using the lab CA in %s" % os.path.abspath(ca_dir))
+            _log("root certificate: %s (and %s); key %s (mode 0600)"
+                 % (ca.root_pem_path, ca.root_der_path, ca.root_key_path))
             res = provision(device, ca, slot=args.slot, algs=algs, intermediate=args.intermediate,
                             subject=args.subject, device_info=args.device_info, new_key=args.new_key)
             if getattr(args, "psk_hint", None):
@@ -284,6 +295,9 @@ def cmd_provision(args, device=None):
                       "--psk-file %s`)" % (args.psk_hint, psk_path, args.psk_hint, psk_path))
         finally:
             device.close()
+    except FlashInUse as e:
+        _log(str(e))
+        return EXIT_USAGE
     except DeviceUnreachable as e:
         _log("UNREACHABLE: %s" % e)
         return EXIT_UNREACHABLE

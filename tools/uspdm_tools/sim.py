@@ -59,6 +59,13 @@ def register(sub):
     p.set_defaults(func=run)
 
 
+PTY_QUEUE_MAX = 16 * 1024   # bytes kept for a pty reader that is not reading (beside the kernel's buffer)
+
+
+class SimError(Exception):
+    """A one-line reason the simulator cannot start."""
+
+
 class Sim:
     def __init__(self, flash, verbose=False, log=None, tcp=None, extra=(), code_root=REPO_ROOT):
         self.flash = flash
@@ -73,13 +80,24 @@ class Sim:
         tty.setraw(self.slave)
         tty.setraw(self.master)
         self.pty_path = os.ttyname(self.slave)
+        # Never block on the pty: nobody may be reading it (a TCP-only
+        # client).  Output waits in a bounded queue; when that is full the
+        # oldest bytes are dropped, as a serial line with no reader loses them.
+        os.set_blocking(self.master, False)
+        self.pty_out = bytearray()
+        self.pty_dropped = 0
         self.listener = None
         self.client = None
         if tcp:
             host, port = tcp.rsplit(":", 1)
             self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.listener.bind((host, int(port)))
+            try:
+                self.listener.bind((host, int(port)))
+            except OSError as e:
+                self.close()
+                raise SimError("cannot serve TCP on %s: %s (is another simulator using that port? "
+                               "use another, or port 0 for any free one)" % (tcp, e.strerror or e))
             self.listener.listen(1)
             self.tcp_addr = "%s:%d" % self.listener.getsockname()[:2]
         self._errbuf = b""
@@ -110,6 +128,28 @@ class Sim:
         except (BrokenPipeError, OSError):
             pass
 
+    def to_pty(self, data):
+        self.pty_out += data
+        self._flush_pty()
+        over = len(self.pty_out) - PTY_QUEUE_MAX
+        if over > 0:
+            del self.pty_out[:over]
+            if not self.pty_dropped:
+                self.log("sim: nobody reads the serial port %s: dropping its oldest output "
+                         "(the TCP client, if any, still gets everything)" % self.pty_path)
+            self.pty_dropped += over
+
+    def _flush_pty(self):
+        while self.pty_out:
+            try:
+                n = os.write(self.master, self.pty_out)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                del self.pty_out[:]   # the pty is gone: nothing to keep it for
+                return
+            del self.pty_out[:n]
+
     def serve(self, ready_cb=None):
         self.start_board()
         if ready_cb:
@@ -120,10 +160,13 @@ class Sim:
                 fds.append(self.listener)
             if self.client:
                 fds.append(self.client)
+            wfds = [self.master] if self.pty_out else []
             try:
-                r, _, _ = select.select(fds, [], [], 0.5)
+                r, w, _ = select.select(fds, wfds, [], 0.5)
             except InterruptedError:
                 continue
+            if w:
+                self._flush_pty()
             if self.proc.poll() is not None and not r:
                 if self.stopping:
                     break
@@ -141,7 +184,7 @@ class Sim:
                 elif f is self.proc.stdout:
                     data = os.read(self.proc.stdout.fileno(), 65536)
                     if data:
-                        os.write(self.master, data)
+                        self.to_pty(data)
                         if self.client:
                             try:
                                 self.client.sendall(data)
@@ -176,6 +219,8 @@ class Sim:
     def close(self):
         self.stop_board()
         for fd in (self.master, self.slave):
+            if fd is None:
+                continue
             try:
                 os.close(fd)
             except OSError:
@@ -210,17 +255,47 @@ def write_settings(flash, pairs):
     return True
 
 
+def _err(msg):
+    print("uspdm sim: %s" % msg, file=sys.stderr)
+
+
 def run(args):
+    from .flashdir import FlashDirError, FlashLock
+
     tmp = None
     flash = args.flash
     if not flash:
         tmp = tempfile.mkdtemp(prefix="uspdm-sim-flash-")
         flash = tmp
-    os.makedirs(flash, exist_ok=True)
+    try:
+        lock = FlashLock(flash, "uspdm sim")
+    except FlashDirError as e:
+        _err(str(e))
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return 1
+    try:
+        return _run(args, flash, tmp)
+    finally:
+        lock.close()
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(args, flash, tmp):
+    if args.tcp:
+        host, _, port = args.tcp.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            _err("--tcp wants HOST:PORT (e.g. 127.0.0.1:5555), got %r" % args.tcp)
+            return 1
     if getattr(args, "set", None):
         if not write_settings(flash, args.set):
             return 1
-    logf = open(args.log, "a", buffering=1) if args.log else None
+    try:
+        logf = open(args.log, "a", buffering=1) if args.log else None
+    except OSError as e:
+        _err("cannot write the log %s: %s" % (args.log, e.strerror or e))
+        return 1
     extra = []
     if getattr(args, "i2c", False):
         extra = ["--i2c", "1", "--i2c-addr", str(args.i2c_addr), "--bridge-addr", str(args.bridge_addr),
@@ -234,10 +309,17 @@ def run(args):
         count, errors = build_mpy.build(arches=("bytecode",), out=mpy_tmp, quiet=True)
         if errors:
             print("uspdm sim: mpy-cross failed:\n  " + "\n  ".join(errors), file=sys.stderr)
+            shutil.rmtree(mpy_tmp, ignore_errors=True)
             return 1
         code_root = os.path.join(mpy_tmp, "bytecode")
-    sim = Sim(os.path.abspath(flash), verbose=args.verbose, log=logf, tcp=args.tcp, extra=extra,
-              code_root=code_root)
+    try:
+        sim = Sim(os.path.abspath(flash), verbose=args.verbose, log=logf, tcp=args.tcp, extra=extra,
+                  code_root=code_root)
+    except SimError as e:
+        _err(str(e))
+        if mpy_tmp:
+            shutil.rmtree(mpy_tmp, ignore_errors=True)
+        return 1
 
     def stop(signum, frame):
         sim.stopping = True
@@ -274,8 +356,6 @@ def run(args):
                 os.unlink(args.link)
             except OSError:
                 pass
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
         if mpy_tmp:
             shutil.rmtree(mpy_tmp, ignore_errors=True)
         if logf:

@@ -5,6 +5,7 @@
         sim.log_text()  # the board log so far
 """
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import time
 class SimProcess:
     def __init__(self, flash=None, verbose=True, start_timeout=60.0, extra_args=(), wait_measurements=True):
         self._tmp = tempfile.mkdtemp(prefix="uspdm-sim-")
+        self._log_final = None   # the log, kept once the temporary folder is gone
         self.flash = flash or os.path.join(self._tmp, "flash")
         self.port_file = os.path.join(self._tmp, "port")
         self.log_path = os.path.join(self._tmp, "board.log")
@@ -27,6 +29,7 @@ class SimProcess:
         while not os.path.exists(self.port_file):
             if self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode(errors="replace")
+                self.stop()
                 raise RuntimeError("uspdm sim exited: " + out[-2000:])
             if time.monotonic() > deadline:
                 self.stop()
@@ -44,6 +47,8 @@ class SimProcess:
             time.sleep(0.05)
 
     def log_text(self):
+        if self._log_final is not None:
+            return self._log_final
         try:
             with open(self.log_path, errors="replace") as f:
                 return f.read()
@@ -62,6 +67,9 @@ class SimProcess:
             self.proc.stdout.close()
         except Exception:
             pass
+        if self._log_final is None:
+            self._log_final = self.log_text()
+            shutil.rmtree(self._tmp, ignore_errors=True)   # port file, log (and the flash if it was ours)
 
     def __enter__(self):
         return self
