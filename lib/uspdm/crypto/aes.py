@@ -4,9 +4,11 @@
     a.encrypt_blocks(buf) -> len(buf) bytes (ECB over whole blocks)
 
 Uses the board's C `cryptolib.aes(key, 1)` (ECB) when the module exists,
-otherwise a pure-Python T-table implementation (tables built at first use,
-kept in `array('I')`: 4 KiB instead of ~40 KiB of boxed ints on MicroPython).
-Only the forward direction is provided (GCM/CTR need no decryption).
+otherwise T-table AES (tables built at first use, kept in one `array('I')`:
+4 KiB instead of ~40 KiB of boxed ints on MicroPython) run by the viper
+kernel of _gcmv where the port has a native emitter, else by the pure-Python
+twin here.  Only the forward direction is provided (GCM/CTR need no
+decryption).  wipe() overwrites the round keys.
 """
 try:
     import cryptolib as _cryptolib
@@ -15,8 +17,13 @@ except ImportError:
 
 from array import array
 
+try:
+    from uspdm.crypto import _gcmv as _kern
+except Exception:  # CPython, MicroPython without a native emitter
+    _kern = None
+
 _ECB = 1
-_T = None  # (T0, T1, T2, T3, SBOX) built lazily
+_T = None  # (T0, T1, T2, T3, SBOX) built lazily; T0..T3 are views of one array
 
 
 def _xtime(a):
@@ -42,21 +49,23 @@ def _build():
             inv = ((inv << 1) | (inv >> 7)) & 0xFF
             s ^= inv
         sbox[a] = s ^ 0x63
-    t0 = array("I", bytes(1024))
-    t1 = array("I", bytes(1024))
-    t2 = array("I", bytes(1024))
-    t3 = array("I", bytes(1024))
+    tt = array("I", bytes(4096))
     for a in range(256):
         s = sbox[a]
         s2 = _xtime(s)
         w = (s2 << 24) | (s << 16) | (s << 8) | (s2 ^ s)
-        t0[a] = w
+        tt[a] = w
         w = ((w >> 8) | (w << 24)) & 0xFFFFFFFF
-        t1[a] = w
+        tt[256 + a] = w
         w = ((w >> 8) | (w << 24)) & 0xFFFFFFFF
-        t2[a] = w
+        tt[512 + a] = w
         w = ((w >> 8) | (w << 24)) & 0xFFFFFFFF
-        t3[a] = w
+        tt[768 + a] = w
+    mv = memoryview(tt)
+    t0, t1, t2, t3 = mv[0:256], mv[256:512], mv[512:768], mv[768:1024]
+    if _kern is not None:
+        _kern.T = tt
+        _kern.S = bytes(sbox)
     _T = (t0, t1, t2, t3, bytes(sbox))
     return _T
 
@@ -80,18 +89,47 @@ def _expand(key):
 
 
 class Aes:
-    def __init__(self, key, force_pure=False):
+    def __init__(self, key, force_pure=False, kernel=True):
+        """force_pure: not the C cryptolib; kernel=False: not the viper
+        kernel either (the pure-Python twin, for tests)."""
         if len(key) not in (16, 32):
             raise ValueError("AES key must be 16 or 32 bytes")
+        self._ks = None
         if _cryptolib is not None and not force_pure:
             self._c = _cryptolib.aes(bytes(key), _ECB)
             self.encrypt_block = self._c.encrypt
             return
         self._c = None
         nr, w = _expand(key)
+        if _kern is not None and kernel:
+            ks = array("I", bytes(4 * (len(w) + 1)))
+            ks[0] = nr
+            for i in range(len(w)):
+                ks[i + 1] = w[i]
+                w[i] = 0
+            self._ks = ks
+            return
         self._nr = nr
         self._rk = w[:4 * nr]  # round keys 0..nr-1 as words
         self._last = b"".join(x.to_bytes(4, "big") for x in w[4 * nr:])
+
+    def ctr_xor(self, cb, buf, n):
+        """Kernel path only: buf[:n] ^= CTR keystream from counter block cb
+        (a bytearray, its last 32 bits incremented per block)."""
+        _kern.ctr_xor(self._ks, cb, buf, n)
+
+    def wipe(self):
+        """Overwrite the key schedule (the object is unusable afterwards)."""
+        ks = self._ks
+        if ks is not None:
+            for i in range(len(ks)):
+                ks[i] = 0
+        if self._c is None and self._ks is None:
+            rk = self._rk
+            for i in range(len(rk)):
+                rk[i] = 0
+            self._last = None
+        self._c = None
 
     def encrypt_blocks(self, buf):
         """ECB-encrypt len(buf) (a multiple of 16) bytes."""
@@ -103,6 +141,10 @@ class Aes:
     def encrypt_block(self, b):
         if len(b) != 16:
             raise ValueError("AES block must be 16 bytes")
+        if self._ks is not None:
+            out = bytearray(16)
+            _kern.ctr_xor(self._ks, bytearray(b), out, 16)
+            return bytes(out)
         T0, T1, T2, T3, S = _T
         rk = self._rk
         fb = int.from_bytes
@@ -125,6 +167,10 @@ class Aes:
             S[s2 >> 24] ^ k[8], S[(s3 >> 16) & 255] ^ k[9], S[(s0 >> 8) & 255] ^ k[10], S[s1 & 255] ^ k[11],
             S[s3 >> 24] ^ k[12], S[(s0 >> 16) & 255] ^ k[13], S[(s1 >> 8) & 255] ^ k[14], S[s2 & 255] ^ k[15],
         ))
+
+
+def has_kernel():
+    return _kern is not None
 
 
 def has_cryptolib():

@@ -4,13 +4,22 @@
     ct_tag = g.seal(iv12, aad, plaintext)
     pt = g.open(iv12, aad, ct_tag)        # AuthenticationError if tampered
 
-GHASH uses Shoup's table method on 128-bit ints: a per-key table of the 16
-(table_bits=4, default, ~0.6 KiB) or 256 (table_bits=8, ~9 KiB on
-MicroPython, about twice as fast) multiples of H, built once per key.
-CTR keystream comes from aes.Aes (cryptolib ECB in batches when present).
+GHASH uses Shoup's table method: a per-key table of the 16 (table_bits=4,
+default) or 256 (table_bits=8, ~9 KiB on MicroPython, about twice as fast
+in pure Python) multiples of H, built once per key.  Where the port has a
+native emitter, GHASH (4-bit table, 272 bytes of words) and, without
+cryptolib, AES-CTR run as the viper kernels of _gcmv; elsewhere the
+pure-Python twins here (128-bit ints) and in aes.  CTR keystream otherwise
+comes from aes.Aes (cryptolib ECB in batches when present).  wipe()
+overwrites the key schedule and the table (END_SESSION).
 """
+from array import array
+
 from uspdm.compat import ct_eq
+from uspdm.crypto import aes as _aes
 from uspdm.crypto.aes import Aes
+
+_kern = _aes._kern
 
 
 class AuthenticationError(ValueError):
@@ -51,25 +60,63 @@ def _red(bits):
     return _RED8
 
 
+def _words4(v, out, o):
+    """128-bit int -> 4 big-endian 32-bit words at out[o:o+4]."""
+    out[o] = v >> 96
+    out[o + 1] = (v >> 64) & 0xFFFFFFFF
+    out[o + 2] = (v >> 32) & 0xFFFFFFFF
+    out[o + 3] = v & 0xFFFFFFFF
+
+
 class AesGcm:
-    def __init__(self, key, table_bits=4, force_pure=False):
+    def __init__(self, key, table_bits=4, force_pure=False, kernel=True):
+        """force_pure: AES without the C cryptolib; kernel=False: the
+        pure-Python twins even where viper exists (tests)."""
         if table_bits not in (4, 8):
             raise ValueError("table_bits")
-        self._aes = Aes(key, force_pure)
-        h = int.from_bytes(self._aes.encrypt_block(bytes(16)), "big")
+        self._aes = Aes(key, force_pure, kernel)
+        use_k = _kern is not None and kernel and table_bits == 4
+        self._ctx = None
         self._bits = table_bits
-        self._red = _red(table_bits)
+        if use_k:
+            h = self._aes.encrypt_block(bytes(16))
+            hi = int.from_bytes(h, "big")
+        else:
+            hi = int.from_bytes(self._aes.encrypt_block(bytes(16)), "big")
         n = 1 << table_bits
-        sh = 128 - table_bits
-        # M[v] = v(x) * H with v placed in the top `table_bits` of the block
+        # M[v] = v(x) * H with v placed in the top `table_bits` of the block:
+        # the top bit is 1 (M = H), each lower bit one more factor x
         m = [0] * n
-        for i in range(table_bits):  # single bits, then linear combinations
-            m[1 << i] = _gmul(1 << (sh + i), h)
+        z = hi
+        for i in range(table_bits - 1, -1, -1):
+            m[1 << i] = z
+            z = _mulx(z, 1)
         for v in range(3, n):
             if v & (v - 1):
                 low = v & -v
                 m[v] = m[low] ^ m[v ^ low]
-        self._m = tuple(m)
+        if use_k:
+            ctx = array("I", bytes(4 * 68))
+            for v in range(16):
+                _words4(m[v], ctx, 4 + 4 * v)
+                m[v] = 0
+            self._ctx = ctx
+            self._m = None
+            self._red = None
+        else:
+            self._red = _red(table_bits)
+            self._m = tuple(m)
+        hi = z = m = None
+
+    def wipe(self):
+        """Overwrite the AES key schedule and the GHASH table (kernel path:
+        in place; twin: dropped, big ints cannot be overwritten)."""
+        ctx = self._ctx
+        if ctx is not None:
+            for i in range(len(ctx)):
+                ctx[i] = 0
+        self._aes.wipe()
+        self._m = None
 
     # -- GHASH ---------------------------------------------------------------
     def _ghash(self, y, data):
@@ -95,16 +142,46 @@ class AesGcm:
             y = z
         return y
 
+    def _kghash(self, data):
+        n = len(data)
+        full = n >> 4
+        if full:
+            _kern.ghash(self._ctx, data, 0, full)
+        if n & 15:
+            blk = bytearray(16)
+            blk[0:n & 15] = data[full << 4:]
+            _kern.ghash(self._ctx, blk, 0, 1)
+
     def _tag(self, j0, aad, ct):
+        lens = (len(aad) * 8).to_bytes(8, "big") + (len(ct) * 8).to_bytes(8, "big")
+        if self._ctx is not None:
+            ctx = self._ctx
+            ctx[0] = ctx[1] = ctx[2] = ctx[3] = 0
+            self._kghash(aad)
+            self._kghash(ct)
+            _kern.ghash(ctx, lens, 0, 1)
+            y = bytearray(16)
+            for i in range(4):
+                y[4 * i:4 * i + 4] = ctx[i].to_bytes(4, "big")
+            ctx[0] = ctx[1] = ctx[2] = ctx[3] = 0
+            if self._aes._ks is not None:
+                self._aes.ctr_xor(bytearray(j0), y, 16)
+                return bytes(y)
+            e = self._aes.encrypt_block(j0)
+            return bytes(y[i] ^ e[i] for i in range(16))
         y = self._ghash(0, aad)
         y = self._ghash(y, ct)
-        y = self._ghash(y, (len(aad) * 8).to_bytes(8, "big") + (len(ct) * 8).to_bytes(8, "big"))
+        y = self._ghash(y, lens)
         e = int.from_bytes(self._aes.encrypt_block(j0), "big")
         return (y ^ e).to_bytes(16, "big")
 
     # -- CTR -----------------------------------------------------------------
     def _ctr(self, iv, data):
         n = len(data)
+        if self._aes._ks is not None:
+            out = bytearray(data)
+            self._aes.ctr_xor(bytearray(iv + b"\x00\x00\x00\x02"), out, n)
+            return bytes(out)
         out = bytearray(n)
         ctr = 2  # counter 1 is J0 (tag mask)
         aes = self._aes

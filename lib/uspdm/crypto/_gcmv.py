@@ -1,0 +1,139 @@
+"""AES-CTR and GHASH as viper kernels (boards with a native emitter).
+
+    ctr_xor(ks, cb, buf, n)      buf[:n] ^= AES-CTR keystream, cb counter block
+    ghash(ctx, data, off, nblk)  absorb nblk 16-byte blocks of data[off:]
+
+ks: array('I') [nr, round keys 0..nr as big-endian words]; cb: bytearray(16)
+whose last 4 bytes (big-endian) are incremented per block; T (T0|T1|T2|T3,
+1024 words) and S (the S-box) are installed by uspdm.crypto.aes.  ctx:
+array('I') of 68 words: the GHASH state Y (4 big-endian words) then the
+table M[v] = v * H for the 16 nibbles v (Shoup's 4-bit method, 4 words each).
+Viper integers are 64-bit on the unix port: values shifted right are masked
+to 32 bits (a no-op on the boards).  Twins: uspdm.crypto.aes / gcm.
+"""
+import micropython
+from array import array
+
+T = None  # installed by aes: 1024 words
+S = None  # installed by aes: 256 bytes
+_KS = bytearray(16)  # one keystream block
+# reduction of the 4 bits shifted out, for the top word: R4[v] = mulx(v, 4) >> 96
+_R4 = array("I", [0x00000000, 0x1C200000, 0x38400000, 0x24600000, 0x70800000, 0x6CA00000, 0x48C00000,
+                  0x54E00000, 0xE1000000, 0xFD200000, 0xD9400000, 0xC5600000, 0x91800000, 0x8DA00000,
+                  0xA9C00000, 0xB5E00000])
+
+
+@micropython.viper
+def ctr_xor(ks: ptr32, cb: ptr8, buf: ptr8, n: int):
+    TT = ptr32(T)
+    SB = ptr8(S)
+    K = ptr8(_KS)
+    nr = ks[0]
+    end = 1 + 4 * nr
+    off = 0
+    while off < n:
+        s0 = uint((cb[0] << 24) | (cb[1] << 16) | (cb[2] << 8) | cb[3]) ^ uint(ks[1])
+        s1 = uint((cb[4] << 24) | (cb[5] << 16) | (cb[6] << 8) | cb[7]) ^ uint(ks[2])
+        s2 = uint((cb[8] << 24) | (cb[9] << 16) | (cb[10] << 8) | cb[11]) ^ uint(ks[3])
+        s3 = uint((cb[12] << 24) | (cb[13] << 16) | (cb[14] << 8) | cb[15]) ^ uint(ks[4])
+        r = 5
+        while r < end:
+            t0 = (uint(TT[s0 >> 24]) ^ uint(TT[256 + ((s1 >> 16) & 255)]) ^ uint(TT[512 + ((s2 >> 8) & 255)])
+                  ^ uint(TT[768 + (s3 & 255)]) ^ uint(ks[r]))
+            t1 = (uint(TT[s1 >> 24]) ^ uint(TT[256 + ((s2 >> 16) & 255)]) ^ uint(TT[512 + ((s3 >> 8) & 255)])
+                  ^ uint(TT[768 + (s0 & 255)]) ^ uint(ks[r + 1]))
+            t2 = (uint(TT[s2 >> 24]) ^ uint(TT[256 + ((s3 >> 16) & 255)]) ^ uint(TT[512 + ((s0 >> 8) & 255)])
+                  ^ uint(TT[768 + (s1 & 255)]) ^ uint(ks[r + 2]))
+            s3 = (uint(TT[s3 >> 24]) ^ uint(TT[256 + ((s0 >> 16) & 255)]) ^ uint(TT[512 + ((s1 >> 8) & 255)])
+                  ^ uint(TT[768 + (s2 & 255)]) ^ uint(ks[r + 3]))
+            s0 = t0
+            s1 = t1
+            s2 = t2
+            r += 4
+        k = uint(ks[end])
+        K[0] = SB[s0 >> 24] ^ (k >> 24)
+        K[1] = SB[(s1 >> 16) & 255] ^ ((k >> 16) & 255)
+        K[2] = SB[(s2 >> 8) & 255] ^ ((k >> 8) & 255)
+        K[3] = SB[s3 & 255] ^ (k & 255)
+        k = uint(ks[end + 1])
+        K[4] = SB[s1 >> 24] ^ (k >> 24)
+        K[5] = SB[(s2 >> 16) & 255] ^ ((k >> 16) & 255)
+        K[6] = SB[(s3 >> 8) & 255] ^ ((k >> 8) & 255)
+        K[7] = SB[s0 & 255] ^ (k & 255)
+        k = uint(ks[end + 2])
+        K[8] = SB[s2 >> 24] ^ (k >> 24)
+        K[9] = SB[(s3 >> 16) & 255] ^ ((k >> 16) & 255)
+        K[10] = SB[(s0 >> 8) & 255] ^ ((k >> 8) & 255)
+        K[11] = SB[s1 & 255] ^ (k & 255)
+        k = uint(ks[end + 3])
+        K[12] = SB[s3 >> 24] ^ (k >> 24)
+        K[13] = SB[(s0 >> 16) & 255] ^ ((k >> 16) & 255)
+        K[14] = SB[(s1 >> 8) & 255] ^ ((k >> 8) & 255)
+        K[15] = SB[s2 & 255] ^ (k & 255)
+        j = 0
+        while j < 16 and off < n:
+            buf[off] ^= K[j]
+            off += 1
+            j += 1
+        # 32-bit big-endian counter increment (inc32 of SP 800-38D)
+        j = 15
+        while j >= 12:
+            c = (cb[j] + 1) & 255
+            cb[j] = c
+            if c != 0:
+                break
+            j -= 1
+    j = 0
+    while j < 16:
+        K[j] = 0
+        j += 1
+
+
+@micropython.viper
+def ghash(ctx: ptr32, data: ptr8, off: int, nblk: int):
+    R = ptr32(_R4)
+    M = uint(0xFFFFFFFF)
+    y0 = uint(ctx[0])
+    y1 = uint(ctx[1])
+    y2 = uint(ctx[2])
+    y3 = uint(ctx[3])
+    while nblk > 0:
+        nblk -= 1
+        x0 = y0 ^ uint((data[off] << 24) | (data[off + 1] << 16) | (data[off + 2] << 8) | data[off + 3])
+        x1 = y1 ^ uint((data[off + 4] << 24) | (data[off + 5] << 16) | (data[off + 6] << 8) | data[off + 7])
+        x2 = y2 ^ uint((data[off + 8] << 24) | (data[off + 9] << 16) | (data[off + 10] << 8) | data[off + 11])
+        x3 = y3 ^ uint((data[off + 12] << 24) | (data[off + 13] << 16) | (data[off + 14] << 8) | data[off + 15])
+        off += 16
+        z0 = uint(0)
+        z1 = uint(0)
+        z2 = uint(0)
+        z3 = uint(0)
+        wi = 0
+        while wi < 4:
+            k = 0
+            while k < 8:
+                # one nibble of x, lowest first (bytes from the last)
+                r = z3 & 15
+                z3 = ((z3 >> 4) | (z2 << 28)) & M
+                z2 = ((z2 >> 4) | (z1 << 28)) & M
+                z1 = ((z1 >> 4) | (z0 << 28)) & M
+                z0 = (z0 >> 4) ^ uint(R[r])
+                m = 4 + 4 * int(x3 & 15)
+                x3 = x3 >> 4
+                z0 ^= uint(ctx[m])
+                z1 ^= uint(ctx[m + 1])
+                z2 ^= uint(ctx[m + 2])
+                z3 ^= uint(ctx[m + 3])
+                k += 1
+            x3 = x2
+            x2 = x1
+            x1 = x0
+            wi += 1
+        y0 = z0
+        y1 = z1
+        y2 = z2
+        y3 = z3
+    ctx[0] = y0
+    ctx[1] = y1
+    ctx[2] = y2
+    ctx[3] = y3
