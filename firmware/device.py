@@ -31,7 +31,11 @@ class Device:
         self.cfg = cfg
         self.storage = board.storage()
         eid = cfg.get("default_eid", 0)
-        saved = self.storage.read(EID_FILE)
+        # persist_eid=1: the EID a bus owner assigns is kept on the flash for the next boot,
+        # written at most once per bus owner (so never under a flood); else it lives in RAM only
+        self._persist = bool(cfg.get("persist_eid", 0))
+        self._persisted_for = None
+        saved = self.storage.read(EID_FILE) if self._persist else None
         if saved and len(saved) == 1 and 0 < saved[0] < 0xFF:
             eid = saved[0]
         self.decoder = mserial.SerialDecoder()
@@ -63,7 +67,13 @@ class Device:
     # -- MCTP -------------------------------------------------------------
     def _eid_changed(self, eid):
         self.log("mctp: EID set to %d" % eid)
+        owner = self.ep.owner
+        if not self._persist or owner == self._persisted_for:
+            return
+        self._persisted_for = owner
         try:
+            if self.storage.read(EID_FILE) == bytes((eid,)):
+                return
             self.storage.write(EID_FILE, bytes((eid,)))
         except Exception as e:
             self.log("mctp: cannot persist EID: %r" % (e,))
@@ -133,7 +143,7 @@ class Device:
                 if pkt[2] not in rt and len(rt) >= 16:
                     rt.pop(next(iter(rt)))
                 rt[pkt[2]] = src_addr
-            for p in self.ep.receive_packet(pkt, self._now()):
+            for p in self.ep.receive_packet(pkt, self._now(), src_addr):
                 out.append((src_addr, p))
             if out:
                 self._answered += 1

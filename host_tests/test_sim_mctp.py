@@ -105,7 +105,8 @@ def test_eid_persists_across_restart_and_tcp_carries_the_same_stream(request, tm
         s.bind(("127.0.0.1", 0))
         tcp_port = s.getsockname()[1]
     flash = str(tmp_path / "flash")
-    with SimProcess(flash=flash, wait_measurements=False) as sim:
+    # the EID is kept on the flash only when a board setting asks for it (issue 11.7)
+    with SimProcess(flash=flash, wait_measurements=False, extra_args=["--set", "persist_eid=1"]) as sim:
         with SerialLink(sim.port, timeout=10) as l:
             cc, data = l.control(0x01, bytes((0x00, 0x42)))
             assert cc == 0 and data[1] == 0x42

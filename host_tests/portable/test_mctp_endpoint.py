@@ -10,14 +10,14 @@ def _req(dest, body, src=0x08, tag=0, to=1, mtu=64):
     return packetize(dest, src, tag, to, body, mtu)
 
 
-def _one(ep, body, dest=None, src=0x08, tag=0, now=0):
+def _one(ep, body, dest=None, src=0x08, tag=0, now=0, phys=None):
     """Send a single-message request; return the reassembled response body
     (after checking the response headers) or None."""
     if dest is None:
         dest = ep.eid
     out = []
     for p in _req(dest, body, src, tag):
-        out += ep.receive_packet(p, now)
+        out += ep.receive_packet(p, now, phys)
     if not out:
         return None
     body = b""
@@ -82,6 +82,43 @@ def test_set_eid_reset_static():
     assert ep.eid == 0x50
     assert _one(ep, unhex("00820102" "00")) == unhex("00020100" "003000")
     assert ep.eid == 0x30 and seen == [0x50, 0x30]
+
+
+def test_set_eid_only_from_the_bus_owner():
+    """Issue 11.7: once a bus owner assigned the EID, nobody else moves it (DSP0236: Set EID from
+    another bus owner is "assignment rejected"; Force/Reset/Discovered from it: ERROR)."""
+    seen = []
+    ep = Endpoint(eid=0, static_eid=None, on_eid_changed=seen.append)
+    # the bus owner (EID 8 on the serial line) assigns 0x42
+    assert _one(ep, unhex("00810100" "42"), dest=0) == unhex("00010100" "004200")
+    assert ep.owner == (None, 8)
+    # another requester (EID 0x10): Set is rejected with the present EID, Force is an ERROR
+    assert _one(ep, unhex("00820100" "66"), src=0x10) == unhex("00020100" "104200")
+    assert _one(ep, unhex("00830101" "66"), src=0x10) == unhex("00030101")
+    # the owner's EID from another physical address (I2C) is someone else too
+    assert _one(ep, unhex("00840101" "66"), src=8, phys=0x1D) == unhex("00040101")
+    # invalid data is still invalid data, for anyone
+    assert _one(ep, unhex("00850101" "FF"), src=0x10) == unhex("00050102")
+    assert ep.eid == 0x42 and seen == [0x42] and ep.refused == 3
+    # the owner keeps control: force, set
+    assert _one(ep, unhex("00860101" "43")) == unhex("00060100" "004300")
+    assert _one(ep, unhex("00870100" "44")) == unhex("00070100" "004400")
+    assert seen == [0x42, 0x43, 0x44]
+    # a flood from others changes nothing
+    for i in range(40):
+        _one(ep, bytes((0x00, 0x80 | (i & 0x1F), 0x01, i & 1, 0x50 + i)), src=0x20 + i)
+    assert ep.eid == 0x44 and seen == [0x42, 0x43, 0x44] and ep.refused == 43
+
+
+def test_reset_and_discovered_only_from_the_owner():
+    ep = Endpoint(eid=0x30, static_eid=0x30, discovered_flag=True)
+    # before any assignment anyone may act (nobody owns the endpoint yet)
+    assert _one(ep, unhex("00810100" "50"), src=9) == unhex("00010100" "005000")
+    assert _one(ep, unhex("00820102" "00"), src=0x11) == unhex("00020101")
+    assert _one(ep, unhex("00830103" "00"), src=0x11) == unhex("00030101")
+    assert ep.eid == 0x50
+    assert _one(ep, unhex("00840102" "00"), src=9) == unhex("00040100" "003000")
+    assert ep.eid == 0x30
 
 
 def test_version_support():

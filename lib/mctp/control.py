@@ -5,7 +5,16 @@ echoes the instance id with Rq=0, D=0, then a completion code.
 
 respond(ep, body) -> response body or None (no answer: not a request, or a
     datagram).  ep is an mctp.endpoint.Endpoint (uses ep.eid, ep.static_eid,
-    ep.discovered, ep.discovered_flag, ep.message_types(), ep.versions, ep.set_eid()).
+    ep.discovered, ep.discovered_flag, ep.message_types(), ep.versions, ep.set_eid(),
+    ep.owner and ep.sender(): who sent the request being answered).
+
+EID assignment (DSP0236 Set Endpoint ID): the first requester that assigns an EID
+becomes the endpoint's bus owner until the endpoint restarts; the owner is who
+sent the Set EID, (physical address on the medium, source EID), since an MCTP
+source EID alone is not authenticated.  From anyone else a Set EID is answered
+"EID assignment rejected" with the present EID (DSP0236: already assigned by
+another bus owner, not forced), and Force EID, Reset EID and Set Discovered
+Flag are refused with completion code ERROR: only the bus owner moves the EID.
 build_request(instance, command, data=b"") -> body
 parse_response(body) -> (instance, command, completion_code, data) or None
 """
@@ -61,9 +70,19 @@ def respond(ep, body):
             return _rsp(body, CC_INVALID_LENGTH)
         op = body[3] & 3
         eid = body[4]
+        who = ep.sender()
+        owner = ep.owner
+        mine = owner is None or owner == who
         if op == SET_EID_SET or op == SET_EID_FORCE:
             if eid == 0x00 or eid == 0xFF:
                 return _rsp(body, CC_INVALID_DATA)
+            if not mine:
+                ep.refused += 1
+                if op == SET_EID_SET:
+                    # assignment rejected (bits 5:4 = 01b), the present EID
+                    return _rsp(body, CC_SUCCESS, bytes((0x10, ep.eid, 0x00)))
+                return _rsp(body, CC_ERROR)
+            ep.owner = who
             ep.set_eid(eid)
             ep.discovered = True
         elif op == SET_EID_RESET:
@@ -71,12 +90,18 @@ def respond(ep, body):
             # otherwise ERROR_INVALID_DATA
             if ep.static_eid is None:
                 return _rsp(body, CC_INVALID_DATA)
+            if not mine:
+                ep.refused += 1
+                return _rsp(body, CC_ERROR)
             ep.set_eid(ep.static_eid)
         else:  # set discovered flag; the EID byte is ignored.  Only bindings
             # with a Discovered flag (PCIe VDM, USB) support it; serial and
             # SMBus do not: ERROR_INVALID_DATA.
             if not ep.discovered_flag:
                 return _rsp(body, CC_INVALID_DATA)
+            if not mine:
+                ep.refused += 1
+                return _rsp(body, CC_ERROR)
             ep.discovered = True
         # status: assignment accepted (bits 5:4 = 0), no EID pool (bits 1:0 = 0)
         return _rsp(body, CC_SUCCESS, bytes((0x00, ep.eid, 0x00)))

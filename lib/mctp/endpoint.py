@@ -7,6 +7,7 @@ Responder (firmware, simulator):
     ep.register(0x05, spdm_handler)   # handler(src_eid, body) -> response body or None
     ep.on_eid_changed = persist       # called with the new EID after Set Endpoint ID
     out = ep.receive_packet(pkt, now_ms)   # -> list of response packets (maybe empty)
+    out = ep.receive_packet(pkt, now_ms, phys=addr)   # with the sender's physical address (I2C)
     out = ep.respond(dest_eid, tag, body)  # a deferred response (TO=0) -> packets
 
   Endpoint(eid=0, mtu=64, max_message=4160, max_contexts=4, timeout_ms=5000,
@@ -20,6 +21,9 @@ Responder (firmware, simulator):
     discovered_flag: the binding has a Discovered flag (serial/SMBus: no).
     ep.versions: {message type: (4-byte version entries,)} for Get MCTP
     Version Support.
+    ep.owner: the bus owner, (phys, source EID) of the first Set Endpoint ID
+    accepted since start (None before); only it may move the EID again
+    (mctp.control); ep.refused counts Set EID requests refused to others.
 
   Packets are raw MCTP packets (4-byte header + payload); wrap each one with
   mctp.serial.encode_frame() or mctp.smbus.encode() to send, and feed what
@@ -72,6 +76,7 @@ class _Base:
         self.dropped = 0
         self.last_tag = 0
         self.last_src = 0
+        self.last_phys = None
 
     def _accept(self, pkt, now_ms):
         """(src, tag, to, body) of a completed message addressed to us, or None."""
@@ -100,6 +105,8 @@ class Endpoint(_Base):
         self.secured = secured
         self.discovered = False
         self.discovered_flag = discovered_flag  # the binding has a Discovered flag
+        self.owner = None          # (phys, src EID) of the bus owner that assigned our EID
+        self.refused = 0           # Set EID requests refused to others than the owner
         self.on_eid_changed = on_eid_changed
         self.on_response = None
         self.handlers = {}
@@ -124,6 +131,10 @@ class Endpoint(_Base):
             ts.append(0x06)
         return ts
 
+    def sender(self):
+        """Who sent the message being handled: (physical address or None, source EID)."""
+        return (self.last_phys, self.last_src)
+
     def set_eid(self, eid):
         old = self.eid
         self.eid = eid
@@ -138,8 +149,10 @@ class Endpoint(_Base):
         """Packets of a response (TO=0, the request's tag) from this endpoint."""
         return packetize(dest_eid, self.eid, tag, 0, body, self.mtu)
 
-    def receive_packet(self, pkt, now_ms=0):
-        """Feed one received packet; returns the list of packets to send back."""
+    def receive_packet(self, pkt, now_ms=0, phys=None):
+        """Feed one received packet; returns the list of packets to send back.
+        phys: the sender's physical address on the medium (I2C: its SMBus
+        address), None on a point-to-point link (serial)."""
         try:
             m = self._accept(pkt, now_ms)
             if m is None:
@@ -147,6 +160,7 @@ class Endpoint(_Base):
             src, tag, to, body = m
             self.last_tag = tag
             self.last_src = src
+            self.last_phys = phys
             mt = body[0]
             if mt & 0x80:
                 self.dropped += 1

@@ -1,0 +1,110 @@
+"""Issue 11 (harden): attacks on firmware/device.py (CPython, fake board): a second requester on
+the same bus with a spoofed or its own source EID, and floods."""
+import pytest
+
+from mctp import serial as mserial
+from mctp.endpoint import Requester
+
+from test_device import FakeBoard
+
+
+class CountingBoard(FakeBoard):
+    def __init__(self, **cfg):
+        FakeBoard.__init__(self, **cfg)
+        self.writes = []
+        st = self._st
+        orig = st.write
+
+        def write(name, data):
+            self.writes.append((name, bytes(data)))
+            return orig(name, data)
+        st.write = write
+
+
+class Peer:
+    """A requester with its own source EID on the serial line (or on I2C with phys=ADDR)."""
+
+    def __init__(self, dev, eid, phys=None):
+        self.dev = dev
+        self.rq = Requester(eid=eid)
+        self.dec = mserial.SerialDecoder()
+        self.phys = phys
+
+    def request(self, body, dest=0):
+        tag, pkts = self.rq.request(dest, body)
+        if self.phys is None:
+            out = list(self.dec.feed(self.dev.feed(b"".join(mserial.encode_frame(p) for p in pkts))))
+        else:
+            out = []
+            for p in pkts:
+                out += [q for _, q in self.dev.feed_i2c(self.phys, bytes(p))]
+        for p in out:
+            m = self.rq.receive_packet(p)
+            if m is not None and m[1] == tag:
+                return m[2]
+        return None
+
+    def control(self, cmd, data=b""):
+        inst = self.rq.next_instance()
+        r = self.request(bytes((0x00, 0x80 | inst, cmd)) + bytes(data))
+        assert r is not None and r[2] == cmd
+        return r[3], r[4:]
+
+    def spdm(self, msg):
+        r = self.request(b"\x05" + bytes(msg))
+        return None if r is None else r[1:]
+
+
+def _device(board):
+    from device import Device
+
+    return Device(board, log=lambda m: None)
+
+
+# ------------------------------------------------------------ 11.7: EID by the bus owner only
+
+def test_eid_cannot_be_moved_by_another_requester():
+    b = CountingBoard()
+    d = _device(b)
+    owner, other = Peer(d, 8), Peer(d, 0x20)
+    assert owner.control(0x01, b"\x00\x42") == (0, bytes((0x00, 0x42, 0x00)))
+    # the attacker: Set rejected (present EID), Force refused, over serial and over I2C
+    assert other.control(0x01, b"\x00\x66") == (0, bytes((0x10, 0x42, 0x00)))
+    assert other.control(0x01, b"\x01\x66")[0] == 0x01
+    spoof = Peer(d, 8, phys=0x1D)     # the owner's EID, from an I2C address
+    assert spoof.control(0x01, b"\x01\x66")[0] == 0x01
+    assert owner.control(0x02)[1][0] == 0x42
+    assert d.ep.eid == 0x42
+    # nothing was written: no board setting asks for a persistent EID
+    assert b.writes == []
+
+
+def test_eid_persisted_once_per_owner_never_under_a_flood():
+    b = CountingBoard(persist_eid=1)
+    d = _device(b)
+    owner = Peer(d, 8)
+    # the owner floods 40 changes (what the review did in 2.3 s): one flash write
+    for i in range(40):
+        assert owner.control(0x01, bytes((i & 1, 0x30 + i)))[0] == 0
+    assert d.ep.eid == 0x30 + 39
+    assert [w for w in b.writes if w[0] == "uspdm/eid.bin"] == [("uspdm/eid.bin", b"\x30")]
+    # others flood too: refused, nothing written
+    for i in range(40):
+        Peer(d, 0x40 + i).control(0x01, bytes((i & 1, 0x70 + i)))
+    assert len(b.writes) == 1 and d.ep.eid == 0x30 + 39
+    # after a restart the persisted EID is used; a new bus owner may assign once more (one write)
+    d2 = _device(b)
+    assert d2.ep.eid == 0x30
+    Peer(d2, 9).control(0x01, b"\x00\x55")
+    assert len(b.writes) == 2 and b._st.read("uspdm/eid.bin") == b"\x55"
+    # the same EID again by the next owner: no write at all
+    d3 = _device(b)
+    Peer(d3, 9).control(0x01, b"\x00\x55")
+    assert len(b.writes) == 2
+
+
+def test_saved_eid_ignored_without_the_setting():
+    b = CountingBoard()
+    b._st.write("uspdm/eid.bin", b"\x66")   # e.g. written by an attacker under an older firmware
+    d = _device(b)
+    assert d.ep.eid == 0
