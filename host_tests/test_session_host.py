@@ -97,7 +97,7 @@ def test_certificate_session(version, clear, defer):
 @pytest.mark.parametrize("version", ["1.1", "1.2", "1.3"])
 @pytest.mark.parametrize("mode", [S.PSK_WITH_CONTEXT, S.PSK_NO_CONTEXT])
 def test_psk_session(version, mode):
-    mgr, r, link, q = connect(version, psk_mode=mode)
+    mgr, r, link, q = connect(version, psk_mode=mode, replayable_psk=True)
     s = q.psk_exchange(HINT, PSK)
     assert s.psk_context == (mode == S.PSK_WITH_CONTEXT)
     if s.psk_context:

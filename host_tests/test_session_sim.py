@@ -69,7 +69,7 @@ def board_b(request, tmp_path_factory):
     if request.config.getoption("--port"):
         pytest.skip("board B is a simulator tuned through uspdm/session.json")
     sim, root, pskf = make_board(tmp_path_factory.mktemp("sb"),
-                                 {"psk_mode": 1, "heartbeat": 3, "max_seq": 8, "max_sessions": 2,
+                                 {"psk_mode": 1, "allow_replayable_psk": True, "heartbeat": 3, "max_seq": 8, "max_sessions": 2,
                                   "defer_key_exchange": True})
     with sim:
         yield {"port": sim.port, "root": root, "psk_file": pskf, "sim": sim}

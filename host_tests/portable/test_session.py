@@ -209,7 +209,7 @@ def rd(b, o):
 
 @parametrize("v", V)
 def test_psk_without_context(v):
-    mgr, r, q = setup(v, NO_CLEAR_FLAGS, psk_mode=S.PSK_NO_CONTEXT)
+    mgr, r, q = setup(v, NO_CLEAR_FLAGS, psk_mode=S.PSK_NO_CONTEXT, replayable_psk=True)
     assert (q.rsp_flags >> 10) & 3 == 1
     rsp = q.psk_exchange(HINT, PSK)
     assert rd(rsp, 8) == 0
@@ -401,7 +401,7 @@ def test_session_only_requests_exact_size():
     is_err(q.call(bytes((0x12, 0xE7, 0, 0)) + bytes(49)), 0x01)
     assert mgr.count() == 1
     # PSK_FINISH outside a session at a responder without PSK context: not negotiated at all
-    mgr, r, q = setup(0x12, NO_CLEAR_FLAGS, psk_mode=S.PSK_NO_CONTEXT)
+    mgr, r, q = setup(0x12, NO_CLEAR_FLAGS, psk_mode=S.PSK_NO_CONTEXT, replayable_psk=True)
     is_err(q.x(bytes((0x12, 0xE7, 0, 0)) + bytes(48)), 0x07)
 
 
@@ -490,6 +490,10 @@ def test_board_configuration():
     st.write(S.SESSION_CONFIG, b'{"heartbeat": 5, "psk_mode": 1, "handshake_in_the_clear": false, "max_seq": 9,'
                                b' "defer_key_exchange": true}')
     m = S.from_board(drbg(b"c"), st, {"max_sessions": 3})
+    # psk_mode=1 alone is refused (issue 11.13: replayable keys): PSK with responder context
+    assert (m.max_sessions, m.heartbeat, m.psk_mode, m.in_clear, m.max_seq, m.defer) == (3, 5, 2, False, 9, True)
+    assert m.cap_flags(0x12) & 0x8C00 == 0x0800
+    m = S.from_board(drbg(b"c"), st, {"max_sessions": 3, "allow_replayable_psk": 1})
     assert (m.max_sessions, m.heartbeat, m.psk_mode, m.in_clear, m.max_seq, m.defer) == (3, 5, 1, False, 9, True)
     assert m.cap_flags(0x12) & 0x8C00 == 0x0400          # PSK without context, no handshake in the clear
     assert m.cap_flags(0x10) == 0

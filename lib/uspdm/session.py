@@ -197,16 +197,26 @@ class Session:
 class SessionManager:
     def __init__(self, drbg, storage=None, max_sessions=2, heartbeat=0, psk_mode=PSK_WITH_CONTEXT,
                  vendor_hook=None, max_seq=secured.MAX_SEQ, in_clear=True, log=None, ticks_diff=None,
-                 defer=None):
+                 defer=None, replayable_psk=False):
         self.drbg = drbg
         self.storage = storage
         self.max_sessions = max_sessions
         self.heartbeat = heartbeat & 0xFF
+        self.log = log
+        if psk_mode == PSK_NO_CONTEXT and not replayable_psk:
+            # Without a responder context the responder's only fresh input to the PSK key
+            # schedule is its 16-bit half of the session ID: a recorded PSK_EXCHANGE replayed
+            # a few hundred times opens a session with a recorded session's keys, and its
+            # recorded secured messages replay too.  No persistent monotonic counter is mixed
+            # into the key schedule here, so PSK is offered with a responder context instead
+            # (replayable_psk=True, board setting allow_replayable_psk=1: lab/conformance only).
+            self._log("session: psk_mode=1 (no responder context) refused: replayable keys; "
+                      "offering PSK with responder context")
+            psk_mode = PSK_WITH_CONTEXT
         self.psk_mode = psk_mode
         self.vendor_hook = vendor_hook
         self.max_seq = max_seq
         self.in_clear = in_clear
-        self.log = log
         self.ticks_diff = ticks_diff  # board.ticks_diff(a, b) = a - b for wrapping millisecond clocks
         self.defer = defer            # KEY_EXCHANGE via ResponseNotReady: None = as the responder's defer_signing
         self.sessions = {}
@@ -924,7 +934,11 @@ def from_board(drbg, storage, cfg=None, log=None, vendor_hook=None, ticks_diff=N
       heartbeat           HeartbeatPeriod in seconds (default 60: a session
                           silent for 2 x 60 s is torn down; 0 = none)
       psk_mode            0 no PSK, 1 PSK without responder context (no
-                          PSK_FINISH), 2 with context (default)
+                          PSK_FINISH: refused, see allow_replayable_psk), 2
+                          with context (default)
+      allow_replayable_psk  1: honour psk_mode=1 although a replayed
+                          PSK_EXCHANGE can then repeat a session's keys
+                          (lab/conformance runs only; default 0)
       handshake_in_the_clear   offer HANDSHAKE_IN_THE_CLEAR (default True)
       max_seq             sequence-number limit per key (default 2^64-1)
       defer_key_exchange  True: KEY_EXCHANGE answers ResponseNotReady and
@@ -935,7 +949,7 @@ def from_board(drbg, storage, cfg=None, log=None, vendor_hook=None, ticks_diff=N
     c = {}
     if cfg:
         for k in ("max_sessions", "heartbeat", "psk_mode", "handshake_in_the_clear", "max_seq",
-                  "defer_key_exchange"):
+                  "defer_key_exchange", "allow_replayable_psk"):
             if k in cfg:
                 c[k] = cfg[k]
     try:
@@ -952,7 +966,8 @@ def from_board(drbg, storage, cfg=None, log=None, vendor_hook=None, ticks_diff=N
                           psk_mode=int(c.get("psk_mode", PSK_WITH_CONTEXT)),
                           in_clear=bool(c.get("handshake_in_the_clear", True)), vendor_hook=vendor_hook, log=log,
                           max_seq=int(c.get("max_seq", secured.MAX_SEQ)), ticks_diff=ticks_diff,
-                          defer=c.get("defer_key_exchange"))
+                          defer=c.get("defer_key_exchange"),
+                          replayable_psk=bool(c.get("allow_replayable_psk", False)))
 
 
 def configure(config):
