@@ -72,6 +72,7 @@ def slices(gen):
         return e.value, m
 for c in CURVES:
     curve = getattr(ec, c.upper())
+    curve.table()  # the comb table is imported once per boot (firmware: at setup), not inside a slice
     d = ec.generate_private_key(curve, rng.generate)
     peer = ec.public_key(curve, ec.generate_private_key(curve, rng.generate))
     dig = KiB[:curve.size]

@@ -83,8 +83,8 @@ from uspdm.compat import const
 
 _BLIND_BITS = const(64)
 _W = const(5)  # variable-base window width (table of 2^(_W-1) odd multiples)
-_SLICE_COLS = const(16)  # comb columns per generator step
-_SLICE_WINS = const(8)  # variable-base windows per generator step
+_SLICE_COLS = const(6)  # comb columns per generator step (P-384 on the M0: <= ~14 M instr with GC)
+_SLICE_WINS = const(3)  # variable-base windows per generator step (P-384 on the M0: <= ~14 M instr with GC)
 
 
 class Curve:
@@ -340,6 +340,8 @@ def _window_iter(c, k, T, x, y, zr=1):
     for i in range(half - 1):
         X, Y, Z = pts[-1]
         pts.append(_add(X, Y, Z, X2, Y2, Z2, p))
+        if i % 6 == 5:
+            yield
     yield
     acc = [1] * half
     a = 1
