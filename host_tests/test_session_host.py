@@ -230,13 +230,29 @@ def test_requester_sequence_numbers_and_padding_on_the_wire():
 def test_cmd_session_scenario(psk):
     from uspdm_tools import cmd_session
 
+    from cryptography import x509
+
+    from uspdm_tools import certs
+
     mgr, r, link = board(heartbeat=20)
+    root = x509.load_der_x509_certificate(certs.der_split(r.identity.chain(0, "p384"))[0])
     q = SR.SessionRequester(link, version="1.3")
-    rep = cmd_session.exercise(q, 0, HINT if psk else None, PSK if psk else None)
+    rep = cmd_session.exercise(q, 0, HINT if psk else None, PSK if psk else None, root)
     names = [x["step"] for x in rep["steps"]]
     assert names[-1] == "END_SESSION" and "HEARTBEAT" in names
     assert rep["heartbeat_period_s"] == 20 and len(rep["measurements"]) == 4
     assert mgr.count() == 0 and mgr.stats["opened"] == 1
+    assert rep["chain"].startswith("valid to the trusted root")
+
+
+def test_cmd_session_never_ok_without_a_root():
+    """A certificate session with nothing to check the chain against is a verification failure."""
+    from uspdm_tools import cmd_session
+
+    mgr, r, link = board()
+    q = SR.SessionRequester(link, version="1.3")
+    with pytest.raises(R.VerificationError, match="no trusted root"):
+        cmd_session.exercise(q, 0, None, None, None)
 
 
 @pytest.mark.parametrize("version", ["1.1", "1.3"])

@@ -26,9 +26,9 @@ HINT = b"lab-psk-1"
 VERSIONS = ["1.1", "1.2", "1.3"]
 
 
-def uspdm(*args, timeout=300):
+def uspdm(*args, timeout=300, env=None):
     p = subprocess.run([sys.executable, "-m", "uspdm_tools.cli"] + [str(a) for a in args],
-                       capture_output=True, text=True, timeout=timeout)
+                       capture_output=True, text=True, timeout=timeout, env=env)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -248,9 +248,24 @@ def test_cli_session_certificate_and_psk(board_a):
     assert rc == 0, out + err
     assert "PSK (with responder context)" in out and "result: OK" in out
     rc, out, err = uspdm("session", "--port", board_a["port"], "--clear-handshake", "--version", "1.1",
-                         "--timeout", "20")
+                         "--root", board_a["root"], "--timeout", "20")
     assert rc == 0, out + err
-    assert "handshake in the clear" in out
+    assert "handshake in the clear" in out and "chain: valid to the trusted root" in out
+
+
+def test_cli_session_uses_the_lab_ca_by_default(board_a, tmp_path):
+    """Without --root `uspdm session` trusts what `uspdm attest` trusts (the lab CA): a board
+    provisioned by another CA is a verification failure, never "result: OK"; no CA at all is a usage error."""
+    from uspdm_tools import certs
+
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    rc, out, err = uspdm("session", "--port", board_a["port"], "--timeout", "20", env=env)
+    assert rc == 1 and "no --root given and no lab CA" in err and "OK" not in out
+    certs.LabCA(os.path.join(str(tmp_path / "cfg"), "uspdm", "ca")).load_or_create()   # another lab CA
+    rc, out, err = uspdm("session", "--port", board_a["port"], "--timeout", "20", env=env)
+    assert rc == 4, out + err
+    assert "result: VERIFICATION FAILED" in out and "result: OK" not in out
+    assert "same name, different CA" in out and out.count("SHA-256 ") >= 2
 
 
 def test_key_exchange_deferred(board_b, conn_factory):

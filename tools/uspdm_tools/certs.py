@@ -330,6 +330,12 @@ def _name(cert):
         return "?"
 
 
+def fingerprint(cert):
+    """SHA-256 fingerprint, in full (two lab CAs share their subject name:
+    only the fingerprint tells them apart, so it is never shortened)."""
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
 def check_leaf_profile(cert, cert_der, alg, version, requester=False):
     """The SPDM leaf profile as libspdm checks it. Returns a list of notes; raises ChainError."""
     notes = []
@@ -484,7 +490,13 @@ def validate_chain(buf, hash_size, hash_algo, alg, version, trusted_root, digest
         try:
             root.verify_directly_issued_by(trusted_root)
         except Exception:
-            raise ChainError("chain does not lead to the trusted root (first certificate: %s)" % _name(root))
+            raise ChainError(
+                "chain does not lead to the trusted root: the board's chain starts at %s (SHA-256 %s), the "
+                "trusted root is %s (SHA-256 %s)%s" % (
+                    _name(root), fingerprint(root), _name(trusted_root), fingerprint(trusted_root),
+                    "; same name, different CA: the board was provisioned with another lab CA (another "
+                    "--ca-dir or machine): give that CA's root with --root, or provision the board again"
+                    if root.issuer == trusted_root.subject else ""))
     else:
         try:
             root.verify_directly_issued_by(root)

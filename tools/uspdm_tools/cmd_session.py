@@ -4,7 +4,8 @@
     uspdm session --port PORT --psk-hint lab-psk-1 --psk-file psk.bin
 
 Certificate session: VERSION/CAPABILITIES/ALGORITHMS, DIGESTS, CERTIFICATE
-(validated against --root when given), KEY_EXCHANGE (signature and
+(validated against the trusted root: --root, by default the lab CA, as for
+`uspdm attest`; a board whose chain does not lead there is never OK), KEY_EXCHANGE (signature and
 ResponderVerifyData checked), FINISH; PSK session: PSK_EXCHANGE (+ PSK_FINISH
 when the responder uses a context).  Inside the session: signed
 GET_MEASUREMENTS, HEARTBEAT, KEY_UPDATE (UpdateKey, then UpdateAllKeys, each
@@ -18,6 +19,7 @@ Exit status: 0 session exercised, 1 usage, 2 unreachable, 3 protocol error,
 4 verification failure.
 """
 import json
+import os
 import sys
 import time
 
@@ -64,7 +66,8 @@ def register(sub):
                    help="SPDM version to negotiate (default: the highest both support)")
     p.add_argument("--slot", type=int, default=0, choices=range(8), metavar="N", help="certificate slot")
     p.add_argument("--alg", choices=["p384", "p256"], default="p384", help="signature algorithm to offer")
-    p.add_argument("--root", default=None, help="validate the chain against this root (PEM or DER)")
+    p.add_argument("--root", default=None,
+                   help="trusted root certificate, PEM or DER (default: the lab CA, as for `uspdm attest`)")
     p.add_argument("--psk-hint", default=None, help="PSK hint (text) for a PSK session")
     p.add_argument("--psk-file", default=None, help="file holding the PSK bytes (with --psk-hint)")
     p.add_argument("--clear-handshake", action="store_true",
@@ -104,16 +107,10 @@ def exercise(q, slot=0, psk_hint=None, psk=None, root=None, log=None):
         if slot not in digests:
             raise R.ProtocolError("slot %d is not provisioned" % slot)
         buf = step("GET_CERTIFICATE", q.get_certificate, slot)
-        if root is not None:
-            from . import certs
-
-            alg = R.ASYM_TO_ALG[q.asym]
-            try:
-                certs.validate_chain(buf, q.hash_size, R.HASHES[q.hash][1], alg, q.version, root,
-                                     digest=digests[slot])
-            except certs.ChainError as e:
-                raise R.VerificationError("certificate chain: %s" % e)
-            rep["chain"] = "valid (root %s)" % root.subject.rfc4514_string()
+        if root is None:
+            # nothing to check the board's chain against: the peer would be unauthenticated
+            raise R.VerificationError("no trusted root to check the board's certificate chain against")
+        _check_chain(rep, q, buf, root, digests[slot])
         s = step("KEY_EXCHANGE", q.key_exchange, slot)
         step("FINISH" + (" (in the clear)" if s.in_clear else ""), q.finish, s)
         rep["kind"] = "certificate (slot %d, handshake %s)" % (slot, "in the clear" if s.in_clear else "encrypted")
@@ -125,8 +122,12 @@ def exercise(q, slot=0, psk_hint=None, psk=None, root=None, log=None):
     inner = q.in_session(s)
     if slot not in q.chains and q.rsp_flags & R.CAP_CERT:
         # PSK session: the certificate is read inside the session for the signed measurements
-        step("GET_DIGESTS (in session)", inner.get_digests)
-        step("GET_CERTIFICATE (in session)", inner.get_certificate, slot)
+        d2 = step("GET_DIGESTS (in session)", inner.get_digests)
+        buf2 = step("GET_CERTIFICATE (in session)", inner.get_certificate, slot)
+        if root is not None:
+            _check_chain(rep, q, buf2, root, d2.get(slot))
+        else:
+            rep["chain"] = "not checked (no trusted root; the peer is authenticated by the PSK)"
     signed = slot in q.chains
     m = step("GET_MEASUREMENTS (%s, in session)" % ("signed" if signed else "unsigned"), inner.get_measurements,
              0xFF, signed, slot)
@@ -141,6 +142,18 @@ def exercise(q, slot=0, psk_hint=None, psk=None, root=None, log=None):
     step("END_SESSION", q.end_session, s)
     rep["total_ms"] = round(sum(x["ms"] for x in steps), 1)
     return rep
+
+
+def _check_chain(rep, q, buf, root, digest):
+    from . import certs
+
+    alg = R.ASYM_TO_ALG[q.asym]
+    try:
+        certs.validate_chain(buf, q.hash_size, R.HASHES[q.hash][1], alg, q.version, root, digest=digest)
+    except certs.ChainError as e:
+        raise R.VerificationError("certificate chain: %s" % e)
+    rep["chain"] = "valid to the trusted root %s (SHA-256 %s)" % (root.subject.rfc4514_string(),
+                                                                 certs.fingerprint(root))
 
 
 def run(args):
@@ -158,13 +171,14 @@ def run(args):
             return EXIT_USAGE
         hint = args.psk_hint.encode()
     root = None
-    if args.root:
-        from . import certs
+    if args.root or psk is None or os.path.exists(_default_root()):
+        # the same trust default as `uspdm attest`: --root, else the lab CA
+        from .verifier import UsageError, load_root
 
         try:
-            root = certs.load_cert(args.root)
-        except (OSError, ValueError) as e:
-            print("uspdm session: cannot load %s: %s" % (args.root, e), file=sys.stderr)
+            root, _ = load_root(args.root)
+        except UsageError as e:
+            print("uspdm session: %s" % e, file=sys.stderr)
             return EXIT_USAGE
     from . import link as link_mod
 
@@ -198,6 +212,12 @@ def run(args):
     return _done(args, rep, code, verdict)
 
 
+def _default_root():
+    from . import certs
+
+    return certs.LabCA(certs.default_ca_dir()).root_pem_path
+
+
 def _done(args, rep, code, verdict):
     rep["result"] = verdict
     rep["exit_code"] = code
@@ -210,6 +230,7 @@ def _done(args, rep, code, verdict):
                 rep.get("heartbeat_period_s")))
             say("established in %.1f ms; %d measurement blocks read inside the session; total %.1f ms" % (
                 rep.get("establishment_ms", 0), len(rep.get("measurements", [])), rep.get("total_ms", 0)))
+            say("chain: %s" % rep.get("chain", "not read"))
         say("result: %s" % verdict)
     sys.stdout.flush()
     return code
