@@ -89,6 +89,14 @@ def build(board, dev, machine_mod, log):
         port.addr, port.cap.mode, cfg.get("i2c_freq", 100000))
 
 
+def repl_escape(cfg):
+    """The line escape to the REPL (\\r\\x03 on the USB serial) is a lab
+    setting, off unless the board's settings say repl_escape=1: the REPL
+    reads the device key, so by default it takes physical presence (the
+    boot button during the first second after reset)."""
+    return cfg.get("repl_escape", 0) in (1, "1", True)
+
+
 def run(board, dev):
     """Serve forever on a real board; returns only on the REPL escape."""
     import time
@@ -104,14 +112,15 @@ def run(board, dev):
     svc, what = build(board, dev, machine, log)
     cfg = board.config()
     print("uspdm: serving MCTP: " + what)
+    escape = repl_escape(cfg)
     print("uspdm: to reach the REPL: hold %s during the first second after reset%s" % (
         getattr(board, "BUTTON", "the boot button"),
-        ", or send \\r\\x03 (mpremote does)" if cfg.get("repl_escape", 1) else ""))
+        ", or send \\r\\x03 (mpremote does; repl_escape=1, a lab setting)" if escape else ""))
     if dev is not None:
         dev._log = usb_serial.log_line   # stdout is the MCTP channel from now on
     led = getattr(board, "led", None)
     r = usb_serial.serve(svc, usb_serial.UsbSerial(), time.ticks_ms, time.ticks_diff, time.sleep_ms,
-                         escape=bool(cfg.get("repl_escape", 1)), quiet_ms=cfg.get("repl_escape_quiet_ms", 100),
+                         escape=escape, quiet_ms=cfg.get("repl_escape_quiet_ms", 100),
                          kbd_intr=micropython.kbd_intr, led=led)
     print("\r\nuspdm: stopped (%s); REPL.  usb_serial.LOG has the log; machine.reset() restarts." % r)
     return r

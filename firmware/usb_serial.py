@@ -19,7 +19,7 @@ The way back to the REPL (for mpremote, re-flashing):
    the LED blinks fast (board.skip_firmware()).  Holding it *while
    plugging in / pressing reset* starts the chip's ROM bootloader instead,
    which is the other way to re-flash.
-2. Line escape: a read burst that begins with b"\\r\\x03" -- what mpremote
+2. Line escape (lab setting repl_escape=1): a read burst that begins with b"\\r\\x03" -- what mpremote
    sends first (enter_raw_repl: "\\r\\x03", then "\\r\\x01") -- while no
    MCTP frame is in progress (a partial frame older than 1 s counts as
    abandoned) and after the line was quiet for
@@ -28,8 +28,9 @@ The way back to the REPL (for mpremote, re-flashing):
    works as usual.  Only those two bytes are consumed.  A DSP0253 frame
    starts with 0x7E, so a host speaking MCTP never sends this; random
    garbage has to hit both bytes right after a quiet gap with the decoder
-   idle.  Disable it with repl_escape=0 in the board settings (then only
-   the boot button works).
+   idle.  It is OFF unless the board settings say repl_escape=1 (a lab
+   setting: whoever can write two bytes on the line gets the REPL, which
+   reads the device key); by default only the boot button works.
 """
 
 ESCAPE = b"\r\x03"

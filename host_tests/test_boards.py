@@ -297,3 +297,16 @@ def test_main_skips_firmware_when_button_held(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "board", fake)
     main.main()
     assert calls == [] and "REPL" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["rp2040", "esp32"])
+def test_repl_escape_is_off_by_default(name):
+    """\\r\\x03 on the MCTP line must not hand over the REPL (it reads the key) unless the
+    lab setting repl_escape=1 says so; physical presence (the boot button) is the default."""
+    b = load_board(name)
+    assert b.config()["repl_escape"] == 0
+    assert serve.repl_escape(b.config()) is False
+    assert serve.repl_escape({}) is False
+    b._cfg = None
+    b._storage.write("uspdm/board.cfg", b"repl_escape=1\n")
+    assert serve.repl_escape(b.config()) is True

@@ -164,3 +164,13 @@ def test_verify_recognises_a_board_left_in_bridge_mode(tmp_path):
         said = []
         assert deploy.verify(sim.port, "responder", timeout=15, say=said.append)
     assert "the board is a bridge" in said[-1] and "target 0x33" in said[-1]
+
+
+def test_deploy_states_the_repl_escape_loudly():
+    rc, out, err = uspdm("deploy", "--board", "rp2040", "--port", "/dev/ttyACM9", "--dry-run",
+                         "--set", "repl_escape=1")
+    assert rc == 0, err
+    assert "WARNING: repl_escape=1" in out and "private key" in out
+    rc, out, err = uspdm("deploy", "--board", "esp32", "--port", "/dev/ttyACM9", "--dry-run")
+    assert rc == 0, err
+    assert "WARNING" not in out and "REPL: only with BOOT held" in out

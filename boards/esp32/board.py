@@ -55,7 +55,7 @@ DEFAULTS = {
     "i2c_hard_irq": 0,
     "bridge_target": 0x1D,
     "bridge_eid": 0xFE,
-    "repl_escape": 1,
+    "repl_escape": 0,            # 1: \r\x03 on the line hands over the REPL (lab only: it reads the key)
     "repl_escape_quiet_ms": 100,
     "boot_escape_ms": 1000,
     "boot_pin": 0,

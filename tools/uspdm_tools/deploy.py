@@ -13,10 +13,13 @@ if any were given, reset; (4) reopen the port and check that the board
 answers MCTP Get Endpoint ID over USB serial (a bridge: its own INFO, then
 Get EID through it).
 
-mpremote reaches a board that is running the firmware because the firmware
-returns to the REPL when a read burst starts with mpremote's "\\r\\x03"
-(see firmware/usb_serial.py; or hold BOOTSEL/BOOT during the first second
-after reset).  Keys and certificates (uspdm/ on the board) are kept.
+mpremote reaches a board that runs the firmware only when the REPL is free:
+hold BOOTSEL/BOOT during the first second after reset (the LED blinks fast)
+and the firmware does not start.  The serial escape (mpremote's "\\r\\x03"
+hands over the REPL, see firmware/usb_serial.py) is a lab setting,
+`--set repl_escape=1`, off by default: anyone who can write to the board's
+serial line would get the REPL, which reads the device key.  Keys and
+certificates (uspdm/ on the board) are kept.
 """
 import os
 import shutil
@@ -220,6 +223,15 @@ def deploy(args, say=print):
             args.port, len(roots), " -- dry run" if args.dry_run else ""))
         if settings:
             say("      settings: " + ", ".join("%s=%s" % kv for kv in sorted(settings.items())))
+        if settings.get("repl_escape") in (1, "1"):
+            say("      " + "!" * 72)
+            say("      WARNING: repl_escape=1 (lab setting): two bytes (\\r\\x03) on the board's USB serial")
+            say("      line hand over the REPL, and the REPL can read the device's private key.")
+            say("      Anyone who can write to that line owns the identity. Lab benches only.")
+            say("      " + "!" * 72)
+        else:
+            say("      REPL: only with %s held during the first second after reset (repl_escape=1 is the lab "
+                "setting that opens it from the serial line)" % ("BOOTSEL" if args.board == "rp2040" else "BOOT"))
         for c in cmds:
             if args.dry_run:
                 say("  " + " ".join(_show(a) for a in [exe] + c))
@@ -228,9 +240,9 @@ def deploy(args, say=print):
             if p.returncode != 0:
                 msg = (p.stderr or p.stdout).strip().splitlines()
                 raise DeployError("mpremote %s failed: %s\n  (is the port right? is another program using "
-                                  "it? hold BOOTSEL/BOOT during the first second after reset to keep the "
-                                  "firmware from starting)" % (" ".join(c[2:4]) if c[2] == "fs" else c[2],
-                                                               msg[-1] if msg else p.returncode))
+                                  "it? a board running the firmware hands over the REPL only with BOOTSEL/BOOT "
+                                  "held during the first second after reset: do that, then run this again)" % (
+                                      " ".join(c[2:4]) if c[2] == "fs" else c[2], msg[-1] if msg else p.returncode))
         if args.dry_run:
             return 0
         say("[3/4] reset")
