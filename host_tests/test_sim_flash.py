@@ -80,7 +80,7 @@ def test_mirror_keeps_host_files_and_locks_the_folder(tmp_path):
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     from uspdm_tools.link import SerialLink
 
-    with SimProcess(flash=str(flash), wait_measurements=False) as sim:
+    with SimProcess(flash=str(flash), wait_measurements=False, extra_args=["--set", "persist_eid=1"]) as sim:
         # a second user of the same folder is refused, naming the holder's PID
         rc, out, err = uspdm("provision", "--flash", flash, "--ca-dir", tmp_path / "ca", timeout=60)
         assert rc == 1
