@@ -210,10 +210,19 @@ class Device:
         if r is None:
             ctx = self._spdm_context()
             if len(self.responders) >= MAX_REQUESTERS:
-                old = self._order.pop(0)
-                gone = self.responders.pop(old, None)
-                if gone is not None and ctx.sessions is not None:
-                    ctx.sessions.end_conn(gone)
+                # make room: the least recently used connection that holds no session
+                # and no pending work; never end someone's session for a newcomer
+                old = None
+                live = ctx.sessions.sessions.values() if ctx.sessions is not None else ()
+                for e in self._order:
+                    c = self.responders.get(e)
+                    if c is not None and not c.pending() and not any(x.conn is c for x in live):
+                        old = e
+                        break
+                if old is None:
+                    return None
+                self._order.remove(old)
+                self.responders.pop(old, None)
             r = ctx.new_responder()
             r.eid = src
             self.responders[src] = r
@@ -224,6 +233,11 @@ class Device:
 
     def _on_spdm(self, src, body):
         r = self._responder(src)
+        if r is None:
+            # every connection holds a session or pending work: the newcomer waits (ERROR Busy,
+            # in the request's version; GET_VERSION and anything unparsable: 1.0)
+            v = body[1] if len(body) > 2 and body[2] != 0x84 and 0x10 <= body[1] <= 0x1F else 0x10
+            return bytes((0x05, v, 0x7F, 0x03, 0x00))
         r.now = self._now()
         rsp = r.handle(body[1:])
         if self.verbose:

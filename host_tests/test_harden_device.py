@@ -108,3 +108,71 @@ def test_saved_eid_ignored_without_the_setting():
     b._st.write("uspdm/eid.bin", b"\x66")   # e.g. written by an attacker under an older firmware
     d = _device(b)
     assert d.ep.eid == 0
+
+
+# ------------------------------------------------------------ sessions over the device
+
+class DeviceLink:
+    """requester transport over a Peer: .spdm / .secured, the board's idle loop run in between."""
+
+    def __init__(self, peer):
+        self.p = peer
+
+    def _idle(self):
+        for _ in range(100000):
+            if not self.p.dev.pending():
+                return
+            self.p.dev.idle()
+        raise AssertionError("idle work does not finish")
+
+    def spdm(self, req, timeout=None):
+        self._idle()
+        r = self.p.request(b"\x05" + bytes(req))
+        if r is None:
+            raise TimeoutError("no answer")
+        return r[1:]
+
+    def secured(self, body, timeout=None):
+        self._idle()
+        r = self.p.request(b"\x06" + bytes(body))
+        if r is None:
+            raise TimeoutError("no answer")
+        return r[1:]
+
+
+def session_requester(peer, **kw):
+    from uspdm_tools.session_requester import SessionRequester
+
+    q = SessionRequester(DeviceLink(peer), version="1.2", algs=("p384",), sleep=lambda t: None, **kw)
+    q.init_connection()
+    return q
+
+
+# ------------------------------------------------------------ 11.6: eviction never ends a session
+
+def test_newcomers_do_not_evict_a_session():
+    b = FakeBoard(sessions=1, max_sessions=4)
+    d = _device(b)
+    victim = session_requester(Peer(d, 8))
+    s = victim.open_session(0)
+    # the review's attack: GET_VERSION from 4 new requester EIDs (4 connection states fit)
+    for e in (0x21, 0x22, 0x23, 0x24):
+        assert Peer(d, e).spdm(b"\x10\x84\x00\x00")[1] == 0x04
+    assert 8 in d.responders and 0x21 not in d.responders   # the LRU without a session made room
+    victim.heartbeat(s)                                      # the session is alive
+    victim.in_session(s).get_measurements(0, False)
+    # when every connection holds a session, the newcomer is refused (ERROR Busy), nobody evicted
+    others = [session_requester(Peer(d, e)) for e in (0x31, 0x32, 0x33)]
+    held = [q.open_session(0) for q in others]
+    rsp = Peer(d, 0x40).spdm(b"\x10\x84\x00\x00")
+    assert rsp == b"\x10\x7f\x03\x00"
+    rsp = Peer(d, 0x41).spdm(b"\x12\xe1\x00\x00" + bytes(16))
+    assert rsp == b"\x12\x7f\x03\x00"
+    victim.heartbeat(s)
+    for q, x in zip(others, held):
+        q.heartbeat(x)
+    # a session ends: its connection may be evicted again
+    others[0].end_session(held[0])
+    assert Peer(d, 0x40).spdm(b"\x10\x84\x00\x00")[1] == 0x04
+    assert 0x31 not in d.responders
+    victim.end_session(s)
