@@ -44,6 +44,14 @@ def register(sub):
     p.add_argument("--mpy", action="store_true",
                    help="run the firmware compiled to .mpy with mpy-cross, as `uspdm deploy` puts it on a board "
                         "(smaller heap than modules compiled from .py on the device)")
+    m = p.add_argument_group("emulated Cortex-M0 (the RP2040's instruction set, a hard heap, instruction counts)")
+    m.add_argument("--m0", nargs="?", const="", default=None, metavar="FIRMWARE.elf",
+                   help="run the firmware on MicroPython for armv6m under qemu-system-arm instead of wasm; the "
+                        "image defaults to $USPDM_M0_FW, else ../shared/m0/firmware-h200k.elf")
+    m.add_argument("--m0-load", choices=("ram", "rom"), default="ram",
+                   help="ram (default): modules copied into the heap on import, as a stock deploy (mpremote cp); "
+                        "rom: bytecode runs in place from a ROMFS partition")
+    m.add_argument("--m0-stats", metavar="FILE", help="append per-message figures (k-instr, heap) as JSON lines")
     g = p.add_argument_group("simulated I2C bus (DSP0237)")
     g.add_argument("--i2c", action="store_true",
                    help="two boards on a simulated I2C bus: the serial port belongs to a bridge board that "
@@ -67,8 +75,9 @@ class SimError(Exception):
 
 
 class Sim:
-    def __init__(self, flash, verbose=False, log=None, tcp=None, extra=(), code_root=REPO_ROOT):
+    def __init__(self, flash, verbose=False, log=None, tcp=None, extra=(), code_root=REPO_ROOT, board_cmd=None):
         self.flash = flash
+        self.board_cmd = board_cmd  # another board process with simhost.mjs's stdio contract (--m0)
         self.code_root = code_root  # where lib/, firmware/, boards/sim/ come from
         self.extra = list(extra)   # more simhost.mjs arguments (--i2c ...)
         self.verbose = verbose
@@ -107,8 +116,11 @@ class Sim:
         self.logf.flush()
 
     def start_board(self):
-        cmd = [node_path(), SIMHOST, "--root", self.code_root, "--flash", self.flash,
-               "--verbose", "1" if self.verbose else "0"] + self.extra
+        if self.board_cmd:
+            cmd = list(self.board_cmd)
+        else:
+            cmd = [node_path(), SIMHOST, "--root", self.code_root, "--flash", self.flash,
+                   "--verbose", "1" if self.verbose else "0"] + self.extra
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, cwd=REPO_ROOT, bufsize=0)
 
@@ -259,7 +271,38 @@ def _err(msg):
     print("uspdm sim: %s" % msg, file=sys.stderr)
 
 
+def m0_problem(args):
+    """Why --m0 cannot run here (one line), or None."""
+    from . import m0board
+
+    why = m0board.check(args.m0 or m0board.default_firmware())
+    if not why and (getattr(args, "i2c", False) or getattr(args, "mpy", False)):
+        why = "--i2c and --mpy are for the wasm board (the emulated one always runs .mpy for armv6m)"
+    return why
+
+
+def m0_command(args, flash):
+    """The board process for --m0 (None without it)."""
+    if getattr(args, "m0", None) is None:
+        return None
+    from . import m0board
+
+    fw = args.m0 or m0board.default_firmware()
+    cmd = [sys.executable, "-m", "uspdm_tools.m0board", "--fw", os.path.abspath(fw), "--flash", flash,
+           "--load", args.m0_load]
+    if args.m0_stats:
+        cmd += ["--stats", os.path.abspath(args.m0_stats)]
+    if args.verbose:
+        cmd.append("-v")
+    return cmd
+
+
 def run(args):
+    if getattr(args, "m0", None) is not None:
+        why = m0_problem(args)
+        if why:
+            print("uspdm sim --m0: " + why, file=sys.stderr)
+            return 2
     from .flashdir import FlashDirError, FlashLock
 
     tmp = None
@@ -312,9 +355,10 @@ def _run(args, flash, tmp):
             shutil.rmtree(mpy_tmp, ignore_errors=True)
             return 1
         code_root = os.path.join(mpy_tmp, "bytecode")
+    board_cmd = m0_command(args, os.path.abspath(flash))
     try:
         sim = Sim(os.path.abspath(flash), verbose=args.verbose, log=logf, tcp=args.tcp, extra=extra,
-                  code_root=code_root)
+                  code_root=code_root, board_cmd=board_cmd)
     except SimError as e:
         _err(str(e))
         if mpy_tmp:
