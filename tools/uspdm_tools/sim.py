@@ -121,6 +121,7 @@ class Sim:
         else:
             cmd = [node_path(), SIMHOST, "--root", self.code_root, "--flash", self.flash,
                    "--verbose", "1" if self.verbose else "0"] + self.extra
+        self._board_eof = False
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, cwd=REPO_ROOT, bufsize=0)
 
@@ -179,7 +180,7 @@ class Sim:
                 continue
             if w:
                 self._flush_pty()
-            if self.proc.poll() is not None and not r:
+            if self.proc.poll() is not None and (not r or self._board_eof):
                 if self.stopping:
                     break
                 self.log("sim: board process exited (%s); restarting" % self.proc.returncode)
@@ -195,6 +196,9 @@ class Sim:
                         self.to_board(data)
                 elif f is self.proc.stdout:
                     data = os.read(self.proc.stdout.fileno(), 65536)
+                    if not data:
+                        self._board_eof = True   # it exited: restart it once its exit status is there
+                        time.sleep(0.05)
                     if data:
                         self.to_pty(data)
                         if self.client:

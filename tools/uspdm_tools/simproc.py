@@ -13,15 +13,29 @@ import tempfile
 import time
 
 
+M0_ENV = "USPDM_SIM_M0"   # set (to a firmware path, or "default"): every SimProcess runs `sim --m0`
+
+
+def m0_args(extra_args=()):
+    """`uspdm sim --m0 ...` arguments when $USPDM_SIM_M0 selects the emulated Cortex-M0
+    (pytest --m0 sets it), for boards the wasm engine does not have to run (not --i2c/--mpy)."""
+    fw = os.environ.get(M0_ENV)
+    if not fw or "--m0" in extra_args or "--i2c" in extra_args or "--mpy" in extra_args:
+        return []
+    return ["--m0"] + ([] if fw == "default" else [fw]) + ["--m0-load", os.environ.get(M0_ENV + "_LOAD", "ram")]
+
+
 class SimProcess:
-    def __init__(self, flash=None, verbose=True, start_timeout=60.0, extra_args=(), wait_measurements=True):
+    def __init__(self, flash=None, verbose=True, start_timeout=None, extra_args=(), wait_measurements=True):
+        if start_timeout is None:   # the emulated board builds its image and digests its files slower
+            start_timeout = 180.0 if m0_args(extra_args) or "--m0" in extra_args else 60.0
         self._tmp = tempfile.mkdtemp(prefix="uspdm-sim-")
         self._log_final = None   # the log, kept once the temporary folder is gone
         self.flash = flash or os.path.join(self._tmp, "flash")
         self.port_file = os.path.join(self._tmp, "port")
         self.log_path = os.path.join(self._tmp, "board.log")
         cmd = [sys.executable, "-m", "uspdm_tools.cli", "sim", "--flash", self.flash,
-               "--port-file", self.port_file, "--log", self.log_path] + list(extra_args)
+               "--port-file", self.port_file, "--log", self.log_path] + list(extra_args) + m0_args(extra_args)
         if verbose:
             cmd.append("-v")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
