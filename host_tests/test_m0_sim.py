@@ -84,7 +84,7 @@ def test_m0_board_attests_persists_flash_and_restarts(tmp_path):
     # bytecode in place (ROMFS): the attestation fits there today; the stock load's budgets
     # are host_tests/test_m0_budget.py
     with SimProcess(flash=str(flash), extra_args=["--m0", FW, "--m0-load", "rom", "--m0-stats", str(stats),
-                                                  "--set", "svn=7"]) as sim:
+                                                  "--set", "svn=7", "--set", "persist_eid=1"]) as sim:
         log = sim.log_text()
         assert "emulated Cortex-M0" in log and "measurements ready" in log, log[-3000:]
         assert "board=m0" not in log   # measurements are not logged, but the board name is:
