@@ -16,7 +16,8 @@ HandshakeSecret = HKDF-Extract(salt_0, IKM): salt_0 is H zero bytes, except
 for a PSK session at SPDM 1.3 or later, where it is H bytes of 0xFF (libspdm's
 device-secret sample and DSP0274 1.3).  MasterSecret = Extract(salt_1, 0^H)
 with salt_1 = Expand(HandshakeSecret, BinConcat(H, "derived"), H).
-Every secret is a bytearray so wipe() can overwrite it in place.
+Every secret is a bytearray (derived in place by hkdf.expand_into) so
+wipe() can overwrite it; scrub_heap() clears what garbage still holds.
 """
 from uspdm.crypto import hkdf, sha2
 
@@ -36,8 +37,55 @@ def bin_concat(version, length, label, context=b""):
 def wipe(buf):
     """Overwrite a bytearray in place (no-op for None / immutable bytes)."""
     if isinstance(buf, bytearray):
-        for i in range(len(buf)):
-            buf[i] = 0
+        buf[0:len(buf)] = bytes(len(buf))
+
+
+SCRUB_MAX = 512 * 1024  # bytes: all of an RP2040's or ESP32's internal heap
+
+
+def scrub_heap():
+    """Overwrite the garbage of the MicroPython heap: collect, then allocate
+    every free block once (the allocator zeroes what it hands out) and let
+    it all go.  Copies of secrets that only garbage still holds (digests
+    returned as bytes, big ints of the EC code, a C cipher object) are gone
+    afterwards.  Runs at the end of a session (END_SESSION, expiry, reset);
+    a no-op on CPython.  The heap is full for the moment this takes (about
+    3 M instructions on the emulated Cortex-M0, ~30 ms on an RP2040):
+    nothing else allocates meanwhile on a single-threaded device.  At most SCRUB_MAX bytes are allocated: the
+    allocator is first-fit, so on a bigger heap (PSRAM) the low part, where
+    short-lived objects live, is what gets cleared."""
+    import sys
+
+    # CPython: nothing to do; wasm: its heap grows on demand and its
+    # gc.collect() inside a call frees nothing (a simulator, not a board)
+    if sys.implementation.name != "micropython" or sys.platform == "webassembly":
+        return
+    import gc
+
+    gc.collect()
+    budget = SCRUB_MAX
+    head = None
+    n = 4096
+    was = gc.isenabled()
+    gc.disable()  # a failed allocation then fails at once instead of collecting first
+    try:
+        while n and budget > 0:
+            try:
+                head = (head, bytearray(n))
+                budget -= n
+            except MemoryError:
+                n >>= 1
+        try:
+            while budget > 0:  # single blocks: the links alone
+                head = (head,)
+                budget -= 16
+        except MemoryError:
+            pass
+    finally:
+        head = None
+        if was:
+            gc.enable()
+    gc.collect()
 
 
 class KeySchedule:
@@ -56,7 +104,8 @@ class KeySchedule:
         self.rsp_app = None
 
     def _expand(self, secret, label, context, length):
-        return bytearray(hkdf.expand(self.hashname, secret, bin_concat(self.version, length, label, context), length))
+        return hkdf.expand_into(self.hashname, secret, bin_concat(self.version, length, label, context),
+                                bytearray(length))
 
     def salt0(self, psk):
         if psk and self.version >= 0x13:

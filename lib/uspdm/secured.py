@@ -55,7 +55,7 @@ class Direction:
 
     def gcm(self):
         if self._gcm is None:
-            self._gcm = AesGcm(bytes(self.key))
+            self._gcm = AesGcm(self.key)
         return self._gcm
 
     def nonce(self, seq):
@@ -71,8 +71,9 @@ class Direction:
     def wipe(self):
         for b in (self.key, self.iv):
             if isinstance(b, bytearray):
-                for i in range(len(b)):
-                    b[i] = 0
+                b[0:len(b)] = bytes(len(b))
+        if self._gcm is not None:
+            self._gcm.wipe()  # AES key schedule and GHASH table
         self._gcm = None
 
 

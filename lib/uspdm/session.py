@@ -286,6 +286,7 @@ class SessionManager:
             if self.latest[k] == s.id:
                 del self.latest[k]
         s.wipe()
+        keysched.scrub_heap()  # copies of the session's secrets in garbage
         self.stats["ended"] += 1
         self._log("session %08x ended%s" % (s.id, (": " + why) if why else ""))
 

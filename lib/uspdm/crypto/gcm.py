@@ -74,8 +74,10 @@ class AesGcm:
         pure-Python twins even where viper exists (tests)."""
         if table_bits not in (4, 8):
             raise ValueError("table_bits")
-        self._aes = Aes(key, force_pure, kernel)
         use_k = _kern is not None and kernel and table_bits == 4
+        # with the kernels, AES runs in viper even where cryptolib exists:
+        # its key schedule can then be overwritten (wipe), a C object's not
+        self._aes = Aes(key, force_pure or use_k, kernel)
         self._ctx = None
         self._bits = table_bits
         if use_k:

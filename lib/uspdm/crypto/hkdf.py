@@ -15,23 +15,36 @@ def extract(name, salt, ikm):
     return _hmac.hmac(name, salt, ikm)
 
 
-def expand(name, prk, info, length):
+def expand_into(name, prk, info, out):
+    """HKDF-Expand into the bytearray `out` (len(out) bytes of OKM): the
+    caller owns the only copy of the output and can wipe it."""
     hl = sha2.digest_size(name)
-    if length < 0 or length > 255 * hl:
+    length = len(out)
+    if length > 255 * hl:
         raise ValueError("HKDF length")
     tmpl = _hmac.Hmac(name, prk)
-    out = bytearray()
     t = b""
     i = 1
-    while len(out) < length:
+    off = 0
+    while off < length:
         m = tmpl.copy()
         m.update(t)
         m.update(info)
         m.update(bytes((i,)))
         t = m.digest()
-        out.extend(t)
+        m.wipe()
+        take = min(hl, length - off)
+        out[off:off + take] = t[:take]
+        off += take
         i += 1
-    return bytes(out[:length])
+    tmpl.wipe()
+    return out
+
+
+def expand(name, prk, info, length):
+    if length < 0 or length > 255 * sha2.digest_size(name):
+        raise ValueError("HKDF length")
+    return bytes(expand_into(name, prk, info, bytearray(length)))
 
 
 def hkdf(name, salt, ikm, info, length):

@@ -17,6 +17,10 @@ def _xor_pad(key, bs, v):
     return pad
 
 
+def _zero(b):
+    b[0:len(b)] = bytes(len(b))
+
+
 class Hmac:
     def __init__(self, name, key=b"", msg=None):
         bs = sha2.block_size(name)
@@ -25,8 +29,13 @@ class Hmac:
         self.name = name
         self.digest_size = sha2.digest_size(name)
         self.block_size = bs
-        self._inner = sha2.new(name, _xor_pad(key, bs, 0x36))
-        self._outer = sha2.new(name, _xor_pad(key, bs, 0x5C))
+        pad = _xor_pad(key, bs, 0x36)
+        self._inner = sha2.new(name, pad)
+        _zero(pad)
+        pad = _xor_pad(key, bs, 0x5C)
+        self._outer = sha2.new(name, pad)
+        self._own_outer = True
+        _zero(pad)
         if msg:
             self._inner.update(msg)
 
@@ -41,6 +50,15 @@ class Hmac:
     def hexdigest(self):
         return "".join("%02x" % x for x in self.digest())
 
+    def wipe(self):
+        """Overwrite the keyed inner state, and the outer one unless it is
+        shared with the template this object was copied from."""
+        hs = (self._inner, self._outer) if self._own_outer else (self._inner,)
+        for h in hs:
+            w = getattr(h, "wipe", None)
+            if w is not None:
+                w()
+
     def copy(self):
         o = object.__new__(Hmac)
         o.name = self.name
@@ -48,6 +66,7 @@ class Hmac:
         o.block_size = self.block_size
         o._inner = self._inner.copy()
         o._outer = self._outer  # never updated in place: copied in digest()
+        o._own_outer = False
         return o
 
 

@@ -235,6 +235,13 @@ class _PureBase:
         o._w = None
         return o
 
+    def wipe(self):
+        """Forget the state (big ints cannot be overwritten: dropped)."""
+        for i in range(len(self._h)):
+            self._h[i] = 0
+        self._buf[0:len(self._buf)] = bytes(len(self._buf))
+        self._w = None
+
 
 class _Sha512(_PureBase):
     digest_size = 64
@@ -287,6 +294,9 @@ class _Wrap:
     def copy(self):
         return _Wrap(self.name, self._o.copy())
 
+    def wipe(self):
+        self._o = None  # C state: cannot be overwritten from Python
+
 
 class _Replay:
     """Copyable hash over a C hashlib constructor whose objects cannot copy()
@@ -338,6 +348,11 @@ class _Replay:
 
     def hexdigest(self):
         return _hex(self.digest())
+
+    def wipe(self):
+        t = self._tail
+        t[0:len(t)] = bytes(len(t))
+        self._prefix = None
 
     def copy(self):
         o = object.__new__(_Replay)
@@ -403,11 +418,14 @@ class _Sha512K:
         nblk = 1 if nb < 112 else 2
         tail[nblk * 128 - 16:nblk * 128] = (self._n * 8).to_bytes(16, "big")
         _vcompress(h, tail, 0, nblk)
+        tail[0:256] = bytes(256)
         return h
 
     def digest(self):
         out = bytearray(self.digest_size)
-        _vbe_out(out, self._final(), self.digest_size)
+        h = self._final()
+        _vbe_out(out, h, self.digest_size)
+        h[0:64] = bytes(64)
         return bytes(out)
 
     def hexdigest(self):
@@ -420,6 +438,12 @@ class _Sha512K:
         o._nb = self._nb
         o._n = self._n
         return o
+
+    def wipe(self):
+        """Overwrite the state and the buffered input in place."""
+        self._h[0:64] = bytes(64)
+        self._buf[0:128] = bytes(128)
+        self._nb = 0
 
 
 class _Sha384K(_Sha512K):
