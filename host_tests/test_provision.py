@@ -207,11 +207,70 @@ def test_provision_sim_flash(tmp_path, capsys):
     assert cs[-1].public_key().public_numbers() == _scalar_pub(flash / "uspdm" / "key_p384.bin", ec.SECP384R1)
 
 
+def _cli(*args, env=None, timeout=120):
+    import subprocess
+    import sys as _sys
+
+    p = subprocess.run([_sys.executable, "-m", "uspdm_tools.cli"] + [str(a) for a in args],
+                       capture_output=True, text=True, timeout=timeout, env=env)
+    return p.returncode, p.stdout, p.stderr
+
+
+def _last_line(err):
+    assert "Traceback" not in err, err
+    return [l for l in err.splitlines() if l.strip()][-1]
+
+
 def test_provision_unreachable_port(tmp_path):
-    rc = provision.cmd_provision(argparse.Namespace(
-        port="/dev/does-not-exist-uspdm", flash=None, ca_dir=str(tmp_path / "ca"), slot=0, alg="p384",
-        intermediate=False, subject=None, device_info=None, new_key=False))
-    assert rc in (provision.EXIT_UNREACHABLE, provision.EXIT_DEVICE)
+    rc, out, err = _cli("provision", "--port", "/dev/does-not-exist-uspdm", "--ca-dir", tmp_path / "ca")
+    assert rc == provision.EXIT_UNREACHABLE
+    assert "no such port /dev/does-not-exist-uspdm" in _last_line(err)
+    assert not (tmp_path / "ca").exists()   # nothing created for a board that is not there
+
+
+def test_provision_port_on_the_simulators_pty(tmp_path):
+    import os as _os
+
+    master, slave = _os.openpty()
+    try:
+        rc, out, err = _cli("provision", "--port", _os.ttyname(slave), "--ca-dir", tmp_path / "ca")
+    finally:
+        _os.close(master)
+        _os.close(slave)
+    assert rc == provision.EXIT_USAGE
+    assert "pseudo-terminal" in _last_line(err) and "--flash" in _last_line(err)
+
+
+FAKE_BOARDS = {
+    # what mpremote does on a port: the exit code and the one line we print
+    "silent": ("import time; time.sleep(60)", 2, "no answer from"),
+    "firmware": ("sys.stderr.write('mpremote: could not enter raw repl\\n'); sys.exit(1)", 2, "BOOTSEL"),
+    "busy": ("sys.stderr.write('mpremote: failed to access PORT (it may be in use by another program)\\n'); "
+             "sys.exit(1)", 2, "in use by another program"),
+    "bare": ("print('USPDM-PROBE micropython'); sys.stderr.write('Traceback (most recent call last):\\n"
+             "ImportError: no module named \\'board\\'\\n'); sys.exit(1)", 3, "uspdm deploy"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FAKE_BOARDS))
+def test_provision_port_problems_are_one_bounded_line(tmp_path, kind):
+    import os as _os
+    import sys as _sys
+    import time as _time
+
+    body, code, words = FAKE_BOARDS[kind]
+    fake = tmp_path / "mpremote"
+    fake.write_text("#!%s\nimport sys\n%s\n" % (_sys.executable, body))
+    fake.chmod(0o755)
+    port = tmp_path / "ttyFAKE0"
+    port.write_text("")
+    env = dict(_os.environ, USPDM_MPREMOTE=str(fake))
+    t0 = _time.monotonic()
+    rc, out, err = _cli("provision", "--port", port, "--ca-dir", tmp_path / "ca", "--timeout", "2", env=env)
+    assert _time.monotonic() - t0 < 30
+    assert rc == code, err
+    assert words in _last_line(err)
+    assert not (tmp_path / "ca").exists()
 
 
 FAKE_MPREMOTE = """#!%s

@@ -360,10 +360,63 @@ def test_mutated_responses_give_clean_errors(board, ca, data, version):
         b = bytearray(r)
         b[pos] = val
         return bytes(b)
+    if mutate(rs[i]) == rs[i]:
+        return   # "byte" wrote the value that was there
     try:
         run_flow(Replay(rs, i, mutate), ca, version, rng=_fixed_rng, data_transfer_size=64)
     except (rq.SpdmError, certs.ChainError):
-        pass
+        return
+    # The flow came out TRUSTED: only bytes nobody signs or checks may have changed.
+    assert not hits_signed_or_checked(rs[i], kind, pos), (
+        "TRUSTED although response %d (code 0x%02x) was corrupted: %s at %d" % (i, rs[i][1], kind, pos))
+
+
+# Responses whose every byte is in a signed transcript (M1: VCA, DIGESTS, CERTIFICATE,
+# CHALLENGE_AUTH; L1: VCA from 1.2, MEASUREMENTS) or is the signature itself.
+SIGNED_RESPONSES = (0x04, 0x61, 0x63, 0x01, 0x02, 0x03, 0x60)
+CHUNK_RESPONSE = 0x06
+
+
+def hits_signed_or_checked(rsp, kind, pos):
+    """True when this corruption must never come out TRUSTED.  Unchecked: the
+    ERROR ResponseNotReady / LargeResponse fields (timing hints, a token the
+    replay ignores), CHUNK_SEND_ACK framing, and CHUNK_RESPONSE's 2 reserved
+    bytes (offsets 6-7): none of them is signed; the large message a chunk
+    carries is."""
+    code = rsp[1]
+    if code in SIGNED_RESPONSES:
+        return True
+    if code == CHUNK_RESPONSE:
+        return not (kind in ("flip", "byte") and pos in (6, 7))
+    return False
+
+
+def test_mutation_oracle_every_signed_byte():
+    """Deterministic sweep beside the random one: flip every byte of every signed response of a
+    1.2 flow (chunked, deferred): none comes out TRUSTED."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        c = certs.LabCA(os.path.join(tmp, "ca"))
+        c.load_or_create()
+        b = Board(tmp, c)
+        t = b.transport(data_transfer_size=42, defer_signing=True)
+        run_flow(t, c, "1.2", rng=_fixed_rng, data_transfer_size=64)
+        rs = [rsp for _, rsp in t.log]
+        run_flow(Replay(rs), c, "1.2", rng=_fixed_rng, data_transfer_size=64)   # unmutated: TRUSTED
+        checked = 0
+        for i, r in enumerate(rs):
+            if r[1] not in SIGNED_RESPONSES:
+                continue
+            for pos in range(0, len(r), max(1, len(r) // 24)):
+                def mutate(x, pos=pos):
+                    y = bytearray(x)
+                    y[pos] ^= 0x01
+                    return bytes(y)
+                with pytest.raises((rq.SpdmError, certs.ChainError)):
+                    run_flow(Replay(rs, i, mutate), c, "1.2", rng=_fixed_rng, data_transfer_size=64)
+                checked += 1
+        assert checked > 100
 
 
 @pytest.mark.parametrize("version", ["1.1", "1.3"])

@@ -42,7 +42,11 @@ class DeviceUnreachable(Exception):
     pass
 
 
-class FlashInUse(Exception):
+class UsageProblem(Exception):
+    """The command cannot work as given (exit 1), e.g. --port on the simulator's pty."""
+
+
+class FlashInUse(UsageProblem):
     """The --flash folder cannot be used (not a board's folder, or locked by a running simulator)."""
 
 
@@ -147,31 +151,83 @@ class SimFlashDevice:
 
 
 class MpremoteDevice:
-    """A real board over mpremote (`mpremote connect PORT exec CODE`)."""
+    """A real board over mpremote (`mpremote connect PORT exec CODE`).
 
-    def __init__(self, port, timeout=300, exe=None):
+    The port is checked first (it exists; not the simulator's pseudo-terminal)
+    and then probed with a short snippet, so a silent or busy port, a board
+    that runs the firmware, or one without uspdm deployed is one clear line
+    within `probe_timeout` seconds, not a hang.  Every later step is bounded
+    by `timeout` (key generation on a small board takes a while)."""
+
+    PROBE = ("import sys\nprint('USPDM-PROBE', sys.implementation.name)\n"
+             "import board\nimport uspdm.identity\nprint('USPDM-READY', getattr(board, 'NAME', '?'))\n")
+
+    def __init__(self, port, timeout=120, exe=None, probe_timeout=20):
         exe = exe or os.environ.get("USPDM_MPREMOTE") or shutil.which("mpremote") or \
             os.path.join(os.path.dirname(sys.executable), "mpremote")
         if not os.path.exists(exe):
-            raise DeviceError("mpremote is not installed (pip install mpremote)")
+            raise DeviceError("mpremote is not installed: run `make setup` (or pip install mpremote)")
         self.exe = exe
         self.port = port
         self.timeout = timeout
+        self.probe_timeout = probe_timeout
         self.where = "board on %s (mpremote)" % port
+        self.checked = False
 
-    def run(self, code):
+    def check_port(self):
+        port = self.port
+        if not os.path.exists(port):
+            raise DeviceUnreachable("no such port %s: is the board plugged in? (ls /dev/ttyACM* /dev/ttyUSB*)" % port)
+        real = os.path.realpath(port)
+        if real.startswith("/dev/pts/") or real.startswith("/dev/ptmx"):
+            raise UsageProblem("%s is a pseudo-terminal (the simulator's?): provisioning goes through mpremote and "
+                               "the REPL of a real board; provision the simulated board with `uspdm provision "
+                               "--flash DIR` (the folder given to `uspdm sim --flash`) while it is stopped" % port)
+        _log("checking that %s is a MicroPython board with uspdm deployed (up to %d s)..."
+             % (port, self.probe_timeout))
+        out = self._exec(self.PROBE, self.probe_timeout, probing=True)
+        if "USPDM-PROBE" not in out:
+            raise DeviceUnreachable("%s does not answer like MicroPython (no output from a probe)" % port)
+        if "USPDM-READY" not in out:
+            raise DeviceError("the board on %s has no uspdm firmware (no board module or lib/uspdm): run "
+                              "`uspdm deploy --board rp2040|esp32 --port %s` first" % (port, port))
+        self.checked = True
+
+    def _exec(self, code, timeout, probing=False):
         cmd = [self.exe, "connect", self.port, "exec", code]
         try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout)
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise DeviceUnreachable("mpremote on %s did not finish within %d s" % (self.port, self.timeout))
+            raise DeviceUnreachable(
+                "no answer from %s within %d s: is it a MicroPython board? a board running the uspdm "
+                "firmware hands over its REPL only with BOOTSEL/BOOT held during the first second after "
+                "reset" % (self.port, timeout))
+        except OSError as e:
+            raise DeviceError("cannot run mpremote (%s): %s" % (self.exe, e))
         if p.returncode != 0:
-            err = (p.stderr or "") + (p.stdout or "")
-            if "could not" in err.lower() or "no device" in err.lower() or "failed to access" in err.lower():
-                raise DeviceUnreachable("mpremote cannot reach %s: %s" % (self.port, err.strip()[-400:]))
-            raise DeviceError("board code failed on %s:\n%s" % (self.port, err.strip()[-2000:]))
+            err = ((p.stderr or "") + (p.stdout or "")).strip()
+            low = err.lower()
+            last = err.splitlines()[-1] if err else "exit %d" % p.returncode
+            if "could not enter raw repl" in low:
+                raise DeviceUnreachable(
+                    "the board on %s does not hand over its REPL (it runs the uspdm firmware): hold "
+                    "BOOTSEL/BOOT during the first second after a reset, then run this again" % self.port)
+            if "failed to access" in low or "in use" in low or "busy" in low:
+                raise DeviceUnreachable("%s is in use by another program (close picocom/minicom/screen or "
+                                        "another uspdm command), then run this again" % self.port)
+            if "no device" in low or "could not" in low:
+                raise DeviceUnreachable("mpremote cannot reach %s: %s" % (self.port, last))
+            if probing and ("importerror" in low or "no module named" in low):
+                return p.stdout or ""
+            raise DeviceError("board code failed on %s: %s" % (self.port, last))
+        return p.stdout or ""
+
+    def run(self, code):
+        if not self.checked:
+            self.check_port()
+        out = self._exec(code, self.timeout)
         self.used = True
-        return p.stdout
+        return out
 
     def close(self):
         """mpremote leaves the board at the REPL: reset it so the firmware
@@ -223,6 +279,16 @@ def provision(device, ca, slot=0, algs=("p384",), intermediate=False, subject=No
     return results
 
 
+def _positive(v):
+    try:
+        f = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % v)
+    if not f > 0 or f != f or f == float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number of seconds, got %r" % v)
+    return f
+
+
 def register(sub):
     p = sub.add_parser(
         "provision", help="give a board its SPDM identity (lab CA, on-board key, certificate chain)",
@@ -241,6 +307,8 @@ def register(sub):
     p.add_argument("--device-info", default=None,
                    help="device-info SAN string, vendor:model:serial (default uspdm:<board>:<key hash>)")
     p.add_argument("--new-key", action="store_true", help="replace the board's key instead of reusing it")
+    p.add_argument("--timeout", type=_positive, default=20.0, metavar="S",
+                   help="--port: seconds to wait for the board's first answer (default 20)")
     p.add_argument("--psk-hint", default=None,
                    help="also store a pre-shared key for PSK sessions under this hint (text, 1-16 bytes)")
     p.add_argument("--psk-file", default=None,
@@ -264,7 +332,11 @@ def cmd_provision(args, device=None):
     try:
         # the board first: nothing (not even the lab CA) is created for a board that cannot be reached
         if device is None:
-            device = SimFlashDevice(args.flash) if args.flash else MpremoteDevice(args.port)
+            if args.flash:
+                device = SimFlashDevice(args.flash)
+            else:
+                device = MpremoteDevice(args.port, probe_timeout=getattr(args, "timeout", None) or 20)
+                device.check_port()
         try:
             ca = certs_mod.LabCA(ca_dir)
             try:
@@ -295,7 +367,7 @@ def cmd_provision(args, device=None):
                       "--psk-file %s`)" % (args.psk_hint, psk_path, args.psk_hint, psk_path))
         finally:
             device.close()
-    except FlashInUse as e:
+    except UsageProblem as e:
         _log(str(e))
         return EXIT_USAGE
     except DeviceUnreachable as e:
