@@ -367,7 +367,7 @@ def test_mutated_responses_give_clean_errors(board, ca, data, version):
     except (rq.SpdmError, certs.ChainError):
         return
     # The flow came out TRUSTED: only bytes nobody signs or checks may have changed.
-    assert not hits_signed_or_checked(rs[i], kind, pos), (
+    assert not hits_signed_or_checked(rs[i], kind, pos, mutate(rs[i])), (
         "TRUSTED although response %d (code 0x%02x) was corrupted: %s at %d" % (i, rs[i][1], kind, pos))
 
 
@@ -377,17 +377,21 @@ SIGNED_RESPONSES = (0x04, 0x61, 0x63, 0x01, 0x02, 0x03, 0x60)
 CHUNK_RESPONSE = 0x06
 
 
-def hits_signed_or_checked(rsp, kind, pos):
+def hits_signed_or_checked(rsp, kind, pos, new):
     """True when this corruption must never come out TRUSTED.  Unchecked: the
     ERROR ResponseNotReady / LargeResponse fields (timing hints, a token the
-    replay ignores), CHUNK_SEND_ACK framing, and CHUNK_RESPONSE's 2 reserved
-    bytes (offsets 6-7): none of them is signed; the large message a chunk
-    carries is."""
+    replay ignores), CHUNK_SEND_ACK framing, and CHUNK_RESPONSE's reserved
+    bits (Param1 except LastChunk, bit 0; the 2 reserved bytes at offsets 6-7):
+    none of them is signed; the large message a chunk carries is."""
     code = rsp[1]
     if code in SIGNED_RESPONSES:
         return True
     if code == CHUNK_RESPONSE:
-        return not (kind in ("flip", "byte") and pos in (6, 7))
+        if kind in ("flip", "byte") and pos in (6, 7):
+            return False
+        if kind in ("flip", "byte") and pos == 2 and not (new[2] ^ rsp[2]) & 1:
+            return False
+        return True
     return False
 
 
