@@ -11,6 +11,7 @@ import sys
 SUBCOMMANDS = (
     "cmd_mpy",        # uspdm mpy: run code on the host MicroPython
     "sim",            # uspdm sim: the simulated board
+    "lab",            # uspdm lab: the attestation lab in a browser
     "cmd_mctp",       # uspdm mctp: probe an MCTP endpoint
     "provision",      # uspdm provision
     "verifier",       # uspdm attest / uspdm golden
