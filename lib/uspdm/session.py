@@ -64,6 +64,9 @@ SM_SPEC_ID = b"\x46\x54\x4d\x44"   # 0x444D5446 ("DMTF") little endian
 SM_VERSIONS = (0x1000, 0x1100, 0x1200)  # secured message (DSP0277) versions we speak
 SM_LE_ONLY = 0x1200  # from DSP0277 1.2 on the counter is XORed into the nonce little endian, no other reading
 MAX_PSK_HINT = 32
+# A half-open session (KEY_EXCHANGE/PSK_EXCHANGE answered, FINISH/PSK_FINISH not received)
+# is ended after 2 x (CT + RDT) of its connection, at least this long (ms)
+HANDSHAKE_MIN_MS = 2000
 DHE_SIZE = 96  # secp384r1 X||Y
 
 _ERR_DECRYPT = C.ERR_DECRYPT_ERROR
@@ -220,6 +223,7 @@ class SessionManager:
         self.ticks_diff = ticks_diff  # board.ticks_diff(a, b) = a - b for wrapping millisecond clocks
         self.defer = defer            # KEY_EXCHANGE via ResponseNotReady: None = as the responder's defer_signing
         self.sessions = {}
+        self.now = 0      # the latest board time seen (ms): sweeps half-open sessions in _open
         self.latest = {}  # id(conn) -> session ID of the latest KEY_EXCHANGE (FINISH in the clear)
         self.stats = {"opened": 0, "ended": 0, "decrypt_errors": 0, "dropped": 0, "timeouts": 0}
 
@@ -268,6 +272,13 @@ class SessionManager:
         return None
 
     def _open(self, conn, req_sid, psk):
+        # one half-open handshake per requester: a new one replaces it, so one requester
+        # cannot take every slot with handshakes it never finishes
+        for x in list(self.sessions.values()):
+            if x.conn is conn and x.state == ST_HANDSHAKE and x.req is not None:
+                self.end(x, "replaced by a new handshake")
+        if len(self.sessions) >= self.max_sessions:
+            self.tick(self.now)
         if len(self.sessions) >= self.max_sessions:
             return None
         r = self._new_rsp_id()
@@ -304,15 +315,29 @@ class SessionManager:
         return len(self.sessions)
 
     def tick(self, now):
+        self.now = now
         for s in list(self.sessions.values()):
-            if self._expired(s, now):
+            if s.state == ST_HANDSHAKE and s.req is None:
+                s.last_rx = now   # KEY_EXCHANGE still computed (deferred): its window starts after
+            elif self._expired(s, now):
                 self.stats["timeouts"] += 1
-                self.end(s, "heartbeat timeout")
+                self.end(s, "heartbeat timeout" if s.state == ST_ESTABLISHED else "handshake timeout")
+
+    def handshake_ms(self, s):
+        """How long a half-open session waits for FINISH/PSK_FINISH: twice CT + RDT of its
+        connection (the responder's CT and RDT exponents), at least HANDSHAKE_MIN_MS."""
+        cfg = getattr(s.conn, "cfg", None)
+        ct = min(getattr(cfg, "ct_exponent", 20), 31)
+        rdt = min(getattr(cfg, "rdt_exponent", 20), 31)
+        t = 2 * (((1 << ct) + (1 << rdt)) // 1000)
+        return t if t > HANDSHAKE_MIN_MS else HANDSHAKE_MIN_MS
 
     def _expired(self, s, now):
+        d = self.ticks_diff(now, s.last_rx) if self.ticks_diff is not None else now - s.last_rx
+        if s.state == ST_HANDSHAKE:
+            return s.req is not None and d > self.handshake_ms(s)
         if s.state != ST_ESTABLISHED or not s.heartbeat:
             return False
-        d = self.ticks_diff(now, s.last_rx) if self.ticks_diff is not None else now - s.last_rx
         return d > 2000 * s.heartbeat
 
     def _summary(self, conn, kind):
@@ -371,6 +396,7 @@ class SessionManager:
         if code not in (C.KEY_EXCHANGE, C.PSK_EXCHANGE, C.FINISH, C.PSK_FINISH, C.HEARTBEAT, C.KEY_UPDATE,
                         C.END_SESSION):
             return None
+        self.tick(now)   # half-open sessions past their window end before anything else
         if not conn.version or not conn.hashname:
             return bytes((conn.version or msg[0], C.ERROR, C.ERR_UNEXPECTED_REQUEST, 0))
         if code == C.KEY_EXCHANGE:
