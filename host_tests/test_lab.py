@@ -248,14 +248,17 @@ def test_bridge_json_equals_uspdm_attest(tmp_path):
             host[v] = json.loads(p.stdout)
         lab = Lab(str(tmp_path), bridge="tcp:127.0.0.1:%d" % port)
         try:
-            s = drive(lab.url, {"clearStorage": True, "steps": [
+            s = drive(lab.url, {"clearStorage": True, "fakeSerial": True, "steps": [
                 {"name": "b1-bridge-1.3-p384", "board": "bridge", "root": root, "version": "13", "alg": "p384",
                  "action": "attest", "fullPage": True},
                 {"name": "b2-bridge-1.2-p256", "version": "12", "alg": "p256", "action": "attest"},
+                # the page's Web Serial transport, its port standing in for a USB one (see drive.mjs)
+                {"name": "b3-webserial-1.3-p384", "board": "serial", "version": "13", "alg": "p384", "action": "attest"},
             ]}, str(tmp_path), "bridge")
         finally:
             lab.stop()
-    for name, v in (("b1-bridge-1.3-p384", "1.3"), ("b2-bridge-1.2-p256", "1.2")):
+    assert s["b3-webserial-1.3-p384"]["report"]["port"] == "Web Serial"
+    for name, v in (("b1-bridge-1.3-p384", "1.3"), ("b2-bridge-1.2-p256", "1.2"), ("b3-webserial-1.3-p384", "1.3")):
         page = s[name]["report"]
         h = host[v]
         assert page["verdict"] == "TRUSTED", s[name]["verdictText"]

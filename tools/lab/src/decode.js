@@ -158,8 +158,9 @@ export function decode(b, ctx = {}) {
       for (let i = 0; i < n && f.o < start + rl; i++) {
         const idx = b[f.o], sz = u16(b, f.o + 2);
         const t = b[f.o + 4];
+        const what = ctx.names && ctx.names[idx] ? ctx.names[idx] + ": " : "";
         f.add("Block 0x" + idx.toString(16).padStart(2, "0"), 4 + sz, () =>
-          (MEAS_TYPES[t & 0x7f] || "type " + (t & 0x7f)) + (t & 0x80 ? " (raw)" : " (digest)") + ", " + (sz - 3) + " bytes");
+          what + (MEAS_TYPES[t & 0x7f] || "type " + (t & 0x7f)) + (t & 0x80 ? " (raw)" : " (digest)") + ", " + (sz - 3) + " bytes");
       }
       f.add("Nonce", 32);
       const ol = f.add("OpaqueDataLength", 2, (v) => String(u16(v, 0)));

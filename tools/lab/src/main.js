@@ -147,7 +147,8 @@ async function serialTransport() {
     await port.open({ baudRate: 115200 });
     const t = { onData: null, kind: "serial", label: "board on Web Serial", port };
     const writer = port.writable.getWriter();
-    t.write = (d) => writer.write(d);
+    // a write to a board that went away is an UNREACHABLE run, never an uncaught error
+    t.write = (d) => writer.write(d).catch((e) => log("serial: " + e));
     (async () => {
       const reader = port.readable.getReader();
       for (;;) {
@@ -155,7 +156,11 @@ async function serialTransport() {
         if (done) break;
         if (value && t.onData) t.onData(value);
       }
-    })().catch((e) => log("serial: " + e));
+    })().catch((e) => log("serial: " + e)).finally(() => {
+      // the port is gone (unplugged): the next run asks for a port again
+      if (state.serial === t) state.serial = null;
+      try { writer.releaseLock(); port.close(); } catch (e) { /* already closed */ }
+    });
     state.serial = t;
   }
   return state.serial;
@@ -271,7 +276,7 @@ function messageRow(e) {
   const btn = el("button", { class: "msgbtn", "aria-label": label, "aria-pressed": state.selected === e.id ? "true" : "false",
     onclick: () => select(e.id), onkeydown: (ev) => navKey(ev, e.id) },
   el("span", { class: "lane lane-req", text: req ? "Requester" : "" }),
-  el("span", { class: "arrow" }, el("span", { class: "arrow-name", text: (req ? "" : "◀ ") + name + (e.secured ? " 🔒" : "") + (req ? " ▶" : "") + (e.reassembled ? " (reassembled)" : "") }),
+  el("span", { class: "arrow" }, el("span", { class: "arrow-name", text: (req ? "" : "◀ ") + name + (e.secured ? " (session)" : "") + (req ? " ▶" : "") + (e.reassembled ? " (reassembled)" : "") }),
     el("span", { class: "arrow-meta", text: e.bytes.length + " B" + (e.ms ? ", " + e.ms.toFixed(1) + " ms" : "") + sigMark + tamperMark })),
   el("span", { class: "lane lane-rsp", text: req ? "" : "Responder" }));
   li.append(btn);
@@ -297,21 +302,18 @@ function select(id) {
   renderDetail(state.trace[id]);
 }
 
-function ctxFor(e) {
-  const r = state.out ? state.out.req : null;
-  const H = e.version && r && r.hash ? r.H : 48;
-  return { H, S: r && r.asym ? r.S : 96, reqBytes: e.reqBytes };
-}
-
 function renderDetail(e) {
   const box = $("detail");
   box.replaceChildren();
   const r = state.out ? state.out.req : null;
-  const ctx = { H: r && r.hash ? r.H : 48, S: r && r.asym ? r.S : 96, reqBytes: e.reqBytes };
+  const names = {};
+  for (const b of (state.out && state.out.blocks) || []) names[b.index] = b.file || blockLabel(b).split(": ")[0];
+  const ctx = { H: r && r.hash ? r.H : 48, S: r && r.asym ? r.S : 96, reqBytes: e.reqBytes, names };
   const d = decode(e.bytes, ctx);
   box.append(el("h3", { id: "detail-title", text: (e.dir === "req" ? "Request " : "Response ") + d.name + " — " + e.bytes.length + " bytes" }),
     el("p", { class: "explain" }, d.explain + " ", el("cite", { text: "(" + d.cite + ")" })));
-  if (e.secured) box.append(el("p", { class: "note", text: "🔒 Sent inside the secure session: on the wire it was an encrypted DSP0277 secured message (session ID, sequence number, length, AES-256-GCM ciphertext and tag); shown here decrypted." }));
+  if (e.secured) box.append(el("p", { class: "note", text: "Sent inside the secure session: on the wire it was an encrypted DSP0277 secured message (session ID, sequence number, length, AES-256-GCM ciphertext and tag" +
+    (e.stats && e.stats.wire ? ", " + (e.dir === "req" ? e.stats.wire.request : e.stats.wire.response) + " bytes" : "") + "); shown here decrypted." }));
   if (e.stats) box.append(el("p", { class: "note", text: "Carried over MCTP/serial (DSP0236, DSP0253): " +
     (e.dir === "req" ? e.stats.txPackets + " packet(s), " + e.stats.txBytes + " framed bytes" : e.stats.rxPackets + " packet(s), " + e.stats.rxBytes + " framed bytes") }));
   if (e.tampered !== null && e.tampered !== undefined) {

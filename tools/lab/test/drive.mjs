@@ -42,6 +42,31 @@ const browser = await chromium.launch({ executablePath: exe, headless: true, tim
   args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"] });
 try {
   const ctx = await browser.newContext({ viewport: { width: 1600, height: 1000 }, acceptDownloads: true });
+  if (plan.fakeSerial) {
+    // Web Serial cannot be automated (the port chooser needs a person): stand in for the
+    // browser's navigator.serial with a port whose byte streams go to `uspdm lab`'s bridge,
+    // so the page's own Web Serial code path (requestPort, open, readable/writable) is exercised.
+    await ctx.addInitScript(() => {
+      const port = {
+        async open(opts) {
+          this.opts = opts;
+          const ws = new WebSocket("ws://" + location.host + "/bridge");
+          ws.binaryType = "arraybuffer";
+          await new Promise((res, rej) => { ws.onopen = res; ws.onerror = () => rej(new Error("bridge refused")); });
+          let ctrl;
+          this.readable = new ReadableStream({ start(c) { ctrl = c; } });
+          ws.onmessage = (m) => ctrl.enqueue(new Uint8Array(m.data));
+          ws.onclose = () => { try { ctrl.close(); } catch (e) { /* closed */ } };
+          this.writable = new WritableStream({ write(chunk) { ws.send(chunk); } });
+          this.ws = ws;
+        },
+        async close() { this.ws.close(); },
+        getInfo() { return { usbVendorId: 0x2e8a, usbProductId: 0x0005 }; },
+      };
+      window.__fakeSerialPort = port;
+      Object.defineProperty(navigator, "serial", { configurable: true, value: { requestPort: async () => port, getPorts: async () => [port] } });
+    });
+  }
   const page = await ctx.newPage();
   page.setDefaultTimeout(stepTimeout);
   page.on("console", (m) => { if (m.type() === "error" || m.type() === "warning") result.console.push(m.type() + ": " + m.text()); });
