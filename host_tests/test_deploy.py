@@ -141,14 +141,18 @@ def test_bridge_flow_verifies_through_the_bridge(tmp_path):
 def test_clear_errors(tmp_path):
     exe, _ = _fake_mpremote(tmp_path, rc=1)
     rc, out, err = uspdm("deploy", "--board", "rp2040", "--port", "/dev/ttyACM9", "--mpremote", exe)
-    assert rc == 1 and "mpremote exec failed: failed to access /dev/x" in err and "BOOTSEL" in err
+    assert rc == 2 and "no such port /dev/ttyACM9" in err   # checked before anything else
+    port = tmp_path / "ttyFAKE"
+    port.write_text("")
+    rc, out, err = uspdm("deploy", "--board", "rp2040", "--port", port, "--mpremote", exe)
+    assert rc == 3 and "mpremote exec failed: failed to access /dev/x" in err and "BOOTSEL" in err
     # a port where nothing answers
     master, slave = os.openpty()
     try:
         exe, _ = _fake_mpremote(tmp_path, rc=0)
         rc, out, err = uspdm("deploy", "--board", "rp2040", "--port", os.ttyname(slave), "--mpremote", exe,
                              "--timeout", "3")
-        assert rc == 1 and "did not answer Get Endpoint ID" in err
+        assert rc == 2 and "did not answer Get Endpoint ID" in err
     finally:
         os.close(master)
         os.close(slave)

@@ -12,6 +12,7 @@
 //   alloc - bytes allocated while the code ran with the GC disabled: an upper
 //           bound of its peak heap (MicroPython's gc.mem_alloc difference)
 //   live  - bytes still allocated after gc.collect() (retained by the code)
+//   exit  - present when the code called sys.exit(N): N
 import fs from "node:fs";
 import path from "node:path";
 import readline from "node:readline";
@@ -28,22 +29,37 @@ mp.runPython(`
 import sys, gc
 if '/lib' not in sys.path:
     sys.path.append('/lib')
+def __uspdm_exit(e):
+    c = e.args[0] if e.args else 0
+    if c is None:
+        return 0
+    if isinstance(c, int):
+        return c
+    print(c)
+    return 1
 def __uspdm_exec(__src, __measure):
     g = {'__name__': '__main__'}
+    code = -1
     if __measure:
         gc.collect()
         a0 = gc.mem_alloc()
         gc.disable()
         try:
-            exec(__src, g)
+            try:
+                exec(__src, g)
+            except SystemExit as e:
+                code = __uspdm_exit(e)
             a1 = gc.mem_alloc()
         finally:
             gc.enable()
         g = None
         gc.collect()
-        return '%d %d' % (a1 - a0, gc.mem_alloc() - a0)
-    exec(__src, g)
-    return '0 0'
+        return '%d %d %d' % (a1 - a0, gc.mem_alloc() - a0, code)
+    try:
+        exec(__src, g)
+    except SystemExit as e:
+        code = __uspdm_exit(e)
+    return '0 0 %d' % code
 `);
 const pyExec = mp.globals.get("__uspdm_exec");
 
@@ -64,6 +80,8 @@ for await (const line of rl) {
     const r = String(pyExec(req.code, !!req.measure)).split(" ");
     res.alloc = parseInt(r[0], 10);
     res.live = parseInt(r[1], 10);
+    const ex = parseInt(r[2], 10);
+    if (ex >= 0) res.exit = ex;   // the code called sys.exit(N)
   } catch (e) {
     res.ok = false;
     res.error = String(e && e.message ? e.message : e);

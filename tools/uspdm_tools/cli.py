@@ -42,25 +42,66 @@ def build_parser():
     return ap
 
 
+class _PipeSafe:
+    """stdout that survives a reader going away (`uspdm attest | head -1`):
+    the rest of the output is dropped and the command still ends with its own
+    exit status, instead of a BrokenPipeError traceback and exit 1."""
+
+    def __init__(self, f):
+        self._f = f
+        self.broken = False
+
+    def _gone(self):
+        self.broken = True
+        try:
+            import os
+
+            fd = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(fd, self._f.fileno())   # Python's own flush at exit finds /dev/null
+            os.close(fd)
+        except (OSError, ValueError):
+            pass
+
+    def write(self, s):
+        if self.broken:
+            return len(s)
+        try:
+            return self._f.write(s)
+        except BrokenPipeError:
+            self._gone()
+            return len(s)
+
+    def flush(self):
+        if self.broken:
+            return
+        try:
+            self._f.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
 def main(argv=None):
-    ap = build_parser()
-    args = ap.parse_args(argv)
-    if not getattr(args, "func", None):
-        ap.print_help()
-        return 2
+    from . import exitcodes
+
+    if not isinstance(sys.stdout, _PipeSafe):
+        sys.stdout = _PipeSafe(sys.stdout)
     try:
+        ap = build_parser()
+        args = ap.parse_args(argv)
+        if not getattr(args, "func", None):
+            ap.print_help(sys.stderr)
+            sys.stderr.write("uspdm: error: a command is needed (uspdm COMMAND --help for one)\n")
+            return exitcodes.USAGE
         return args.func(args) or 0
     except KeyboardInterrupt:
-        return 130
-    except Exception:
-        # an unexpected error's text may quote what a device sent: escape it like every report
-        import traceback
-
-        from .screen import line
-
-        for ln in traceback.format_exc().splitlines():
-            sys.stderr.write(line(ln + "\n"))
-        return 1
+        sys.stderr.write("\nuspdm: interrupted\n")
+        return exitcodes.INTERRUPTED
+    except BrokenPipeError:
+        getattr(sys.stdout, "_gone", lambda: None)()
+        return exitcodes.OK
 
 
 if __name__ == "__main__":

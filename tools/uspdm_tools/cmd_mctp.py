@@ -11,7 +11,12 @@ EP_TYPES = {0: "simple endpoint", 1: "bus owner/bridge"}
 
 
 def register(sub):
-    p = sub.add_parser("mctp", help="probe an MCTP endpoint: EID, supported message types and versions")
+    from . import exitcodes as X
+
+    p = sub.add_parser("mctp", help="probe an MCTP endpoint: EID, supported message types and versions",
+                       epilog=X.epilog("the endpoint answered the probe (and --set-eid was accepted)",
+                                       X.USAGE, X.UNREACHABLE, X.PROTOCOL),
+                       formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("--port", required=True, help="serial port (/dev/ttyACM0, a sim pty, socket://host:port)")
     p.add_argument("--eid", type=lambda s: int(s, 0), default=0, help="target EID (default 0: null, any endpoint)")
     p.add_argument("--set-eid", type=lambda s: int(s, 0), metavar="EID", help="assign this EID (Set Endpoint ID)")

@@ -58,8 +58,13 @@ class LinkAdapter:
 
 
 def register(sub):
+    from . import exitcodes as X
+
     p = sub.add_parser("session", help="open an SPDM secure session (certificate or PSK) and exercise it",
-                       description=__doc__.split("\n\n")[0])
+                       description=__doc__.split("\n\n")[0],
+                       epilog=X.epilog("session authenticated (chain to the trusted root, or the PSK) and exercised",
+                                       X.USAGE, X.UNREACHABLE, X.PROTOCOL, X.UNTRUSTED),
+                       formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("--port", required=True, help="serial port of the board (or the simulator's pty)")
     p.add_argument("--eid", type=int, default=None, help="MCTP endpoint ID of the board")
     p.add_argument("--version", dest="spdm_version", choices=["1.1", "1.2", "1.3"], default=None,

@@ -70,4 +70,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.stderr.write("\ndemo: interrupted (the simulated board was stopped)\n")
+        sys.exit(130)

@@ -35,12 +35,21 @@ BOARDS = {"rp2040": "armv6m", "esp32": "xtensawin"}
 
 
 class DeployError(Exception):
-    pass
+    """One line for the user; code: the exit status (see exitcodes)."""
+
+    def __init__(self, msg, code=1):
+        Exception.__init__(self, msg)
+        self.code = code
 
 
 def register(sub):
+    from . import exitcodes as X
+
     p = sub.add_parser("deploy", help="compile, copy the firmware to a board with mpremote, reset, verify",
-                       description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+                       description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+                       epilog=X.epilog("deployed, and the board answers MCTP after the reset", X.USAGE,
+                                       X.UNREACHABLE, X.PROTOCOL,
+                                       PROTOCOL="mpremote failed on the board (copy, settings, reset)"))
     p.add_argument("--board", required=True, choices=sorted(BOARDS))
     p.add_argument("--port", required=True, help="the board's USB serial port (e.g. /dev/ttyACM0)")
     p.add_argument("--mode", choices=("responder", "bridge"), help="board role (stored in uspdm/board.cfg)")
@@ -201,12 +210,16 @@ def verify(port, mode="responder", timeout=30.0, say=print):
         except (Unreachable, OSError, ValueError) as e:
             last = str(e)
         time.sleep(0.5)
-    raise DeployError("the board did not answer Get Endpoint ID on %s within %.0f s (%s)" % (port, timeout, last))
+    raise DeployError("the board did not answer Get Endpoint ID on %s within %.0f s (%s)" % (port, timeout, last),
+                      code=2)
 
 
 def deploy(args, say=print):
     arch = BOARDS[args.board]
     settings = settings_from_args(args)
+    if not args.dry_run and not os.path.exists(args.port):
+        raise DeployError("no such port %s: is the board plugged in? (ls /dev/ttyACM* /dev/ttyUSB*)" % args.port,
+                          code=2)
     tmp = tempfile.mkdtemp(prefix="uspdm-deploy-")
     try:
         say("[1/4] compiling for %s (%s) with mpy-cross" % (args.board, arch))
@@ -242,7 +255,8 @@ def deploy(args, say=print):
                 raise DeployError("mpremote %s failed: %s\n  (is the port right? is another program using "
                                   "it? a board running the firmware hands over the REPL only with BOOTSEL/BOOT "
                                   "held during the first second after reset: do that, then run this again)" % (
-                                      " ".join(c[2:4]) if c[2] == "fs" else c[2], msg[-1] if msg else p.returncode))
+                                      " ".join(c[2:4]) if c[2] == "fs" else c[2], msg[-1] if msg else p.returncode),
+                                  code=3)
         if args.dry_run:
             return 0
         say("[3/4] reset")
@@ -269,7 +283,8 @@ def run(args):
         return deploy(args)
     except DeployError as e:
         print("uspdm deploy: error: %s" % e, file=sys.stderr)
-        return 1
+        return e.code
     except subprocess.TimeoutExpired:
-        print("uspdm deploy: error: mpremote did not finish within 300 s", file=sys.stderr)
-        return 1
+        print("uspdm deploy: error: mpremote did not finish within 300 s (is the board answering? hold "
+              "BOOTSEL/BOOT during the first second after reset)", file=sys.stderr)
+        return 2

@@ -38,6 +38,7 @@ class Result:
         self.out = d.get("out", "")
         self.alloc = d.get("alloc", 0)
         self.live = d.get("live", 0)
+        self.exit = d.get("exit")   # N when the code called sys.exit(N), else None
 
     def __repr__(self):
         return "Result(out=%r, alloc=%d, live=%d)" % (self.out, self.alloc, self.live)

@@ -135,7 +135,7 @@ class SimFlashDevice:
             self.mp = MicroPython(flash=flash_dir, board="sim")
         except MicroPythonUnavailable as e:
             self.lock.close()
-            raise DeviceUnreachable(str(e))
+            raise UsageProblem(str(e))
 
     def run(self, code):
         try:
@@ -293,7 +293,8 @@ def register(sub):
     p = sub.add_parser(
         "provision", help="give a board its SPDM identity (lab CA, on-board key, certificate chain)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="exit status: 0 provisioned, 1 usage error, 2 board unreachable, 3 board-side failure")
+        epilog=__import__("uspdm_tools.exitcodes", fromlist=["epilog"]).epilog(
+            "provisioned", 1, 2, 3, PROTOCOL="board-side failure (board code failed, key or chain not stored)"))
     tgt = p.add_mutually_exclusive_group(required=True)
     tgt.add_argument("--port", help="serial port of a real board (via mpremote)")
     tgt.add_argument("--flash", metavar="DIR", help="the simulated board's flash folder (as given to `uspdm sim`)")

@@ -29,8 +29,13 @@ SIMHOST = os.path.join(REPO_ROOT, "boards", "sim", "simhost.mjs")
 
 
 def register(sub):
+    from . import exitcodes as X
+
     p = sub.add_parser("sim", help="run the simulated board (firmware on MicroPython) behind a serial port",
-                       description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+                       description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+                       epilog=X.epilog("stopped cleanly (Ctrl-C or SIGTERM)", X.USAGE,
+                                       USAGE="usage or local error (bad --flash folder or one in use, TCP port in "
+                                             "use, no `make setup`)"))
     p.add_argument("--flash", metavar="DIR",
                    help="the board's persistent filesystem (EID, keys, certificates); default: a temporary folder")
     p.add_argument("--tcp", metavar="HOST:PORT", help="also serve the serial byte stream on a TCP socket")
@@ -307,6 +312,14 @@ def run(args):
         if why:
             print("uspdm sim --m0: " + why, file=sys.stderr)
             return 2
+    else:
+        from .mpy import MicroPythonUnavailable
+
+        try:
+            node_path()
+        except MicroPythonUnavailable as e:
+            _err(str(e))
+            return 1
     from .flashdir import FlashDirError, FlashLock
 
     tmp = None

@@ -39,6 +39,7 @@ EXIT_TEXT = """exit status:
   3  protocol error: malformed/unexpected response or an SPDM ERROR
   4  untrusted identity: chain, profile, digest or signature check failed
   5  measurement mismatch: identity trusted, measurements differ from golden
+  130  interrupted (Ctrl-C)
 """
 
 GOLDEN_FORMAT = "uspdm-golden/1"

@@ -1,0 +1,110 @@
+"""What a careless user sees: one line and the documented exit status, never a
+traceback.  Every case runs the real `uspdm` command in a subprocess."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+COMMANDS = ["sim", "mctp", "provision", "attest", "golden", "session", "deploy", "mpy"]
+
+
+def uspdm(*args, timeout=120, env=None, **kw):
+    p = subprocess.run([sys.executable, "-m", "uspdm_tools.cli"] + [str(a) for a in args],
+                       capture_output=True, text=True, timeout=timeout, env=env, **kw)
+    return p.returncode, p.stdout, p.stderr
+
+
+def one_line(err):
+    assert "Traceback" not in err, err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_no_command_is_a_usage_error():
+    rc, out, err = uspdm()
+    assert rc == 1 and "a command is needed" in err
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_every_help_lists_its_exit_codes(cmd):
+    rc, out, err = uspdm(cmd, "--help")
+    assert rc == 0
+    block = out[out.index("exit status:"):]
+    assert "\n  130 " in block and "\n  1 " in block
+    if cmd != "mpy":
+        assert "\n  0 " in block   # mpy: the code's own status
+
+
+def test_mpy_missing_file_and_exit_codes(tmp_path):
+    rc, out, err = uspdm("mpy", tmp_path / "nope.py")
+    assert rc == 1 and "cannot read" in one_line(err)
+    rc, out, err = uspdm("mpy", "-c", "import sys\nprint('before')\nsys.exit(3)")
+    assert rc == 3 and out.strip() == "before" and "Traceback" not in err
+    f = tmp_path / "ok.py"
+    f.write_text("import sys\nsys.exit(0)\n")
+    assert uspdm("mpy", f)[0] == 0
+    rc, out, err = uspdm("mpy", "-c", "raise ValueError('x')")
+    assert rc == 1 and "ValueError" in err
+
+
+def test_broken_pipe_keeps_the_exit_status():
+    """`uspdm ... | head -1`: the reader goes away; no BrokenPipeError, the command's own status."""
+    p = subprocess.Popen([sys.executable, "-m", "uspdm_tools.cli", "mpy", "-c",
+                          "import sys\nfor i in range(30000): print(i)\nsys.exit(4)"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = p.stdout.readline()
+        p.stdout.close()
+        err = p.stderr.read().decode()
+        rc = p.wait(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert first.strip() == b"0"
+    assert rc == 4 and "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_ctrl_c_is_one_line():
+    p = subprocess.Popen([sys.executable, "-m", "uspdm_tools.cli", "mpy", "-c", "while True:\n    pass\n"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(3)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130
+    assert one_line(err.decode()) == "uspdm: interrupted"
+
+
+def test_sim_tcp_port_in_use(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        rc, out, err = uspdm("sim", "--flash", tmp_path / "flash", "--tcp", "127.0.0.1:%d" % port, timeout=60)
+    assert rc == 1
+    assert "cannot serve TCP on 127.0.0.1:%d" % port in one_line(err)
+    rc, out, err = uspdm("sim", "--flash", tmp_path / "flash", "--tcp", "5555", timeout=60)
+    assert rc == 1 and "HOST:PORT" in one_line(err)
+
+
+def test_deploy_missing_port_is_unreachable():
+    rc, out, err = uspdm("deploy", "--board", "rp2040", "--port", "/dev/no-such-uspdm-port")
+    assert rc == 2 and "no such port" in one_line(err)
+
+
+def test_missing_micropython_install_is_one_line_and_creates_nothing(tmp_path):
+    """No node_modules (`make setup` not run): provision and sim say so, and no lab CA is created first."""
+    env = dict(os.environ, PATH=str(tmp_path / "empty-bin"))   # no `node` on the PATH
+    os.makedirs(env["PATH"])
+    rc, out, err = uspdm("provision", "--flash", tmp_path / "flash", "--ca-dir", tmp_path / "ca", env=env)
+    assert rc == 1 and "node" in one_line(err) and not (tmp_path / "ca").exists()
+    rc, out, err = uspdm("sim", "--flash", tmp_path / "flash2", env=env, timeout=60)
+    assert rc == 1 and "node" in one_line(err)
