@@ -18,6 +18,7 @@ except ImportError:  # CPython
         return x
 
 MAX_REQUESTERS = const(4)   # SPDM connection states kept (one per requester EID)
+CHUNK_IDLE_MS = const(5000)  # a CHUNK_SEND transfer silent this long is dropped (as MCTP reassembly)
 EID_FILE = "uspdm/eid.bin"
 
 
@@ -41,6 +42,12 @@ class Device:
         self.decoder = mserial.SerialDecoder()
         self.ep = Endpoint(eid=eid, mtu=cfg.get("serial_mtu", 64), on_eid_changed=self._eid_changed,
                            secured=bool(cfg.get("sessions", True)))
+        # one cap on the bytes that requests can make the board buffer before they are
+        # complete (partial MCTP messages + CHUNK_SEND reassembly, all requesters together):
+        # by default one largest CHUNK_SEND request and one largest MCTP message
+        self.buffer_cap = cfg.get("buffer_cap", 0) or (cfg.get("max_spdm_msg_size", 4096)
+                                                        + self.ep.reasm.max_message)
+        self.ep.reasm.room = self._buffer_room
         self.ep.register(0x05, self._on_spdm)
         self.ep.register(0x06, self._on_secured)
         self.responders = {}       # src EID -> Responder
@@ -191,11 +198,41 @@ class Device:
                 if self._background:
                     self._background = self._spdm_context().background()
             self.ep.reasm.expire(self._now())
+            self._expire_chunks(self._now())
             if self._spdm is not None and self._spdm.sessions is not None:
                 self._spdm.sessions.tick(self._now())   # heartbeat timeouts
         except Exception as e:
             self.log("fw: error in idle: %r" % (e,))
         return b""
+
+    # -- buffered bytes ---------------------------------------------------
+    def buffered(self):
+        """Bytes held for requests not complete yet: partial MCTP messages and CHUNK_SEND
+        reassembly (plain and in-session), every requester together."""
+        n = self.ep.reasm.buffered()
+        for r in self.responders.values():
+            if r.inc is not None:
+                n += len(r.inc.buf)
+        sess = self._spdm.sessions if self._spdm is not None else None
+        if sess is not None:
+            for x in sess.sessions.values():
+                inc = getattr(x, "inc", None)
+                if inc is not None:
+                    n += len(inc.buf)
+        return n
+
+    def _buffer_room(self):
+        return self.buffer_cap - self.buffered()
+
+    def _expire_chunks(self, now):
+        """Drop CHUNK_SEND transfers whose requester has been silent for CHUNK_IDLE_MS
+        (r.now: the board time of its latest message)."""
+        td = getattr(self.board, "ticks_diff", None)
+        for r in self.responders.values():
+            if r.inc is not None:
+                d = td(now, r.now) if td is not None else now - r.now
+                if d < 0 or d > CHUNK_IDLE_MS:
+                    r.inc = None
 
     # -- SPDM -------------------------------------------------------------
     def _spdm_context(self):
@@ -203,6 +240,7 @@ class Device:
             from spdm_setup import build_context
 
             self._spdm = build_context(self.board, self.log, self.ep.reasm.max_message)
+            self._spdm.config.buffer_room = self._buffer_room   # CHUNK_SEND within the cap
         return self._spdm
 
     def _responder(self, src):

@@ -176,3 +176,73 @@ def test_newcomers_do_not_evict_a_session():
     assert Peer(d, 0x40).spdm(b"\x10\x84\x00\x00")[1] == 0x04
     assert 0x31 not in d.responders
     victim.end_session(s)
+
+
+# ------------------------------------------------------------ 11.4: unauthenticated heap pinning
+
+def chunk_vca(peer, v=0x12):
+    """VCA at 1.2 with CHUNK_CAP, so the peer may CHUNK_SEND."""
+    for req in (b"\x10\x84\x00\x00",
+                bytes((v, 0xE1, 0, 0, 0, 12, 0, 0)) + ((1 << 17) | 0x6).to_bytes(4, "little")
+                + (4096).to_bytes(4, "little") * 2,
+                bytes((v, 0xE3, 0, 0, 32, 0, 1, 2)) + (0x80).to_bytes(4, "little") + (0x2).to_bytes(4, "little")
+                + bytes(16)):
+        rsp = peer.spdm(req)
+        assert rsp is not None and rsp[1] != 0x7F, rsp
+
+
+def first_chunk(v=0x12, handle=1, large=4000, size=26):
+    """CHUNK_SEND seq 0 announcing a `large`-byte request, carrying `size` bytes (42 on the wire)."""
+    return (bytes((v, 0x85, 0, handle)) + (0).to_bytes(2, "little") + b"\x00\x00" + size.to_bytes(4, "little")
+            + large.to_bytes(4, "little") + bytes((v, 0xE0)) + bytes(size - 2))
+
+
+def partial_mctp(dev, src, tag, n):
+    """n packets of a message from `src` that never ends (SOM, then middles)."""
+    for i in range(n):
+        flags = (0x80 if i == 0 else 0) | ((i & 3) << 4) | 0x08 | tag
+        dev.feed(mserial.encode_frame(bytes((1, 0, src, flags)) + bytes(64)))
+
+
+def test_buffered_bytes_have_a_global_cap():
+    b = FakeBoard()
+    d = _device(b)
+    cap = d.buffer_cap
+    assert cap == 4096 + d.ep.reasm.max_message
+    # the review's attack: 4 requester EIDs, each a CHUNK_SEND of 4 KB announced by a 42-byte chunk
+    # and partial MCTP messages from 4 more
+    peers = [Peer(d, 0x20 + i) for i in range(4)]
+    for p in peers:
+        chunk_vca(p)
+        ack = p.spdm(first_chunk())
+        assert ack[1] == 0x05 and not ack[2] & 1, ack
+    held = d.buffered()
+    assert held <= 4 * 64, held          # what arrived, not 4 x 4000 bytes
+    for i in range(4):
+        partial_mctp(d, 0x40 + i, i, 60)  # 3.8 KB each, never finished
+        assert d.buffered() <= cap
+    assert d.ep.reasm.over_budget + d.ep.reasm.evicted >= 1 and d.buffered() > 4000
+    # a CHUNK_SEND that would go beyond the cap is not buffered either
+    assert d.buffered() <= cap
+    # idle transfers expire (CHUNK_SEND after 5 s without a chunk, MCTP reassembly likewise)
+    b.t += 6000
+    d.idle()
+    assert d.buffered() == 0
+    assert all(d.responders[p.rq.eid].inc is None for p in peers)
+
+
+def test_signed_flow_after_the_pinning_attack():
+    from test_device import FakeBoard as FB  # noqa: F401 (same board as the other device tests)
+
+    b = FakeBoard()
+    d = _device(b)
+    for i in range(3):
+        p = Peer(d, 0x20 + i)
+        chunk_vca(p)
+        p.spdm(first_chunk())
+        partial_mctp(d, 0x40 + i, i, 60)
+    q = session_requester(Peer(d, 8))
+    q.get_digests()
+    q.get_certificate(0)
+    q.challenge(0)
+    q.get_measurements(0xFF, signed=True)

@@ -198,3 +198,33 @@ def test_bounded_memory_under_flood():
         r.feed(bytes((1, 9, 39, 0x08 | 7 | (((i + 1) & 3) << 4))) + bytes(64), 0)
         assert r.buffered() <= 3 * 1024
     assert r.too_big >= 1
+
+
+def test_shared_byte_budget():
+    """Issue 11.4: partial messages stay within a budget shared with other buffers."""
+    r = Reassembler(max_message=4160, max_contexts=4)
+    other = [0]   # bytes the caller holds elsewhere (CHUNK_SEND)
+    r.room = lambda: 1000 - other[0] - r.buffered()
+    # four sources each start a 4 KB message: the budget, not 4 x 4 KB, bounds what is held
+    for s in range(20, 24):
+        r.feed(bytes((1, 9, s, 0x88)) + bytes(64), 0)
+        for i in range(1, 40):
+            r.feed(bytes((1, 9, s, 0x08 | ((i & 3) << 4))) + bytes(64), 0)
+            assert r.buffered() <= 1000
+    assert r.over_budget == 4 and r.contexts() == 0
+    # a partial message that stalled gives way (oldest first) to one that needs the room
+    r.feed(bytes((1, 9, 30, 0x88)) + bytes(64), 0)
+    for i in range(1, 10):
+        r.feed(bytes((1, 9, 30, 0x08 | ((i & 3) << 4))) + bytes(64), 0)
+    assert r.buffered() == 640
+    ps = packetize(9, 8, 1, 1, _msg(600), 64)
+    out = _feed_all(r, ps, 1)
+    assert out is not None and bytes(out[3]) == _msg(600)
+    assert r.evicted == 1 and r.contexts() == 0
+    # with the caller's own buffers taking the budget, nothing partial is kept
+    r.reset()
+    other[0] = 990
+    assert r.feed(ps[0], 2) is None and r.contexts() == 0
+    # single-packet messages need no reassembly budget
+    one = packetize(9, 8, 2, 1, _msg(40), 64)
+    assert len(one) == 1 and r.feed(one[0], 3) is not None

@@ -102,7 +102,12 @@ class Reassembler:
     goes backwards, e.g. a ticks_ms wrap) is dropped.
 
     Counters (ints): messages, dropped (every discarded packet or partial
-    message), too_big, evicted, expired.
+    message), too_big, evicted, expired, over_budget.
+
+    room: None, or a callable returning how many more bytes may be buffered
+    now (a budget the caller shares with its other buffers, e.g. CHUNK_SEND):
+    a partial message that would exceed it first evicts the oldest other
+    partial message, and is dropped if that is not enough.
     """
 
     def __init__(self, max_message=4160, max_contexts=4, timeout_ms=5000):
@@ -117,6 +122,8 @@ class Reassembler:
         self.too_big = 0
         self.evicted = 0
         self.expired = 0
+        self.over_budget = 0
+        self.room = None
 
     def contexts(self):
         """Number of live reassembly contexts."""
@@ -148,6 +155,31 @@ class Reassembler:
                 del self._ctx[k]
                 self.expired += 1
                 self.dropped += 1
+
+    def _evict_oldest(self, keep):
+        old = None
+        ctx = self._ctx
+        for k, c in ctx.items():
+            if k != keep and (old is None or c[4] < ctx[old][4]):
+                old = k
+        if old is None:
+            return False
+        del ctx[old]
+        self.evicted += 1
+        self.dropped += 1
+        return True
+
+    def _fits(self, size, key):
+        """Room for `size` more bytes of partial message `key` in the shared budget
+        (evicting the oldest other partial message once if needed)."""
+        room = self.room
+        if room is None or size <= room():
+            return True
+        if self._evict_oldest(key) and size <= room():
+            return True
+        self.over_budget += 1
+        self.dropped += 1
+        return False
 
     def feed(self, pkt, now_ms=0):
         try:
@@ -186,13 +218,9 @@ class Reassembler:
                     self.too_big += 1
                 return None
             if len(ctx) >= self.max_contexts:
-                old = None
-                for k, c in ctx.items():
-                    if old is None or c[4] < ctx[old][4]:
-                        old = k
-                del ctx[old]
-                self.evicted += 1
-                self.dropped += 1
+                self._evict_oldest(None)
+            if not self._fits(size, key):
+                return None
             buf = bytearray(pkt[HDR_LEN:])
             self._order += 1
             ctx[key] = [buf, (seq + 1) & 3, size, now_ms, self._order]
@@ -211,6 +239,9 @@ class Reassembler:
             del ctx[key]
             self.dropped += 1
             self.too_big += 1
+            return None
+        if not self._fits(size, key):
+            del ctx[key]
             return None
         buf.extend(memoryview(pkt)[HDR_LEN:])
         if eom:

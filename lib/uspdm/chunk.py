@@ -41,18 +41,23 @@ class Outgoing:
 
 
 class Incoming:
-    """Reassembly of a large request sent with CHUNK_SEND."""
+    """Reassembly of a large request sent with CHUNK_SEND.  The buffer grows with what
+    actually arrives (a first 42-byte chunk announcing 4 KB pins 42 bytes, not 4 KB);
+    `t` is the board time (ms) of the last chunk, for the idle expiry."""
 
-    def __init__(self, handle, size):
+    def __init__(self, handle, size, now=0):
         self.handle = handle
-        self.buf = bytearray(size)
+        self.buf = bytearray()
         self.size = size
         self.got = 0
         self.seq = 0
+        self.t = now
 
-    def add(self, data):
-        self.buf[self.got:self.got + len(data)] = data
-        self.got += len(data)
+    def add(self, data, now=None):
+        self.buf.extend(data)
+        self.got = len(self.buf)
+        if now is not None:
+            self.t = now
 
     def done(self):
         return self.got == self.size
