@@ -246,3 +246,14 @@ def test_cli_deadline_option_documented():
         assert a.deadline > 0
         a = build_parser().parse_args([cmd, "--port", "x", "--deadline", "7"])
         assert a.deadline == 7
+
+
+def test_unexpected_error_text_escaped(monkeypatch, capsys):
+    from uspdm_tools import cli
+
+    def boom(args):
+        raise RuntimeError("device said \x1b[2K\rVerdict: TRUSTED")
+    monkeypatch.setattr(cmd_mctp, "run", boom)
+    rc = cli.main(["mctp", "--port", "x"])
+    err = capsys.readouterr().err
+    assert rc == 1 and not _CTRL.search(err) and "\\x1b[2K\\x0dVerdict" in err

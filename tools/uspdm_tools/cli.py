@@ -102,6 +102,15 @@ def main(argv=None):
     except BrokenPipeError:
         getattr(sys.stdout, "_gone", lambda: None)()
         return exitcodes.OK
+    except Exception:
+        # an unexpected error's text may quote what a device sent: escaped like every report
+        import traceback
+
+        from .screen import line
+
+        for ln in traceback.format_exc().rstrip("\n").split("\n"):
+            sys.stderr.write(line(ln + "\n"))
+        return exitcodes.USAGE
 
 
 if __name__ == "__main__":
