@@ -140,6 +140,7 @@ def test_in_page_board_versions_curves_session_and_exercises(lab):
         {"name": "11-reset", "action": "reset"},
         {"name": "12-ex3-tampered", "action": "tamper"},
         {"name": "13-after-exercises", "action": "attest"},
+        {"name": "14-export", "action": "export"},
     ]
     s = drive(lab.url, {"clearStorage": True, "steps": steps}, tmp, "in-page")
 
@@ -211,8 +212,11 @@ def test_in_page_board_versions_curves_session_and_exercises(lab):
     # after undoing the exercises the board is trusted again and matches its golden capture
     after = s["13-after-exercises"]["report"]
     assert after["verdict"] == "TRUSTED" and "match the golden file" in after["reason"]
+    # Export JSON downloads the report shown
+    assert s["14-export"]["exported"] == s["14-export"]["report"] and s["14-export"]["exported"]["verdict"] == "TRUSTED"
     for name in s:
-        assert os.path.exists(os.path.join(SHOTS, "in-page", name + ".png"))
+        if name != "14-export":
+            assert os.path.exists(os.path.join(SHOTS, "in-page", name + ".png"))
 
 
 def _free_port():

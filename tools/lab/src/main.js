@@ -5,7 +5,7 @@ import "./polyfill.js";
 import { InPageBoard, eraseFlash } from "./board.js";
 import { MctpLink } from "./mctp.js";
 import { attest, goldenDoc, goldenMap, EXIT, label as blockLabel } from "./verifier.js";
-import { labCA, foreignRoot, issueLeaf, defaultDeviceInfo, certName, certPem, forgetCA } from "./pki.js";
+import { labCA, foreignRoot, issueLeaf, defaultDeviceInfo, certName, certPem, forgetCA, splitDer } from "./pki.js";
 import { decode } from "./decode.js";
 import { CODE_NAMES } from "./spdm.js";
 import { concat, hex, short, unhex } from "./util.js";
@@ -66,19 +66,22 @@ function enable(on) {
 // ------------------------------------------------------------ the in-page board
 async function provision(board, ca, force = false) {
   const made = [];
+  state.deviceChains = {};
   for (const alg of ["p384", "p256"]) {
     let ok = false;
     if (!force) {
       const chainHex = board.runSnippet("import board\nfrom uspdm.identity import Identity\n_c = Identity(board.storage(), board.drbg()).chain(0, '" + alg + "')\n_lab_out = _c.hex() if _c else ''\n");
       ok = chainHex.startsWith(hex(ca.der));
+      if (ok) state.deviceChains[alg] = unhex(chainHex);
     }
     if (ok) continue;
-    setStatus("provisioning " + alg.toUpperCase() + ": the board makes its key pair, the lab CA issues its certificate...");
+    setStatus("provisioning " + { p384: "P-384", p256: "P-256" }[alg] + ": the board makes its key pair, the lab CA issues its certificate...");
     const xy = board.publicKey(alg);
     const info = await defaultDeviceInfo("web", xy);
     const chain = await issueLeaf(ca, alg, xy, info);
     board.installChain(alg, concat(...chain));
-    made.push(alg.toUpperCase());
+    state.deviceChains[alg] = concat(...chain);
+    made.push({ p384: "P-384", p256: "P-256" }[alg]);
   }
   return made;
 }
@@ -114,6 +117,12 @@ function renderPKI() {
     box.append(el("h3", { text: "Lab CA made by this page" }),
       el("p", { text: certName(state.ca.der) + " (P-384; key kept in this browser)" }),
       el("details", {}, el("summary", { text: "root certificate (PEM)" }), el("pre", { class: "pem", text: certPem(state.ca.der) })));
+  }
+  for (const [alg, der] of Object.entries(state.deviceChains || {})) {
+    const leaf = splitDer(der).pop();
+    box.append(el("h3", { text: "Device certificate (" + { p384: "P-384", p256: "P-256" }[alg] + ") the lab CA issued for the board's own key" }),
+      el("p", { text: certName(leaf) + ", slot 0; the private key was generated on the board and never left its flash" }),
+      el("details", {}, el("summary", { text: "device certificate (PEM)" }), el("pre", { class: "pem", text: certPem(leaf) })));
   }
   box.append(el("p", {}, el("strong", { text: "Trusted root for the verifier: " }), state.trustedLabel + " — " + (state.trustedRoot ? certName(state.trustedRoot) : "none") +
     (state.foreign ? " (FOREIGN: exercise 2)" : "")));
@@ -436,13 +445,16 @@ function renderGoldenInfo() {
   $("golden-info").textContent = g ? "Golden capture for this board: " + g.measurements.length + " blocks, " + g.measurement_hash + ", captured " + g.captured : "No golden capture for this board yet: measurements are reported UNCHECKED.";
 }
 
-function exportJson() {
-  if (!state.report) return;
-  const blob = new Blob([JSON.stringify(state.report, null, 2)], { type: "application/json" });
-  const a = el("a", { href: URL.createObjectURL(blob), download: "uspdm-attest.json" });
+function download(text, name) {
+  const blob = new Blob([text], { type: "application/json" });
+  const a = el("a", { href: URL.createObjectURL(blob), download: name });
   document.body.append(a);
   a.click();
   a.remove();
+}
+
+function exportJson() {
+  if (state.report) download(JSON.stringify(state.report, null, 2) + "\n", "uspdm-attest.json");
 }
 
 // ------------------------------------------------------------ exercises
@@ -501,11 +513,11 @@ async function start() {
   const br = $("board-bridge");
   if (!state.bridgeTarget) {
     br.disabled = true;
-    $("bridge-label").textContent = "Board on the bridge (start `uspdm lab --port-bridge PORT` to offer one)";
-  } else $("bridge-label").textContent = "Board on the bridge: " + state.bridgeTarget;
+    $("bridge-label").textContent = "On the bridge (start `uspdm lab --port-bridge PORT` to offer one)";
+  } else $("bridge-label").textContent = "On the bridge: " + state.bridgeTarget;
   if (!("serial" in navigator)) {
     $("board-serial").disabled = true;
-    $("serial-label").textContent = "Board on Web Serial (not available in this browser: use Chromium, Chrome or Edge)";
+    $("serial-label").textContent = "On Web Serial (not in this browser: use Chromium, Chrome or Edge)";
   }
   $("btn-attest").addEventListener("click", () => run());
   $("btn-session").addEventListener("click", () => run({ session: true }));
@@ -517,6 +529,22 @@ async function start() {
   $("ex-tamper").addEventListener("click", exTamper);
   $("ex-reset").addEventListener("click", exReset);
   $("btn-reprovision").addEventListener("click", async () => { eraseFlash(); forgetCA(); state.foreign = false; await bootBoard({ force: true }); });
+  $("golden-file").addEventListener("change", async (ev) => {
+    const f = ev.target.files[0];
+    if (!f) return;
+    try {
+      const doc = JSON.parse(await f.text());
+      goldenMap(doc);   // checks it has measurements
+      localStorage.setItem(goldenKey(), JSON.stringify(doc));
+      renderGoldenInfo();
+    } catch (e) {
+      $("golden-info").textContent = "cannot use " + f.name + " as a golden file (uspdm golden's format): " + e.message;
+    }
+  });
+  $("btn-export-golden").addEventListener("click", () => {
+    const g = loadGolden();
+    if (g) download(JSON.stringify(g, null, 2) + "\n", "golden.json");
+  });
   $("root-file").addEventListener("change", (ev) => ev.target.files[0] && loadRoot(ev.target.files[0]).catch((e) => setVerdict(null, "cannot read that root: " + e.message)));
   for (const r of document.querySelectorAll("input[name=board]")) r.addEventListener("change", () => {
     renderGoldenInfo();

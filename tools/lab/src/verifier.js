@@ -249,6 +249,7 @@ export function goldenDoc(rep, port) {
 }
 
 export function goldenMap(doc) {
+  if (!doc || !Array.isArray(doc.measurements)) throw new Error("no 'measurements' list");
   const m = {};
   for (const e of doc.measurements) m[Number(e.index)] = e;
   return m;

@@ -91,6 +91,13 @@ try {
     const before = await page.evaluate(() => Number(document.getElementById("run-done").textContent || 0));
     const buttons = { attest: "#btn-attest", session: "#btn-session", golden: "#btn-golden", modify: "#ex-modify",
       root: "#ex-root", tamper: "#ex-tamper", reset: "#ex-reset", "forget-golden": "#btn-forget-golden" };
+    if (st.action === "export") {
+      const [dl] = await Promise.all([page.waitForEvent("download", { timeout: 30000 }), page.click("#btn-export")]);
+      const fp = path.join(out, st.name + ".json");
+      await dl.saveAs(fp);
+      result.steps.push({ name: st.name, exported: JSON.parse(fs.readFileSync(fp, "utf8")), report: await page.evaluate(() => window.lab.report) });
+      continue;
+    }
     if (st.keyboard) {
       // reach the button with the keyboard alone
       await page.focus(buttons[st.action]);
