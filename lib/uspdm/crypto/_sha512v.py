@@ -186,3 +186,12 @@ def be_out(dst: ptr8, st: ptr8, n: int):
     while i < n:
         dst[i] = st[63 - i]
         i += 1
+
+
+@micropython.viper
+def zero(dst: ptr8, n: int):
+    """dst[:n] = 0 (wiping without allocating a zero buffer)."""
+    i = 0
+    while i < n:
+        dst[i] = 0
+        i += 1

@@ -17,8 +17,7 @@ def _xor_pad(key, bs, v):
     return pad
 
 
-def _zero(b):
-    b[0:len(b)] = bytes(len(b))
+_zero = sha2.zero
 
 
 class Hmac:

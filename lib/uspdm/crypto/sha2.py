@@ -418,14 +418,14 @@ class _Sha512K:
         nblk = 1 if nb < 112 else 2
         tail[nblk * 128 - 16:nblk * 128] = (self._n * 8).to_bytes(16, "big")
         _vcompress(h, tail, 0, nblk)
-        tail[0:256] = bytes(256)
+        _vzero(tail, 256)
         return h
 
     def digest(self):
         out = bytearray(self.digest_size)
         h = self._final()
         _vbe_out(out, h, self.digest_size)
-        h[0:64] = bytes(64)
+        _vzero(h, 64)
         return bytes(out)
 
     def hexdigest(self):
@@ -441,8 +441,8 @@ class _Sha512K:
 
     def wipe(self):
         """Overwrite the state and the buffered input in place."""
-        self._h[0:64] = bytes(64)
-        self._buf[0:128] = bytes(128)
+        _vzero(self._h, 64)
+        _vzero(self._buf, 128)
         self._nb = 0
 
 
@@ -465,6 +465,7 @@ def _words_be(b):
 
 _vcompress = None
 _vbe_out = None
+_vzero = None
 
 
 def _xor_pad_py(dst, key, n, v):
@@ -475,9 +476,17 @@ def _xor_pad_py(dst, key, n, v):
 xor_pad = _xor_pad_py  # xor_pad(dst, key, n, v): dst[:n] = key[:n] ^ v (viper where it exists)
 
 
+def zero(b):
+    """Overwrite a bytearray with zeros in place."""
+    if _vzero is not None:
+        _vzero(b, len(b))
+    else:
+        b[0:len(b)] = bytes(len(b))
+
+
 def _init_kernel():
     """Use the viper SHA-512 kernel where the port compiles viper."""
-    global _vcompress, _vbe_out, xor_pad
+    global _vcompress, _vbe_out, _vzero, xor_pad
     try:
         from uspdm.crypto import _sha512v
     except Exception:  # CPython, MicroPython without a native emitter
@@ -493,6 +502,7 @@ def _init_kernel():
     _Sha384K._iv = bytes(_words(_IV384))
     _vcompress = _sha512v.compress
     _vbe_out = _sha512v.be_out
+    _vzero = _sha512v.zero
     xor_pad = _sha512v.xor_pad
     return True
 
