@@ -40,7 +40,31 @@ def format_settings(d):
     return "\n".join(lines) + "\n"
 
 
-def load_settings(storage, defaults):
+def validate_settings(over, log=print):
+    """Drop every entry of `over` (from uspdm/board.cfg) that the declared
+    schema (firmware/settings.py) refuses, saying so in the boot log: a bad
+    setting is reported, never silently ignored.  Returns the problems."""
+    import sys
+
+    try:
+        from settings import check
+    except ImportError:   # the schema module is not on this board: nothing to check against
+        return []
+    bad = []
+    for k in list(over):
+        why = check(k, over[k])
+        if why is not None:
+            bad.append(why)
+            del over[k]
+            try:
+                log("uspdm: bad setting in %s ignored (default kept): %s" % (SETTINGS_FILE, why))
+            except Exception:
+                pass
+    sys.modules.pop("settings", None)   # not needed while serving
+    return bad
+
+
+def load_settings(storage, defaults, log=print):
     cfg = dict(defaults)
     over = {}
     try:
@@ -49,6 +73,7 @@ def load_settings(storage, defaults):
             over = parse_settings(raw.decode())
     except Exception:
         over = {}
+    validate_settings(over, log)
     cfg.update(over)
     try:
         a = storage.read(ADDR_FILE)

@@ -108,3 +108,53 @@ def test_missing_micropython_install_is_one_line_and_creates_nothing(tmp_path):
     assert rc == 1 and "node" in one_line(err) and not (tmp_path / "ca").exists()
     rc, out, err = uspdm("sim", "--flash", tmp_path / "flash2", env=env, timeout=60)
     assert rc == 1 and "node" in one_line(err)
+
+
+@pytest.mark.parametrize("args", [
+    ["mctp", "--port", "/dev/x", "--eid", "300"],
+    ["mctp", "--port", "/dev/x", "--set-eid", "0"],
+    ["mctp", "--port", "/dev/x", "--timeout", "0"],
+    ["attest", "--port", "/dev/x", "--timeout", "-1"],
+    ["attest", "--port", "/dev/x", "--eid", "300"],
+    ["attest", "--port", "/dev/x", "--via-i2c", "0x80"],
+    ["golden", "--port", "/dev/x", "--deadline", "nan"],
+    ["session", "--port", "/dev/x", "--eid", "-1"],
+    ["session", "--port", "/dev/x", "--timeout", "0"],
+    ["provision", "--port", "/dev/x", "--timeout", "0"],
+])
+def test_bad_arguments_are_usage_errors(args):
+    rc, out, err = uspdm(*args)
+    assert rc == 1 and "Traceback" not in err
+    assert "error: argument" in err
+
+
+@pytest.mark.parametrize("doc,words", [
+    ('{"format": "something-else/2", "measurements": [{"index": 1, "value": "00"}]}', "not a uspdm golden file"),
+    ('{"format": "uspdm-golden/1", "measurements": []}', "holds no measurements"),
+    ('{"format": "uspdm-golden/1"}', "no 'measurements' list"),
+    ('not json', "cannot read golden file"),
+])
+def test_bad_golden_file_text_and_json(tmp_path, doc, words):
+    import json
+
+    g = tmp_path / "golden.json"
+    g.write_text(doc)
+    root = tmp_path / "root.pem"
+    from uspdm_tools import certs
+
+    ca = certs.LabCA(str(tmp_path / "ca"))
+    ca.load_or_create()
+    rc, out, err = uspdm("attest", "--port", "/dev/x", "--root", ca.root_pem_path, "--golden", g)
+    assert rc == 1 and words in one_line(err) and out == ""
+    rc, out, err = uspdm("attest", "--port", "/dev/x", "--root", ca.root_pem_path, "--golden", g, "--json")
+    rep = json.loads(out)
+    assert rc == 1 and rep["exit_code"] == 1 and words in rep["reason"]
+
+
+def test_mctp_json_errors_are_json():
+    import json
+
+    rc, out, err = uspdm("mctp", "--port", "/dev/no-such-uspdm-port", "--json")
+    assert rc == 2
+    rep = json.loads(out)
+    assert rep["verdict"] == "UNREACHABLE" and rep["exit_code"] == 2

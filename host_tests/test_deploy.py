@@ -85,8 +85,13 @@ def test_settings_validation():
     ns = types.SimpleNamespace(mode=None, i2c_addr=0x80, bridge_target=None, set=[])
     with pytest.raises(deploy.DeployError):
         deploy.settings_from_args(ns)
-    ns = types.SimpleNamespace(mode="bridge", i2c_addr=None, bridge_target=0x22, set=["i2c_freq=400000", "x=y"])
-    assert deploy.settings_from_args(ns) == {"mode": "bridge", "bridge_target": 0x22, "i2c_freq": 400000, "x": "y"}
+    ns = types.SimpleNamespace(mode="bridge", i2c_addr=None, bridge_target=0x22, set=["i2c_freq=400000", "led_pin=LED"])
+    assert deploy.settings_from_args(ns) == {"mode": "bridge", "bridge_target": 0x22, "i2c_freq": 400000,
+                                             "led_pin": "LED"}
+    for bad in ("x=y", "sessions=maybe", "versions=2.0", "asym_priority=p999", "i2c_freq=5", "defer_signing=2"):
+        ns.set = [bad]
+        with pytest.raises(deploy.DeployError, match="bad setting"):
+            deploy.settings_from_args(ns)
     ns.set = ["novalue"]
     with pytest.raises(deploy.DeployError):
         deploy.settings_from_args(ns)

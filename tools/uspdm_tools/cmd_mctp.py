@@ -18,10 +18,12 @@ def register(sub):
                                        X.USAGE, X.UNREACHABLE, X.PROTOCOL),
                        formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("--port", required=True, help="serial port (/dev/ttyACM0, a sim pty, socket://host:port)")
-    p.add_argument("--eid", type=lambda s: int(s, 0), default=0, help="target EID (default 0: null, any endpoint)")
-    p.add_argument("--set-eid", type=lambda s: int(s, 0), metavar="EID", help="assign this EID (Set Endpoint ID)")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each answer (default 5)")
-    p.add_argument("--deadline", type=float, default=60.0,
+    from . import argtypes as T
+
+    p.add_argument("--eid", type=T.eid, default=0, help="target EID (default 0: null, any endpoint)")
+    p.add_argument("--set-eid", type=T.assignable_eid, metavar="EID", help="assign this EID (Set Endpoint ID, 8-254)")
+    p.add_argument("--timeout", type=T.seconds, default=5.0, help="seconds to wait for each answer (default 5)")
+    p.add_argument("--deadline", type=T.seconds, default=60.0,
                    help="seconds the whole probe may take, however the endpoint answers (default 60)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
@@ -80,6 +82,14 @@ def probe(link, eid=None, deadline=None):
     return info
 
 
+def _json_error(args, verdict, e, code):
+    """With --json a failure is a JSON document on stdout too (the same text as stderr)."""
+    if args.json:
+        sys.stdout.write(json.dumps({"port": args.port, "verdict": verdict, "reason": str(e), "exit_code": code},
+                                    indent=2) + "\n")
+    return code
+
+
 def run(args):
     try:
         with SerialLink(args.port, eid=args.eid, timeout=args.timeout) as link:
@@ -94,10 +104,10 @@ def run(args):
             info = probe(link, deadline=getattr(args, "deadline", None))
     except Unreachable as e:
         say("unreachable: %s" % e, file=sys.stderr)
-        return 2
+        return _json_error(args, "UNREACHABLE", e, 2)
     except ValueError as e:
         say("protocol error: %s" % e, file=sys.stderr)
-        return 3
+        return _json_error(args, "PROTOCOL ERROR", e, 3)
     if args.json:
         out = dict(info)
         out["versions"] = {"0x%02x" % k: v for k, v in info["versions"].items()}

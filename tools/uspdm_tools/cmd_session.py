@@ -66,7 +66,9 @@ def register(sub):
                                        X.USAGE, X.UNREACHABLE, X.PROTOCOL, X.UNTRUSTED),
                        formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("--port", required=True, help="serial port of the board (or the simulator's pty)")
-    p.add_argument("--eid", type=int, default=None, help="MCTP endpoint ID of the board")
+    from . import argtypes as T
+
+    p.add_argument("--eid", type=T.eid, default=None, help="MCTP endpoint ID of the board (0 or 8-254)")
     p.add_argument("--version", dest="spdm_version", choices=["1.1", "1.2", "1.3"], default=None,
                    help="SPDM version to negotiate (default: the highest both support)")
     p.add_argument("--slot", type=int, default=0, choices=range(8), metavar="N", help="certificate slot")
@@ -77,8 +79,8 @@ def register(sub):
     p.add_argument("--psk-file", default=None, help="file holding the PSK bytes (with --psk-hint)")
     p.add_argument("--clear-handshake", action="store_true",
                    help="offer HANDSHAKE_IN_THE_CLEAR (FINISH/FINISH_RSP unencrypted)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer")
-    p.add_argument("--deadline", type=float, default=300.0,
+    p.add_argument("--timeout", type=T.seconds, default=10.0, help="seconds to wait for each answer")
+    p.add_argument("--deadline", type=T.seconds, default=300.0,
                    help="seconds the whole session run may take, however the board answers (default 300)")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=run)

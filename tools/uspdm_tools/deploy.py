@@ -86,18 +86,32 @@ def settings_from_args(args):
         s["i2c_addr"] = args.i2c_addr
     if args.bridge_target is not None:
         s["bridge_target"] = args.bridge_target
+    schema = settings_schema()
     for kv in args.set:
         if "=" not in kv:
             raise DeployError("--set wants KEY=VALUE, got %r" % kv)
         k, v = kv.split("=", 1)
-        try:
-            s[k.strip()] = int(v, 0)
-        except ValueError:
-            s[k.strip()] = v.strip()
+        s[k.strip()] = schema.parse_value(v)
     for k in ("i2c_addr", "bridge_target"):
         if k in s and not (isinstance(s[k], int) and 0 < s[k] < 0x78):
             raise DeployError("%s must be a 7-bit I2C address (0x01..0x77)" % k)
+    for k in sorted(s):
+        why = schema.check(k, s[k])
+        if why:
+            raise DeployError("bad setting: %s" % why)
     return s
+
+
+def settings_schema():
+    """firmware/settings.py, the schema the board checks its settings against (same file, host side)."""
+    import importlib.util
+
+    from .paths import FIRMWARE_DIR
+
+    spec = importlib.util.spec_from_file_location("uspdm_board_settings", os.path.join(FIRMWARE_DIR, "settings.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def format_settings(s):

@@ -262,13 +262,19 @@ def write_settings(flash, pairs):
                 if "=" in line:
                     k, v = line.split("=", 1)
                     cur[k.strip()] = v.strip()
+    from .deploy import format_settings, settings_schema
+
+    schema = settings_schema()
     for kv in pairs:
         if "=" not in kv or not kv.split("=", 1)[0].strip():
             print("uspdm sim: --set wants KEY=VALUE, got %r" % kv, file=sys.stderr)
             return False
         k, v = kv.split("=", 1)
+        why = schema.check(k.strip(), schema.parse_value(v))
+        if why:
+            print("uspdm sim: bad setting: %s" % why, file=sys.stderr)
+            return False
         cur[k.strip()] = v.strip()
-    from .deploy import format_settings
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:

@@ -158,6 +158,11 @@ def load_golden(path):
         raise UsageError("cannot read golden file %s: %s" % (path, e))
     if not isinstance(g, dict) or not isinstance(g.get("measurements"), list):
         raise UsageError("golden file %s has no 'measurements' list" % path)
+    if g.get("format") != GOLDEN_FORMAT:
+        raise UsageError("golden file %s is not a uspdm golden file (format %r, expected %r: capture one with "
+                         "`uspdm golden -o FILE`)" % (path, g.get("format"), GOLDEN_FORMAT))
+    if not g["measurements"]:
+        raise UsageError("golden file %s holds no measurements: nothing to compare against" % path)
     out = {}
     for m in g["measurements"]:
         try:
@@ -510,8 +515,10 @@ def _algs(a):
 
 def _common(p):
     p.add_argument("--port", required=True, help="serial port of the board (or the simulator's pty)")
-    p.add_argument("--eid", type=int, default=None, help="MCTP endpoint ID of the board (default: the link's)")
-    p.add_argument("--via-i2c", type=lambda s: int(s, 0), default=None, metavar="ADDR",
+    from . import argtypes as T
+
+    p.add_argument("--eid", type=T.eid, default=None, help="MCTP endpoint ID of the board (0 or 8-254; default: the link's)")
+    p.add_argument("--via-i2c", type=T.i2c_addr, default=None, metavar="ADDR",
                    help="reach the board over I2C at ADDR through a uspdm bridge board on --port")
     p.add_argument("--root", default=None,
                    help="trusted root certificate, PEM or DER (default: the lab CA, %s)"
@@ -521,8 +528,8 @@ def _common(p):
     p.add_argument("--slot", type=int, default=0, choices=range(8), metavar="N", help="certificate slot (0-7)")
     p.add_argument("--alg", choices=["p384", "p256", "any"], default="any",
                    help="signature algorithm to offer (default: both, the board chooses)")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each answer (default 5)")
-    p.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE,
+    p.add_argument("--timeout", type=T.seconds, default=5.0, help="seconds to wait for each answer (default 5)")
+    p.add_argument("--deadline", type=T.seconds, default=DEFAULT_DEADLINE,
                    help="seconds the whole command may take, however the board answers (default %d)"
                    % DEFAULT_DEADLINE)
 
@@ -569,16 +576,14 @@ def cmd_attest(args, transport=None):
         root, root_path = load_root(args.root)
         golden_meta, golden = load_golden(args.golden) if args.golden else (None, None)
     except UsageError as e:
-        print("uspdm attest: %s" % e, file=sys.stderr)
-        return EXIT_USAGE
+        return _usage_error(args, "attest", e)
     progress = Progress("certificate", getattr(args, "progress", False) or sys.stderr.isatty())
     own = transport is None
     try:
         if own:
             transport = _open_transport(args)
     except UsageError as e:
-        print("uspdm attest: %s" % e, file=sys.stderr)
-        return EXIT_USAGE
+        return _usage_error(args, "attest", e)
     except Unreachable as e:
         code, rep = _finish({"errors": []}, EXIT_UNREACHABLE, "UNREACHABLE", str(e))
         _emit(args, rep)
@@ -596,6 +601,15 @@ def cmd_attest(args, transport=None):
     rep["golden_file"] = args.golden
     _emit(args, rep)
     return code
+
+
+def _usage_error(args, cmd, e):
+    """A usage error: one line on stderr, and with --json a JSON report too
+    (scripts parse stdout)."""
+    print("uspdm %s: %s" % (cmd, e), file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"verdict": "USAGE ERROR", "reason": str(e), "exit_code": EXIT_USAGE}, indent=2))
+    return EXIT_USAGE
 
 
 def _emit(args, rep):
