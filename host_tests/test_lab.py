@@ -177,8 +177,11 @@ def test_in_page_board_versions_curves_session_and_exercises(lab):
               "KEY_UPDATE_ACK", "END_SESSION", "END_SESSION_ACK"):
         assert m in msgs
     assert any(sig["what"].startswith("KEY_EXCHANGE_RSP") and sig["ok"] for sig in s["05-session-1.3"]["signatures"])
-    secured = [t["message"] for t in sess["timings"] if t["message"].endswith("(secured)")]
-    assert "GET_MEASUREMENTS (secured)" in secured and "END_SESSION (secured)" in secured
+    secured = " ".join(s["05-session-1.3"]["securedMessages"])    # shown as sent inside the session
+    for m in ("FINISH", "GET_MEASUREMENTS", "MEASUREMENTS", "HEARTBEAT", "KEY_UPDATE_ACK", "END_SESSION_ACK"):
+        assert m in secured
+    assert "KEY_EXCHANGE" not in secured and "CHALLENGE" not in secured
+    assert "END_SESSION (secured)" in [t["message"] for t in sess["timings"]]
 
     assert s["06-golden-capture"]["report"]["verdict"] == "TRUSTED"
     ok = s["07-attest-golden-match"]["report"]
@@ -244,18 +247,20 @@ def test_bridge_json_equals_uspdm_attest(tmp_path):
     port = _free_port()
     with SimProcess(flash=str(flash), extra_args=["--tcp", "127.0.0.1:%d" % port], verbose=False) as sim:
         host = {}
-        for v, a in (("1.3", "p384"), ("1.2", "p256")):
+        for key, v, a, extra in (("1.3", "1.3", "p384", []), ("1.2", "1.2", "p256", []),
+                                 ("session", "1.3", "p384", ["--session"])):
             p = subprocess.run([sys.executable, "-m", "uspdm_tools.cli", "attest", "--port", sim.port, "--root", root,
-                                "--version", v, "--alg", a, "--json", "--timeout", "20"],
+                                "--version", v, "--alg", a, "--json", "--timeout", "20"] + extra,
                                capture_output=True, text=True, timeout=300)
             assert p.returncode == 0, p.stdout + p.stderr
-            host[v] = json.loads(p.stdout)
+            host[key] = json.loads(p.stdout)
         lab = Lab(str(tmp_path), bridge="tcp:127.0.0.1:%d" % port)
         try:
             s = drive(lab.url, {"clearStorage": True, "fakeSerial": True, "steps": [
                 {"name": "b1-bridge-1.3-p384", "board": "bridge", "root": root, "version": "13", "alg": "p384",
                  "action": "attest", "fullPage": True},
                 {"name": "b2-bridge-1.2-p256", "version": "12", "alg": "p256", "action": "attest"},
+                {"name": "b4-bridge-session-1.3", "version": "13", "alg": "p384", "action": "session"},
                 # the page's Web Serial transport, its port standing in for a USB one (see drive.mjs)
                 {"name": "b3-webserial-1.3-p384", "board": "serial", "version": "13", "alg": "p384", "action": "attest"},
             ]}, str(tmp_path), "bridge")
@@ -277,3 +282,15 @@ def test_bridge_json_equals_uspdm_attest(tmp_path):
         assert set(page) >= set(h) - {"port", "root_file", "golden_file"}
         assert set(page["timings"][0]) == set(h["timings"][0])
         assert [t["message"] for t in page["timings"]] == [t["message"] for t in h["timings"]]
+    # in a secure session (KEY_EXCHANGE, FINISH, measurements inside it): the same identity and measurements
+    page, h = s["b4-bridge-session-1.3"]["report"], host["session"]
+    assert page["verdict"] == h["verdict"] == "TRUSTED", s["b4-bridge-session-1.3"]["verdictText"]
+    for k in ("verdict", "exit_code", "reason", "slots_provisioned", "identity", "golden"):
+        assert page.get(k) == h.get(k), k
+    assert page["session"]["handshake"] == h["session"]["handshake"] == "encrypted"
+    for k in ("count_reported", "signed", "signature", "l1_bytes", "blocks"):
+        assert page["measurements"][k] == h["measurements"][k], k
+    host_msgs = [t["message"] for t in h["timings"]]
+    page_msgs = [t["message"] for t in page["timings"]]
+    assert page_msgs[:len(host_msgs) - 1] == host_msgs[:-1]     # the page adds HEARTBEAT and KEY_UPDATE before END_SESSION
+    assert page_msgs[-1] == host_msgs[-1] == "END_SESSION (secured)"

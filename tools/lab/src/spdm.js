@@ -209,7 +209,10 @@ export class Requester {
       break;
     }
     const rsp = x.rsp;
-    this.timings.push({ message: name + (this.transport ? " (secured)" : ""), ms: Math.round((performance.now() - t0) * 100) / 100,
+    // named as `uspdm attest --json` names them: the session's own messages are "(secured)",
+    // the requests merely carried inside it (GET_MEASUREMENTS) keep their plain name
+    const own = [C.FINISH, C.HEARTBEAT, C.KEY_UPDATE, C.END_SESSION].includes(req[1]);
+    this.timings.push({ message: name + (this.transport && own ? " (secured)" : ""), ms: Math.round((performance.now() - t0) * 100) / 100,
       request_bytes: req.length, response_bytes: rsp.length, not_ready_retries: stats.retries, chunks: stats.chunks });
     if (rsp[1] === C.ERROR) throw new ProtocolError(name + " failed", rsp[2], rsp[3]);
     const exp = req[1] === C.GET_VERSION ? 0x10 : this.version;

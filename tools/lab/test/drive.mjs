@@ -127,6 +127,7 @@ try {
         chainText: document.getElementById("chain").innerText,
         transcripts: window.lab.trace.reduce((n, e) => n + e.transcripts.length, 0),
         signatures: window.lab.trace.filter((e) => e.signature).map((e) => ({ what: e.signature.what, ok: e.signature.ok })),
+        securedMessages: window.lab.trace.filter((e) => e.secured).map((e) => (document.querySelector('[data-msg="' + e.id + '"] .arrow-name') || {}).textContent),
         tampered: window.lab.trace.filter((e) => e.tampered !== null && e.tampered !== undefined).map((e) => e.id),
         chainHex: window.lab.out && window.lab.out.req.chains[0] ? Array.from(window.lab.out.req.chains[0], (x) => x.toString(16).padStart(2, "0")).join("") : null,
         rootHex: window.lab.trustedRoot ? Array.from(window.lab.trustedRoot, (x) => x.toString(16).padStart(2, "0")).join("") : null,
