@@ -202,6 +202,8 @@ def test_in_page_board_versions_curves_session_and_exercises(lab):
     f = s["10-ex2-foreign-root"]["report"]
     assert f["verdict"] == "UNTRUSTED" and f["exit_code"] == 4
     assert "chain does not lead to the trusted root" in f["reason"] and "(during chain)" in f["reason"]
+    # the same words as uspdm attest: both roots by fingerprint, and why two roots can share a name
+    assert "same name, different CA" in f["reason"] and f["reason"].count("SHA-256 ") == 2
     assert "FAIL" in s["10-ex2-foreign-root"]["chainText"]
 
     # exercise 3: one byte of CHALLENGE_AUTH flipped in flight -> its signature fails, and the page shows where

@@ -229,6 +229,50 @@ function leafProfile(cert, der, alg, version, checks) {
   return notes;
 }
 
+// RFC 5280 6.1 path rules beyond signatures, validity and cA, as the host verifier applies them
+// (certs.check_path): no unprocessed critical extension (the trust anchor's own are anchor data),
+// keyCertSign on every issuer whose keyUsage is present, pathLenConstraint.
+const PROCESSED = new Set(["2.5.29.19", "2.5.29.15", "2.5.29.37", "2.5.29.17", "2.5.29.14", "2.5.29.35"]);
+const EXT_NAMES = { "2.5.29.32": "certificatePolicies", "2.5.29.30": "nameConstraints", "2.5.29.36": "policyConstraints",
+  "2.5.29.54": "inhibitAnyPolicy", "2.5.29.18": "issuerAltName", "2.5.29.31": "cRLDistributionPoints",
+  "1.3.6.1.5.5.7.1.1": "authorityInfoAccess" };
+function checkPath(certs, firstIsAnchor, view) {
+  const n = certs.length;
+  const selfIssued = (c) => rfc4514(c.subjectName) === rfc4514(c.issuerName);
+  for (let i = 0; i < n; i++) {
+    const c = certs[i];
+    const name = rfc4514(c.subjectName);
+    if (!(i === 0 && firstIsAnchor)) {
+      for (const e of c.extensions) {
+        if (e.critical && !PROCESSED.has(e.type)) {
+          view.certificates[i].checks.push({ ok: false, text: "unsupported critical extension " + e.type });
+          throw new ChainError("certificate " + i + " (" + name + ") has an unsupported critical extension " +
+            (EXT_NAMES[e.type] ? EXT_NAMES[e.type] + " (" + e.type + ")" : e.type));
+        }
+      }
+      view.certificates[i].checks.push({ ok: true, text: "no unprocessed critical extension" });
+    }
+    if (i === n - 1) break;
+    const ku = c.getExtension(x509.KeyUsagesExtension);
+    if (ku && !(ku.usages & x509.KeyUsageFlags.keyCertSign)) {
+      view.certificates[i].checks.push({ ok: false, text: "keyUsage lacks keyCertSign" });
+      throw new ChainError("certificate " + i + " (" + name + ") issues certificate " + (i + 1) + " but its keyUsage lacks keyCertSign");
+    }
+    if (ku) view.certificates[i].checks.push({ ok: true, text: "keyUsage keyCertSign (may sign certificates)" });
+    const bc = c.getExtension(x509.BasicConstraintsExtension);
+    if (bc && bc.pathLength !== undefined && bc.pathLength !== null) {
+      let below = 0;
+      for (let j = i + 1; j < n - 1; j++) if (!selfIssued(certs[j])) below++;
+      if (below > bc.pathLength) {
+        view.certificates[i].checks.push({ ok: false, text: "pathLenConstraint " + bc.pathLength + " exceeded" });
+        throw new ChainError("certificate " + i + " (" + name + ") has pathLenConstraint " + bc.pathLength + " but " + below +
+          " CA certificate" + (below !== 1 ? "s" : "") + " follow" + (below !== 1 ? "" : "s"));
+      }
+      view.certificates[i].checks.push({ ok: true, text: "pathLenConstraint " + bc.pathLength + " respected" });
+    }
+  }
+}
+
 // Validate an SPDM chain buffer against the trusted root (DER).  Returns the
 // same description as certs.validate_chain, plus per-certificate checks for the page.
 export async function validateChain(buf, hashAlg, H, alg, version, trustedDer, slotDigest) {
@@ -255,7 +299,12 @@ export async function validateChain(buf, hashAlg, H, alg, version, trustedDer, s
   if (!equal(ders[0], trustedDer)) {
     if (!(await issuedBy(certs[0], trusted))) {
       v0.checks.push({ ok: false, text: "not the trusted root, and not signed by it" });
-      throw fail("chain does not lead to the trusted root (first certificate: " + rfc4514(certs[0].subjectName) + ")");
+      const fp = async (d) => hex(await digest("sha256", d));
+      const sameName = rfc4514(certs[0].issuerName) === rfc4514(trusted.subjectName);
+      throw fail("chain does not lead to the trusted root: the board's chain starts at " + rfc4514(certs[0].subjectName) +
+        " (SHA-256 " + (await fp(ders[0])) + "), the trusted root is " + rfc4514(trusted.subjectName) + " (SHA-256 " +
+        (await fp(trustedDer)) + ")" + (sameName ? "; same name, different CA: the board was provisioned with another lab CA " +
+        "(another --ca-dir or machine): give that CA's root with --root, or provision the board again" : ""));
     }
     v0.checks.push({ ok: true, text: "signed by the trusted root" });
   } else {
@@ -301,6 +350,11 @@ export async function validateChain(buf, hashAlg, H, alg, version, trustedDer, s
     throw fail(e.message);
   }
   for (const t of leafChecks) view.certificates[certs.length - 1].checks.push({ ok: true, text: "SPDM leaf profile: " + t });
+  try {
+    checkPath(certs, equal(ders[0], trustedDer), view);
+  } catch (e) {
+    throw fail(e.message);
+  }
   const leaf = certs[certs.length - 1];
   const spki = new Uint8Array(await crypto.subtle.exportKey("raw", await leaf.publicKey.export({ name: "ECDSA", namedCurve: CURVE[alg] }, ["verify"])));
   const fps = [];
