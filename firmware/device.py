@@ -44,9 +44,9 @@ class Device:
                            secured=bool(cfg.get("sessions", True)))
         # one cap on the bytes that requests can make the board buffer before they are
         # complete (partial MCTP messages + CHUNK_SEND reassembly, all requesters together):
-        # by default one largest CHUNK_SEND request and one largest MCTP message
+        # by default one largest CHUNK_SEND request plus one DataTransferSize message in flight
         self.buffer_cap = cfg.get("buffer_cap", 0) or (cfg.get("max_spdm_msg_size", 4096)
-                                                        + self.ep.reasm.max_message)
+                                                        + cfg.get("data_transfer_size", 1024) + 64)
         self.ep.reasm.room = self._buffer_room
         self.ep.register(0x05, self._on_spdm)
         self.ep.register(0x06, self._on_secured)
