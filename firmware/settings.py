@@ -25,7 +25,7 @@ SCHEMA = {
     "max_spdm_msg_size": ("int", 42, 65536),
     "svn": ("int", 0, 0x3FFFFFFF),
     "allow_replayable_psk": ("bool",),
-    "buffer_cap": ("int", 0, 1 << 20),          # 0: max_spdm_msg_size + one MCTP message
+    "buffer_cap": ("int", 0, 1 << 20),          # 0: max_spdm_msg_size + data_transfer_size + 64
     # board role and I2C
     "mode": ("choice", "responder bridge"),
     "i2c": ("bool",),
