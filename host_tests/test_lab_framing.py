@@ -104,3 +104,23 @@ def test_page_framing_matches_references(js):
         assert [bytes.fromhex(x) for x in pk] == [bytes(x) for x in packetize(m["dest"], m["src"], m["tag"], True,
                                                                             bytes.fromhex(m["body"]), m["mtu"])]
     assert [bytes.fromhex(x) for x in out["decoded"]] == want
+
+
+def test_page_escapes_device_text_as_the_host_does(tmp_path):
+    """Device text the page shows (manifest names, subjects, reasons) escapes control and
+    format characters as the host's reports do (uspdm_tools.screen.escape)."""
+    if not (os.path.exists(ESBUILD) and shutil.which("node")):
+        pytest.skip("npm packages or node missing: run `make setup`")
+    from uspdm_tools.screen import escape
+
+    subprocess.run([ESBUILD, os.path.join(REPO_ROOT, "tools", "lab", "src", "util.js"), "--bundle", "--format=esm",
+                    "--platform=neutral", "--log-level=warning", "--outfile=" + str(tmp_path / "util.mjs")],
+                   check=True, timeout=120)
+    samples = ["firmware/main.py", "\x1b[2Kfake OK", "a\rb\nc\td", "\x9b31m", "\u202eexe.txt", "zero\u200bwidth",
+               "line\u2028sep", "\ufeffbom", "caf\u00e9 \u65e5\u672c", "\x7f\x00", "soft\u00adhyphen"]
+    (tmp_path / "s.json").write_text(json.dumps(samples))
+    (tmp_path / "run.mjs").write_text('import fs from "node:fs"; import { shown } from "./util.mjs";\n'
+                                      'console.log(JSON.stringify(JSON.parse(fs.readFileSync("s.json", "utf8")).map(shown)));\n')
+    p = subprocess.run(["node", "run.mjs"], capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == [escape(s) for s in samples]

@@ -8,7 +8,7 @@ import { attest, goldenDoc, goldenMap, EXIT, label as blockLabel } from "./verif
 import { labCA, foreignRoot, issueLeaf, defaultDeviceInfo, certName, certPem, forgetCA, splitDer } from "./pki.js";
 import { decode } from "./decode.js";
 import { CODE_NAMES } from "./spdm.js";
-import { concat, hex, short, unhex } from "./util.js";
+import { concat, hex, short, shown, unhex } from "./util.js";
 import * as x509 from "@peculiar/x509";
 
 const $ = (id) => document.getElementById(id);
@@ -46,7 +46,7 @@ window.lab = state;
 function log(line) {
   const box = $("board-log");
   if (!box) return;
-  box.textContent += line + "\n";
+  box.textContent += shown(line) + "\n";
   if (box.textContent.length > 20000) box.textContent = box.textContent.slice(-15000);
   box.scrollTop = box.scrollHeight;
 }
@@ -258,7 +258,7 @@ function setVerdict(rep, running, extra) {
   v.classList.add(cls);
   v.append(el("span", { class: "icon", "aria-hidden": "true", text: icon }),
     el("span", { class: "vword", id: "verdict-word", text: "Verdict: " + rep.verdict }),
-    el("span", { class: "vreason", text: " — " + rep.reason }),
+    el("span", { class: "vreason", text: " — " + shown(rep.reason) }),
     el("span", { class: "vexit", text: " (exit status " + rep.exit_code + ")" }));
   if (extra) v.append(el("div", { class: "vextra", text: extra }));
 }
@@ -350,7 +350,7 @@ function renderDetail(e) {
   d.fields.forEach((f, i) => {
     const tr = el("tr", { tabindex: "0", "data-f": i, onfocus: () => hl(i, true), onblur: () => hl(i, false), onmouseenter: () => hl(i, true), onmouseleave: () => hl(i, false) },
       el("td", { text: String(i + 1) }), el("th", { scope: "row", text: f.name }), el("td", { text: String(f.off) }), el("td", { text: String(f.len) }),
-      el("td", { class: "val", text: f.text }));
+      el("td", { class: "val", text: shown(f.text) }));
     if (e.tampered !== null && e.tampered !== undefined && e.tampered >= f.off && e.tampered < f.off + f.len) tr.classList.add("tampered-row");
     tb.append(tr);
   });
@@ -388,14 +388,14 @@ function renderChain(view, rep) {
   const ul = el("ol", { class: "chainlist" });
   for (const c of view.certificates) {
     const checks = el("ul", { class: "checks" });
-    for (const k of c.checks) checks.append(el("li", { class: k.ok ? "ok" : "bad", text: (k.ok ? "✔ PASS: " : "✖ FAIL: ") + k.text }));
-    ul.append(el("li", { class: "cert" }, el("h4", { text: c.role.toUpperCase() + ": " + c.subject }),
-      el("p", { text: "issuer " + c.issuer + "; key " + c.key + "; valid until " + c.not_after.slice(0, 10) }), checks,
+    for (const k of c.checks) checks.append(el("li", { class: k.ok ? "ok" : "bad", text: (k.ok ? "✔ PASS: " : "✖ FAIL: ") + shown(k.text) }));
+    ul.append(el("li", { class: "cert" }, el("h4", { text: c.role.toUpperCase() + ": " + shown(c.subject) }),
+      el("p", { text: "issuer " + shown(c.issuer) + "; key " + c.key + "; valid until " + c.not_after.slice(0, 10) }), checks,
       el("details", {}, el("summary", { text: "PEM" }), el("pre", { class: "pem", text: c.pem }))));
   }
   const general = el("ul", { class: "checks" }, ...view.checks.map((t) => el("li", { class: "ok", text: "✔ PASS: " + t })));
   box.append(el("p", { text: "Chain buffer checks:" }), general, ul);
-  if (rep.identity) box.append(el("p", { text: "SPDM leaf profile OK: " + rep.identity.profile_notes.join("; ") }));
+  if (rep.identity) box.append(el("p", { text: "SPDM leaf profile OK: " + shown(rep.identity.profile_notes.join("; ")) }));
 }
 
 function renderMeasurements(blocks, rep) {
@@ -413,9 +413,9 @@ function renderMeasurements(blocks, rep) {
     const lab = blockLabel(b);
     const tr = el("tr", { class: verdict === "OK" ? "g-ok" : verdict === "unchecked" ? "" : "g-bad", "data-index": b.index },
       el("td", { text: "0x" + b.index.toString(16).padStart(2, "0") }),
-      el("th", { scope: "row", text: lab.split(": ")[0] }),
+      el("th", { scope: "row", text: shown(lab.split(": ")[0]) }),
       el("td", { text: (b.raw_bitstream ? "raw " : "digest ") + (b.type ?? "") }),
-      el("td", { class: "val", text: short(lab.includes(": ") && b.raw_bitstream ? lab.split(": ").slice(1).join(": ") : hex(b.value), 48) }),
+      el("td", { class: "val", text: shown(short(lab.includes(": ") && b.raw_bitstream ? lab.split(": ").slice(1).join(": ") : hex(b.value), 48)) }),
       el("td", { class: "gv", text: (verdict === "OK" ? "✔ OK" : verdict === "unchecked" ? "— unchecked" : "✖ " + verdict) + (g && g.detail ? " (" + g.detail + ")" : "") }));
     tb.append(tr);
   }

@@ -66,6 +66,8 @@ export class ProtocolError extends SpdmError {
   }
 }
 export class VerificationError extends SpdmError {}
+// The whole run did not complete within its overall deadline (uspdm attest --deadline, 300 s by default).
+export class DeadlineExceeded extends Unreachable {}
 
 const oneBit = (v) => v !== 0 && (v & (v - 1)) === 0;
 
@@ -77,7 +79,7 @@ export function signingPrefix(version, context) {
 
 export class Requester {
   constructor(link, { version = null, algs = ["p384", "p256"], timeoutMs = 5000, dts = 4096, maxMsg = 65536,
-    portion = 1024, session = false, tamper = null, onTrace = () => {} } = {}) {
+    portion = 1024, session = false, tamper = null, onTrace = () => {}, deadlineMs = 300000 } = {}) {
     this.link = link;
     this.wantVersion = version;
     this.algs = algs;
@@ -88,6 +90,8 @@ export class Requester {
     this.session = session;
     this.tamper = tamper;       // {code, offset(rsp) -> index}: flip a byte of that response "in flight"
     this.onTrace = onTrace;
+    this.deadlineMs = deadlineMs;
+    this.deadlineAt = performance.now() + deadlineMs;
     this.timings = [];
     this.trace = [];
     this.transport = null;      // a session transport when measurements run inside a session
@@ -155,7 +159,13 @@ export class Requester {
   }
 
   // ---- transport
-  async xfer(req, timeoutMs, kind = "spdm") {
+  async xfer(req, timeoutMs) {
+    const left = this.deadlineAt - performance.now();
+    if (left <= 0) {
+      throw new DeadlineExceeded("not done within the overall deadline of " + this.deadlineMs / 1000 + " s (at " +
+        (CODE_NAMES[req[1]] || "0x" + hex([req[1]]).toUpperCase()) + ")");
+    }
+    timeoutMs = Math.min(timeoutMs, left);
     let r;
     const t0 = performance.now();
     try {

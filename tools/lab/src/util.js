@@ -93,3 +93,17 @@ export async function hmac(alg, key, data) {
   const k = await crypto.subtle.importKey("raw", key, { name: "HMAC", hash: HASH_NAME[alg] || alg }, false, ["sign"]);
   return new Uint8Array(await crypto.subtle.sign("HMAC", k, data));
 }
+
+// Untrusted text on the page: anything a device sent (file names in its
+// manifest, certificate subjects, device-info, error text built from them)
+// is shown with every control or format character (C0, DEL, C1, bidi
+// overrides, zero-width, line/paragraph separators) as a visible \xNN /
+// \uNNNN escape, as the host's reports do (tools/uspdm_tools/screen.py).
+// The page only ever sets textContent, so no markup can get in either.
+const BAD = /[\u0000-\u001f\u007f-\u009f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]/g;
+export function shown(s) {
+  return String(s).replace(BAD, (c) => {
+    const o = c.charCodeAt(0);
+    return o < 0x100 ? "\\x" + o.toString(16).padStart(2, "0") : "\\u" + o.toString(16).padStart(4, "0");
+  });
+}

@@ -1,7 +1,7 @@
 // The attestation flow and its verdict, as `uspdm attest` runs and words it
 // (tools/uspdm_tools/verifier.py): same verdicts, exit codes, reasons and
 // JSON report schema (`uspdm attest --json`).
-import { Requester, ProtocolError, VerificationError, Unreachable, ASYM_NAMES, HASHES, MEAS_HASH_NAMES, MEAS_TYPES,
+import { Requester, ProtocolError, VerificationError, Unreachable, DeadlineExceeded, ASYM_NAMES, HASHES, MEAS_HASH_NAMES, MEAS_TYPES,
   CAP, capNames, measurementSummary } from "./spdm.js";
 import { validateChain, ChainError, certName } from "./pki.js";
 import { hex, versionStr, equal, short } from "./util.js";
@@ -103,7 +103,7 @@ function finish(rep, code, verdict, why) {
 export async function attest(link, opts) {
   const rep = { verdict: null, exit_code: null, errors: [] };
   const r = new Requester(link, { version: opts.version ?? null, algs: opts.algs || ["p384", "p256"],
-    timeoutMs: opts.timeoutMs || 5000, session: !!opts.session, tamper: opts.tamper, onTrace: opts.onTrace });
+    timeoutMs: opts.timeoutMs || 5000, deadlineMs: opts.deadlineMs || 300000, session: !!opts.session, tamper: opts.tamper, onTrace: opts.onTrace });
   rep.timings = r.timings;
   const out = { report: rep, req: r, chainView: null, blocks: null, session: null };
   let stage = "connect";
@@ -206,6 +206,7 @@ export async function attest(link, opts) {
     }
   } catch (e) {
     r.transport = null;
+    if (e instanceof DeadlineExceeded) return (finish(rep, EXIT.UNREACHABLE, "DEADLINE EXCEEDED", e.message + " (during " + stage + ")"), out);
     if (e instanceof Unreachable) return (finish(rep, EXIT.UNREACHABLE, "UNREACHABLE", e.message + " (during " + stage + ")"), out);
     if (e instanceof ProtocolError) {
       if (e.code !== null) rep.spdm_error = { code: e.code, name: e.errName, data: e.data };
