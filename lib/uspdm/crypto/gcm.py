@@ -39,16 +39,6 @@ def _mulx(z, n):
     return z
 
 
-def _gmul(x, y):
-    """Plain bitwise GF(2^128) product (GCM bit order), setup only."""
-    z = 0
-    for i in range(127, -1, -1):
-        if (x >> i) & 1:
-            z ^= y
-        y = (y >> 1) ^ _R if y & 1 else y >> 1
-    return z
-
-
 def _red(bits):
     global _RED4, _RED8
     if bits == 4:

@@ -12,23 +12,16 @@ Backends, chosen at import time:
   C hashlib, e.g. sha256 on every port, sha384/sha512 on some ESP32 builds):
   `_Replay` keeps the bytes fed so far (shared between forks) and replays
   them into a fresh C object on digest(); copy() is O(1).
-- otherwise pure Python (`_Sha512`/`_Sha256`), tuned for MicroPython where
-  64-bit words are big ints: every big-int operation allocates, so the code
-  minimises the number of operations: rotations read a doubled 128-bit copy
-  x*(2**64+1); sigma results are not masked (bits above 64 only carry
-  upward, so the one mask on the new a/e/W word suffices); maj reuses the
-  previous round's a^b.  (An 8x-unrolled round body measured no faster on
-  MicroPython wasm, so the loop form is kept: smaller bytecode.)
+- otherwise, for SHA-384/512 where the port has a native emitter (every
+  board), the viper compression kernel of _sha512v (`_Sha512K`);
+- else the pure-Python twins of _sha2py, imported only then.
 """
 try:
     import hashlib as _hashlib
 except ImportError:  # pragma: no cover
     _hashlib = None
 
-_M64 = 0xFFFFFFFFFFFFFFFF
-_D64 = 0x10000000000000001  # x * _D64 == x | x << 64 for x < 2**64
 _M32 = 0xFFFFFFFF
-_D32 = 0x100000001
 
 _K512 = (
     0x428A2F98D728AE22, 0x7137449123EF65CD, 0xB5C0FBCFEC4D3B2F, 0xE9B5DBA58189DBBC,
@@ -62,211 +55,8 @@ _IV512 = (
     0x510E527FADE682D1, 0x9B05688C2B3E6C1F, 0x1F83D9ABFB41BD6B, 0x5BE0CD19137E2179,
 )
 
-_K256 = (
-    0x428A2F98, 0x71374491, 0xB5C0FBCF, 0xE9B5DBA5, 0x3956C25B, 0x59F111F1, 0x923F82A4, 0xAB1C5ED5,
-    0xD807AA98, 0x12835B01, 0x243185BE, 0x550C7DC3, 0x72BE5D74, 0x80DEB1FE, 0x9BDC06A7, 0xC19BF174,
-    0xE49B69C1, 0xEFBE4786, 0x0FC19DC6, 0x240CA1CC, 0x2DE92C6F, 0x4A7484AA, 0x5CB0A9DC, 0x76F988DA,
-    0x983E5152, 0xA831C66D, 0xB00327C8, 0xBF597FC7, 0xC6E00BF3, 0xD5A79147, 0x06CA6351, 0x14292967,
-    0x27B70A85, 0x2E1B2138, 0x4D2C6DFC, 0x53380D13, 0x650A7354, 0x766A0ABB, 0x81C2C92E, 0x92722C85,
-    0xA2BFE8A1, 0xA81A664B, 0xC24B8B70, 0xC76C51A3, 0xD192E819, 0xD6990624, 0xF40E3585, 0x106AA070,
-    0x19A4C116, 0x1E376C08, 0x2748774C, 0x34B0BCB5, 0x391C0CB3, 0x4ED8AA4A, 0x5B9CCA4F, 0x682E6FF3,
-    0x748F82EE, 0x78A5636F, 0x84C87814, 0x8CC70208, 0x90BEFFFA, 0xA4506CEB, 0xBEF9A3F7, 0xC67178F2,
-)
-_IV256 = (0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19)
-
 _DIGEST_SIZE = {"sha256": 32, "sha384": 48, "sha512": 64}
 _BLOCK_SIZE = {"sha256": 64, "sha384": 128, "sha512": 128}
-
-
-def _compress512(H, blk, off, W):
-    """One SHA-512 block of blk[off:off+128] into state list H (in place).
-    W is a reusable 80-entry list."""
-    M = _M64
-    D = _D64
-    K = _K512
-    fb = int.from_bytes
-    for t in range(16):
-        o = off + 8 * t
-        W[t] = fb(blk[o:o + 8], "big")
-    for t in range(16, 80):
-        x = W[t - 15]
-        xx = x * D
-        y = W[t - 2]
-        yy = y * D
-        W[t] = ((xx >> 1 ^ xx >> 8 ^ x >> 7) + (yy >> 19 ^ yy >> 61 ^ y >> 6) + W[t - 7] + W[t - 16]) & M
-    a, b, c, d, e, f, g, h = H
-    bc = b ^ c
-    for t in range(80):
-        ee = e * D
-        t1 = h + (ee >> 14 ^ ee >> 18 ^ ee >> 41) + (g ^ (e & (f ^ g))) + K[t] + W[t]
-        h = g
-        g = f
-        f = e
-        e = (d + t1) & M
-        d = c
-        c = b
-        aa = a * D
-        ab = a ^ b
-        t1 += (aa >> 28 ^ aa >> 34 ^ aa >> 39) + (b ^ (ab & bc))
-        bc = ab
-        b = a
-        a = t1 & M
-    H[0] = (H[0] + a) & M
-    H[1] = (H[1] + b) & M
-    H[2] = (H[2] + c) & M
-    H[3] = (H[3] + d) & M
-    H[4] = (H[4] + e) & M
-    H[5] = (H[5] + f) & M
-    H[6] = (H[6] + g) & M
-    H[7] = (H[7] + h) & M
-
-
-def _compress256(H, blk, off, W):
-    M = _M32
-    D = _D32
-    K = _K256
-    fb = int.from_bytes
-    for t in range(16):
-        o = off + 4 * t
-        W[t] = fb(blk[o:o + 4], "big")
-    for t in range(16, 64):
-        x = W[t - 15]
-        xx = x * D
-        y = W[t - 2]
-        yy = y * D
-        W[t] = ((xx >> 7 ^ xx >> 18 ^ x >> 3) + (yy >> 17 ^ yy >> 19 ^ y >> 10) + W[t - 7] + W[t - 16]) & M
-    a, b, c, d, e, f, g, h = H
-    bc = b ^ c
-    for t in range(64):
-        ee = e * D
-        t1 = h + (ee >> 6 ^ ee >> 11 ^ ee >> 25) + (g ^ (e & (f ^ g))) + K[t] + W[t]
-        h = g
-        g = f
-        f = e
-        e = (d + t1) & M
-        d = c
-        c = b
-        aa = a * D
-        ab = a ^ b
-        t1 += (aa >> 2 ^ aa >> 13 ^ aa >> 22) + (b ^ (ab & bc))
-        bc = ab
-        b = a
-        a = t1 & M
-    H[0] = (H[0] + a) & M
-    H[1] = (H[1] + b) & M
-    H[2] = (H[2] + c) & M
-    H[3] = (H[3] + d) & M
-    H[4] = (H[4] + e) & M
-    H[5] = (H[5] + f) & M
-    H[6] = (H[6] + g) & M
-    H[7] = (H[7] + h) & M
-
-
-class _PureBase:
-    """Merkle-Damgard framing shared by the pure-Python SHA-2 classes."""
-
-    def __init__(self, data=b""):
-        self._h = list(self._iv)
-        self._buf = bytearray()
-        self._n = 0
-        self._w = None
-        if data:
-            self.update(data)
-
-    def update(self, data):
-        n = len(data)
-        if not n:
-            return
-        self._n += n
-        bs = self.block_size
-        buf = self._buf
-        W = self._w
-        if W is None:
-            W = self._w = [0] * self._rounds
-        comp = self._compress
-        H = self._h
-        off = 0
-        if buf:
-            need = bs - len(buf)
-            if n < need:
-                buf.extend(data)
-                return
-            buf.extend(data[:need])
-            comp(H, buf, 0, W)
-            off = need
-            self._buf = buf = bytearray()
-        end = n - (n - off) % bs
-        if off < end:
-            if not isinstance(data, (bytes, bytearray)):
-                data = bytes(data)
-            while off < end:
-                comp(H, data, off, W)
-                off += bs
-        if off < n:
-            buf.extend(data[off:])
-
-    def _final(self):
-        bs = self.block_size
-        ll = bs >> 3  # length field: 8 bytes (sha256) / 16 bytes (sha512)
-        H = list(self._h)
-        tail = bytearray(self._buf)
-        tail.append(0x80)
-        pad = (bs - ll - len(tail)) % bs
-        tail.extend(bytes(pad))
-        tail.extend((self._n * 8).to_bytes(ll, "big"))
-        W = self._w or [0] * self._rounds
-        for off in range(0, len(tail), bs):
-            self._compress(H, tail, off, W)
-        return H
-
-    def digest(self):
-        ws = self._wsize
-        out = b"".join(x.to_bytes(ws, "big") for x in self._final())
-        return out[:self.digest_size]
-
-    def hexdigest(self):
-        return _hex(self.digest())
-
-    def copy(self):
-        o = object.__new__(self.__class__)
-        o._h = list(self._h)
-        o._buf = bytearray(self._buf)
-        o._n = self._n
-        o._w = None
-        return o
-
-    def wipe(self):
-        """Forget the state (big ints cannot be overwritten: dropped)."""
-        for i in range(len(self._h)):
-            self._h[i] = 0
-        self._buf[0:len(self._buf)] = bytes(len(self._buf))
-        self._w = None
-
-
-class _Sha512(_PureBase):
-    digest_size = 64
-    block_size = 128
-    name = "sha512"
-    _iv = _IV512
-    _rounds = 80
-    _wsize = 8
-    _compress = staticmethod(_compress512)
-
-
-class _Sha384(_Sha512):
-    digest_size = 48
-    name = "sha384"
-    _iv = _IV384
-
-
-class _Sha256(_PureBase):
-    digest_size = 32
-    block_size = 64
-    name = "sha256"
-    _iv = _IV256
-    _rounds = 64
-    _wsize = 4
-    _compress = staticmethod(_compress256)
 
 
 def _hex(b):
@@ -507,7 +297,13 @@ def _init_kernel():
     return True
 
 
-_PURE = {"sha256": _Sha256, "sha384": _Sha384, "sha512": _Sha512}
+def _pure_cls(name):
+    """The pure-Python twin (module _sha2py, loaded only where it is used:
+    not on a board with C SHA-256 and the viper SHA-512 kernel)."""
+    from uspdm.crypto import _sha2py
+
+    return _sha2py.PURE[name]
+
 _KERNEL = {}
 if _init_kernel():
     _KERNEL = {"sha384": _Sha384K, "sha512": _Sha512K}
@@ -519,7 +315,7 @@ def _probe(name):
     if ctor is None:
         if name in _KERNEL:
             return ("viper", _KERNEL[name])
-        return ("pure", _PURE[name])
+        return ("pure", _pure_cls(name))
     try:
         o = ctor()
         o.update(b"abc")
@@ -529,7 +325,7 @@ def _probe(name):
                 return ("wrap", ctor)
         return ("replay", ctor)
     except Exception:  # a constructor that does not work: fall back
-        return ("pure", _PURE[name])
+        return ("pure", _pure_cls(name))
 
 
 _BACKEND = {}
@@ -595,7 +391,7 @@ def _check(name):
 
 def pure(name, data=b""):
     """The pure-Python implementation regardless of backend (tests, bench)."""
-    return _PURE[_check(name)](data)
+    return _pure_cls(_check(name))(data)
 
 
 def kernel(name, data=b""):
