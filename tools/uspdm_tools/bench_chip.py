@@ -129,6 +129,9 @@ def run():
         print("  %-44s %12s %12s %12s %12s  %s" % (
             label, "{:,}".format(before) if before else "-", "{:,}".format(int(v)), _ms(v),
             "<= {:,}".format(target) if target else "-", verdict))
+    if f.get("heap_free"):
+        print("  (EC figures depend on the heap's state: %d B of the 200 KB heap were free after this run)"
+              % f["heap_free"])
     sys.stdout.flush()
 
 
