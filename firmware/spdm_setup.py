@@ -141,6 +141,8 @@ class SpdmContext:
             sign_ms, c.ct_exponent, c.rdt_exponent,
             "deferred (ResponseNotReady)" if c.defer_signing else "answered directly"))
         provisioned = [a for a in ("p384", "p256") if self.identity.provisioned_mask(a)]
+        for why in self.identity.problems.values():   # a damaged key or chain, found at boot
+            log("spdm: identity problem: " + why)
         log("spdm: identity provisioned for %s; %d measurement blocks" % (
             ", ".join(provisioned) if provisioned else "nothing (run `uspdm provision`)",
             self.measurements.count()))

@@ -326,3 +326,79 @@ def test_provision_psk_into_sim_flash(tmp_path):
     assert len(host.read_bytes()) == 32
     # a file without a hint is a usage error
     assert provision.cmd_provision(_args(flash, ca_dir, psk_file=str(pskf))) == 1
+
+
+class _FailAt:
+    """A SimFlashDevice that fails at the first snippet containing `marker`."""
+
+    def __init__(self, flash, marker):
+        self.dev = provision.SimFlashDevice(str(flash))
+        self.where = self.dev.where
+        self.marker = marker
+
+    def run(self, code):
+        if self.marker in code:
+            raise provision.DeviceError("the board stopped answering (test)")
+        return self.dev.run(code)
+
+    def close(self):
+        self.dev.close()
+
+
+@pytest.mark.parametrize("marker", ["print('STAGED'",
+                                    "os.rename"])
+def test_provision_is_atomic(tmp_path, marker):
+    """A failure after the new key was made (staging a chain, or the switch itself) leaves
+    the old key and chain in place, and nothing staged behind."""
+    flash, ca_dir = tmp_path / "flash", tmp_path / "ca"
+    assert provision.cmd_provision(_args(flash, ca_dir)) == 0
+    before = {p.name: p.read_bytes() for p in (flash / "uspdm").iterdir()}
+    dev = _FailAt(flash, marker)
+    assert provision.cmd_provision(_args(flash, ca_dir, new_key=True), device=dev) == provision.EXIT_DEVICE
+    after = {p.name: p.read_bytes() for p in (flash / "uspdm").iterdir()}
+    assert after == before
+    # and the next run completes the change
+    assert provision.cmd_provision(_args(flash, ca_dir, new_key=True)) == 0
+    names = sorted(p.name for p in (flash / "uspdm").iterdir())
+    assert not [n for n in names if n.endswith((".new", ".tmp"))]
+    assert (flash / "uspdm" / "key_p384.bin").read_bytes() != before["key_p384.bin"]
+    for alg, curve in (("p384", ec.SECP384R1), ("p256", ec.SECP256R1)):
+        cs, _ = _leaf_of(flash / "uspdm" / ("slot0_%s.der" % alg))
+        assert cs[-1].public_key().public_numbers() == _scalar_pub(flash / "uspdm" / ("key_%s.bin" % alg), curve)
+
+
+def test_one_board_identity_for_every_algorithm(tmp_path):
+    flash, ca_dir = tmp_path / "flash", tmp_path / "ca"
+    assert provision.cmd_provision(_args(flash, ca_dir)) == 0
+    infos = {certs.device_info(_leaf_of(flash / "uspdm" / ("slot0_%s.der" % a))[0][-1]) for a in ("p384", "p256")}
+    assert len(infos) == 1 and infos.pop().startswith("uspdm:sim:")
+    # and it survives a new key
+    assert provision.cmd_provision(_args(flash, ca_dir, alg="p256", new_key=True)) == 0
+    assert certs.device_info(_leaf_of(flash / "uspdm" / "slot0_p256.der")[0][-1]) == \
+        certs.device_info(_leaf_of(flash / "uspdm" / "slot0_p384.der")[0][-1])
+
+
+@pytest.mark.parametrize("damage", ["key_truncated", "key_zero", "key_ff", "chain_truncated"])
+def test_damaged_identity_reported_at_boot_and_by_attest(request, tmp_path, damage):
+    if request.config.getoption("--port"):
+        pytest.skip("simulator only")
+    from uspdm_tools.simproc import SimProcess
+
+    flash, ca_dir = tmp_path / "flash", tmp_path / "ca"
+    assert provision.cmd_provision(_args(flash, ca_dir, alg="p384")) == 0
+    key, chain = flash / "uspdm" / "key_p384.bin", flash / "uspdm" / "slot0_p384.der"
+    if damage == "key_truncated":
+        key.write_bytes(key.read_bytes()[:20])
+    elif damage == "key_zero":
+        key.write_bytes(bytes(48))
+    elif damage == "key_ff":
+        key.write_bytes(b"\xff" * 48)
+    else:
+        chain.write_bytes(chain.read_bytes()[:-30])
+    with SimProcess(flash=str(flash)) as sim:
+        rc, out, err = _cli("attest", "--port", sim.port, "--root", ca_dir / "ca.cert.pem", "--alg", "p384")
+        log = sim.log_text()
+    assert "spdm: identity problem: uspdm/%s" % ("slot0_p384.der" if damage.startswith("chain") else
+                                                 "key_p384.bin") in log
+    assert "identity provisioned for nothing" in log
+    assert rc == 3 and "not provisioned" in out and "Traceback" not in out + err

@@ -28,6 +28,9 @@ def test_chains_and_masks():
     chain = ids()["p384"][1]
     assert ident.provisioned_mask("p384") == 0 and ident.chain(0, "p384") is None
     ident.install_chain(2, "p384", chain)
+    assert ident.provisioned_mask("p384") == 0   # a chain without its key is not usable
+    assert "missing" in ident.problems[("p384", -1)]
+    ident.set_private_key("p384", ids()["p384"][0])
     ident.install_chain(5, "p384", chain)
     assert ident.provisioned_mask("p384") == 0x24 and ident.provisioned_mask("p256") == 0
     assert ident.chain(2, "p384") == chain and st.read("uspdm/slot5_p384.der") == chain
@@ -48,6 +51,36 @@ def test_chains_and_masks():
     ident.set_private_key("p384", ids()["p384"][0] ^ 1)
     raises(ValueError, ident.install_chain, 1, "p384", chain)
     ident.install_chain(1, "p384", chain, check_key=False)
+    assert ident.provisioned_mask("p384") == 0   # no leaf holds this key
+
+
+def _damaged(key=None, chain=None):
+    st = MemoryStorage()
+    d, good = ids()["p384"]
+    st.write("uspdm/key_p384.bin", d.to_bytes(48, "big") if key is None else key)
+    st.write("uspdm/slot0_p384.der", good if chain is None else chain)
+    st.write("uspdm/slot3_p384.der", good)
+    return Identity(st, None)
+
+
+def test_damaged_identity_is_not_provisioned():
+    """A truncated/zero/0xFF key or a truncated chain is found when the slots are
+    listed (at boot), reported, and the slot counts as not provisioned."""
+    from uspdm.crypto import ec as _ec
+
+    assert _damaged().provisioned_mask("p384") == 0x09 and _damaged().problems == {}
+    d = ids()["p384"][0].to_bytes(48, "big")
+    for key, words in ((d[:47], "47 bytes"), (bytes(48), "not a valid private key"),
+                       (b"\xff" * 48, "not a valid private key"), (b"", "0 bytes"),
+                       (_ec.P384.n.to_bytes(48, "big"), "not a valid private key")):
+        ident = _damaged(key=key)
+        assert ident.provisioned_mask("p384") == 0, key
+        assert words in ident.problems[("p384", -1)], ident.problems
+    good = ids()["p384"][1]
+    for chain in (good[:-1], good[:200], b"\x00" * 40):
+        ident = _damaged(chain=chain)
+        assert ident.provisioned_mask("p384") == 0x08     # slot 0 out, slot 3 still fine
+        assert "slot 0 reported as not provisioned" in ident.problems[("p384", 0)]
 
 
 def test_measurement_blocks_and_summary():

@@ -72,6 +72,7 @@ class Identity:
         self._pubs = {}
         self._buf = {}  # (slot, alg, hashname) -> (chain buffer, digest)
         self._masks = {}
+        self.problems = {}  # (alg, slot or -1 for the key) -> why it is not usable
 
     # keys -----------------------------------------------------------------
     def has_key(self, alg):
@@ -107,6 +108,7 @@ class Identity:
         self.storage.write(_KEY % alg, d.to_bytes(c.size, "big"))
         self._keys[alg] = d
         self._pubs.pop(alg, None)
+        self._masks.pop(alg, None)
 
     def private_key(self, alg):
         d = self._keys.get(alg)
@@ -163,6 +165,10 @@ class Identity:
                 del self._buf[k]
 
     def provisioned_mask(self, alg):
+        """Bit N set when slot N holds a chain that can be used: the key for
+        `alg` is present and in range, the chain parses and its leaf holds
+        that key.  A damaged slot counts as not provisioned (the reason is in
+        self.problems, logged at boot) instead of failing at CHALLENGE."""
         m = self._masks.get(alg)
         if m is None:
             names = self.storage.list("uspdm")
@@ -170,7 +176,43 @@ class Identity:
             for s in range(8):
                 if ("slot%d_%s.der" % (s, alg)) in names:
                     m |= 1 << s
+            if m:
+                m = self._usable(alg, m)
             self._masks[alg] = m
+        return m
+
+    def _usable(self, alg, m):
+        probs = self.problems
+        for k in list(probs):
+            if k[0] == alg:
+                del probs[k]
+        c = _curve(alg)
+        raw = self.storage.read(_KEY % alg)
+        why = None
+        if raw is None:
+            why = "missing"
+        elif len(raw) != c.size:
+            why = "%d bytes, not %d" % (len(raw), c.size)
+        elif not 0 < int.from_bytes(raw, "big") < c.n:
+            why = "not a valid private key (zero or not below the curve order)"
+        if why is not None:
+            probs[(alg, -1)] = "%s: %s; its slots are not usable (run `uspdm provision --new-key`)" % (
+                _KEY % alg, why)
+            self._keys.pop(alg, None)
+            return 0
+        pub = b"\x04" + bytes(self.public_key(alg))
+        for s in range(8):
+            if not m & (1 << s):
+                continue
+            der = self.chain(s, alg) or b""
+            try:
+                els = der_elements(der)
+                off, ln = els[-1]
+                if pub not in der[off:off + ln]:
+                    raise ValueError("its leaf certificate does not hold the device key")
+            except ValueError as e:
+                probs[(alg, s)] = "%s: %s; slot %d reported as not provisioned" % (_SLOT % (s, alg), e, s)
+                m &= ~(1 << s)
         return m
 
     def chain_buffer(self, slot, alg, hashname):

@@ -32,6 +32,7 @@ EXIT_UNREACHABLE = 2
 EXIT_DEVICE = 3
 
 KEY_FILE = "uspdm/key_%s.bin"  # lib/uspdm/storage.py layout
+SLOT_FILE = "uspdm/slot%d_%s.der"
 
 
 class DeviceError(Exception):
@@ -66,17 +67,105 @@ _id = Identity(_st, board.drbg())
 """
 
 
-def snippet_key(alg, new_key):
-    return _PRELUDE + """
+# Staging: a new key and every chain are written under *.new names first and
+# switched in by one last snippet, so a failure part-way (a board that stops
+# answering, a chain the board refuses) leaves the old key and chains as they
+# were, never a new key with an old certificate.
+STAGE = ".new"
+
+_CLEAN = """
+import os
+for _n in _st.list('uspdm'):
+    if _n.endswith('.new') or _n.endswith('.tmp'):
+        _st.delete('uspdm/' + _n)   # left over from an interrupted provisioning
+"""
+
+_BOARD_ID = """
+def _board_id():
+    try:
+        import machine
+        return binascii.hexlify(machine.unique_id()).decode()
+    except Exception:
+        pass
+    _b = _st.read('uspdm/board_id.bin')
+    if not _b:
+        _b = board.drbg().generate(8)
+        _st.write('uspdm/board_id.bin', _b)
+    return binascii.hexlify(_b).decode()
+print('BOARDID', _board_id())
+"""
+
+
+def snippet_key(alg, new_key, clean=True):
+    """Report the board's public key for `alg`: the live key, or (new_key, or
+    none yet) a fresh one generated on the board into the staging name.
+    clean: first remove what an interrupted provisioning left staged."""
+    return _PRELUDE + (_CLEAN if clean else "") + _BOARD_ID + """
+from uspdm.crypto import ec as _ec
 _alg = %r
 _had = _st.exists(%r)
-if %r and _had:
-    _st.delete(%r)
-_id.ensure_key(_alg)
 print('NAME', getattr(board, 'NAME', 'board'))
-print('HAD', 1 if (_had and not %r) else 0)
-print('PUB', binascii.hexlify(bytes(_id.public_key(_alg))).decode())
-""" % (alg, KEY_FILE % alg, bool(new_key), KEY_FILE % alg, bool(new_key))
+if _had and not %r:
+    print('HAD', 1)
+    print('PUB', binascii.hexlify(bytes(_id.public_key(_alg))).decode())
+else:
+    _c = _ec.P384 if _alg == 'p384' else _ec.P256
+    _d = _ec.generate_private_key(_c, board.drbg().generate)
+    _st.write(%r, _d.to_bytes(_c.size, 'big'))
+    print('HAD', 0)
+    print('PUB', binascii.hexlify(bytes(_ec.public_key(_c, _d))).decode())
+""" % (alg, KEY_FILE % alg, bool(new_key), KEY_FILE % alg + STAGE)
+
+
+def snippet_stage_chain(slot, alg, der_concat, staged_key):
+    """Write the chain under its staging name and check it against the key it
+    will be used with (the staged one when a new key is being made)."""
+    return _PRELUDE + """
+from uspdm.identity import der_elements
+from uspdm.crypto import ec as _ec
+_der = binascii.unhexlify(%r)
+_els = der_elements(_der)
+_kn = %r
+_raw = _st.read(_kn)
+_c = _ec.P384 if %r == 'p384' else _ec.P256
+_pub = b'\\x04' + bytes(_ec.public_key(_c, int.from_bytes(_raw, 'big')))
+_o, _l = _els[-1]
+if _pub not in _der[_o:_o + _l]:
+    raise ValueError('leaf certificate does not hold the device key')
+_st.write(%r, _der)
+print('STAGED', len(_st.read(%r) or b''))
+print('PUB', binascii.hexlify(_pub[1:]).decode())
+""" % (binascii.hexlify(der_concat).decode(), (KEY_FILE % alg) + (STAGE if staged_key else ""), alg,
+       SLOT_FILE % (slot, alg) + STAGE, SLOT_FILE % (slot, alg) + STAGE)
+
+
+def snippet_switch(names):
+    """Move every staged file over its live name, in one go; then list what is live."""
+    return _PRELUDE + """
+import os
+_names = %r
+for _n in _names:
+    if not _st.exists(_n + '.new'):
+        raise OSError('staged file %%s is missing' %% _n)
+for _n in _names:
+    try:
+        os.remove(_st._path(_n))
+    except OSError:
+        pass
+    os.rename(_st._path(_n + '.new'), _st._path(_n))
+if _st.on_write:
+    _st.on_write()
+for _n in _names:
+    print('LIVE', _n, len(_st.read(_n) or b''))
+""" % (list(names),)
+
+
+def snippet_unstage(names):
+    return _PRELUDE + """
+for _n in %r:
+    _st.delete(_n + '.new')
+print('UNSTAGED')
+""" % (list(names),)
 
 
 def snippet_install(slot, alg, der_concat):
@@ -246,36 +335,61 @@ def default_device_info(board_name, xy):
     return "uspdm:%s:%s" % (board_name, hashlib.sha256(xy).hexdigest()[:16])
 
 
+def default_device_info(board_name, board_id):
+    """One identity per board, whatever the algorithm: vendor:model:serial with
+    the board's serial (its unique ID, or a random ID kept on its flash)."""
+    return "uspdm:%s:%s" % (board_name, board_id)
+
+
 def provision(device, ca, slot=0, algs=("p384",), intermediate=False, subject=None, device_info=None,
               new_key=False, log=_log):
     """Provision `device` (SimFlashDevice/MpremoteDevice-like: run(code) -> stdout).
+    Everything is staged on the board first (new keys, every chain) and switched
+    in at the end, so a failure part-way leaves the board as it was.
     Returns a list of dicts, one per algorithm."""
     results = []
-    for alg in algs:
-        log("%s: asking the board to generate or load its %s key (it never leaves the board)..."
-            % (device.where, alg.upper()))
-        out = parse_lines(device.run(snippet_key(alg, new_key)))
-        if "PUB" not in out:
-            raise DeviceError("the board did not report a public key")
-        xy = binascii.unhexlify(out["PUB"])
-        try:
-            pub = certs_mod.public_key_from_xy(alg, xy)
-        except ValueError as e:
-            raise DeviceError("the board's %s public key is invalid: %s" % (alg, e))
-        reused = out.get("HAD") == "1"
-        log("%s key %s: %s..." % (alg.upper(), "reused" if reused else "generated", out["PUB"][:32]))
-        info = device_info or default_device_info(out.get("NAME", "board"), xy)
-        chain = ca.issue_leaf(pub, info, subject=subject, use_intermediate=intermediate)
-        der = b"".join(chain)
-        log("issued %s leaf for %r (%d certificates, %d bytes); installing into slot %d..."
-            % (alg.upper(), info, len(chain), len(der), slot))
-        out2 = parse_lines(device.run(snippet_install(slot, alg, der)))
-        if out2.get("PUB") != out["PUB"]:
-            raise DeviceError("the board's key changed while provisioning")
-        if "CHAIN" not in out2 or out2["CHAIN"] == "0":
-            raise DeviceError("the board does not report the installed chain")
-        results.append({"alg": alg, "slot": slot, "key_reused": reused, "device_info": info,
-                        "public_key": out["PUB"], "chain": chain})
+    staged = []   # live names whose staged copy is on the board
+    try:
+        for alg in algs:
+            log("%s: asking the board to generate or load its %s key (it never leaves the board)..."
+                % (device.where, alg.upper()))
+            out = parse_lines(device.run(snippet_key(alg, new_key, clean=not results)))
+            if "PUB" not in out:
+                raise DeviceError("the board did not report a public key")
+            xy = binascii.unhexlify(out["PUB"])
+            try:
+                pub = certs_mod.public_key_from_xy(alg, xy)
+            except ValueError as e:
+                raise DeviceError("the board's %s public key is invalid: %s" % (alg, e))
+            reused = out.get("HAD") == "1"
+            if not reused:
+                staged.append(KEY_FILE % alg)
+            log("%s key %s: %s..." % (alg.upper(), "reused" if reused else "generated (staged)", out["PUB"][:32]))
+            info = device_info or default_device_info(out.get("NAME", "board"), out.get("BOARDID", "0"))
+            chain = ca.issue_leaf(pub, info, subject=subject, use_intermediate=intermediate)
+            der = b"".join(chain)
+            log("issued %s leaf for %r (%d certificates, %d bytes); staging it for slot %d..."
+                % (alg.upper(), info, len(chain), len(der), slot))
+            out2 = parse_lines(device.run(snippet_stage_chain(slot, alg, der, not reused)))
+            if out2.get("PUB") != out["PUB"]:
+                raise DeviceError("the board's key changed while provisioning")
+            staged.append(SLOT_FILE % (slot, alg))
+            if out2.get("STAGED") != str(len(der)):
+                raise DeviceError("the board does not report the staged chain")
+            results.append({"alg": alg, "slot": slot, "key_reused": reused, "device_info": info,
+                            "public_key": out["PUB"], "chain": chain})
+        log("switching the board to the new identity (%s)..." % ", ".join(staged))
+        out3 = device.run(snippet_switch(staged))
+        live = {l.split()[1]: l.split()[2] for l in out3.splitlines() if l.startswith("LIVE ")}
+        if sorted(live) != sorted(staged) or "0" in live.values():
+            raise DeviceError("the board does not report the switched files")
+        staged = []
+    finally:
+        if staged:
+            try:
+                device.run(snippet_unstage(staged))
+            except Exception:
+                pass   # best effort: the next provisioning removes leftovers first
     return results
 
 
