@@ -244,7 +244,8 @@ def test_cli_session_certificate_and_psk(board_a):
     assert rep["result"] == "OK" and rep["chain"].startswith("valid")
     assert [x["step"] for x in rep["steps"]][-1] == "END_SESSION"
     rc, out, err = uspdm("session", "--port", board_a["port"], "--psk-hint", HINT.decode(),
-                         "--psk-file", board_a["psk_file"], "--version", "1.3", "--timeout", "20")
+                         "--psk-file", board_a["psk_file"], "--version", "1.3", "--timeout", "20",
+                         "--root", board_a["root"])
     assert rc == 0, out + err
     assert "PSK (with responder context)" in out and "result: OK" in out
     rc, out, err = uspdm("session", "--port", board_a["port"], "--clear-handshake", "--version", "1.1",
