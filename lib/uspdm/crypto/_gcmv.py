@@ -4,8 +4,9 @@
     ghash(ctx, data, off, nblk)  absorb nblk 16-byte blocks of data[off:]
 
 ks: array('I') [nr, round keys 0..nr as big-endian words]; cb: bytearray(16)
-whose last 4 bytes (big-endian) are incremented per block; T (T0|T1|T2|T3,
-1024 words) and S (the S-box) are installed by uspdm.crypto.aes.  ctx:
+whose last 4 bytes (big-endian) are incremented per block; T (the table T0,
+256 words; T1..T3 are its rotations) and S (the S-box) are installed by
+uspdm.crypto.aes.  ctx:
 array('I') of 68 words: the GHASH state Y (4 big-endian words) then the
 table M[v] = v * H for the 16 nibbles v (Shoup's 4-bit method, 4 words each).
 Viper integers are 64-bit on the unix port: values shifted right are masked
@@ -14,7 +15,7 @@ to 32 bits (a no-op on the boards).  Twins: uspdm.crypto.aes / gcm.
 import micropython
 from array import array
 
-T = None  # installed by aes: 1024 words
+T = None  # installed by aes: T0, 256 words
 S = None  # installed by aes: 256 bytes
 _KS = bytearray(16)  # one keystream block
 # reduction of the 4 bits shifted out, for the top word: R4[v] = mulx(v, 4) >> 96
@@ -28,6 +29,7 @@ def ctr_xor(ks: ptr32, cb: ptr8, buf: ptr8, n: int):
     TT = ptr32(T)
     SB = ptr8(S)
     K = ptr8(_KS)
+    M = uint(0xFFFFFFFF)
     nr = ks[0]
     end = 1 + 4 * nr
     off = 0
@@ -38,14 +40,27 @@ def ctr_xor(ks: ptr32, cb: ptr8, buf: ptr8, n: int):
         s3 = uint((cb[12] << 24) | (cb[13] << 16) | (cb[14] << 8) | cb[15]) ^ uint(ks[4])
         r = 5
         while r < end:
-            t0 = (uint(TT[s0 >> 24]) ^ uint(TT[256 + ((s1 >> 16) & 255)]) ^ uint(TT[512 + ((s2 >> 8) & 255)])
-                  ^ uint(TT[768 + (s3 & 255)]) ^ uint(ks[r]))
-            t1 = (uint(TT[s1 >> 24]) ^ uint(TT[256 + ((s2 >> 16) & 255)]) ^ uint(TT[512 + ((s3 >> 8) & 255)])
-                  ^ uint(TT[768 + (s0 & 255)]) ^ uint(ks[r + 1]))
-            t2 = (uint(TT[s2 >> 24]) ^ uint(TT[256 + ((s3 >> 16) & 255)]) ^ uint(TT[512 + ((s0 >> 8) & 255)])
-                  ^ uint(TT[768 + (s1 & 255)]) ^ uint(ks[r + 2]))
-            s3 = (uint(TT[s3 >> 24]) ^ uint(TT[256 + ((s0 >> 16) & 255)]) ^ uint(TT[512 + ((s1 >> 8) & 255)])
-                  ^ uint(TT[768 + (s2 & 255)]) ^ uint(ks[r + 3]))
+            # T1..T3 are T0 rotated right by 8, 16, 24 bits
+            x = uint(TT[(s1 >> 16) & 255])
+            y = uint(TT[(s2 >> 8) & 255])
+            z = uint(TT[s3 & 255])
+            t0 = (uint(TT[s0 >> 24]) ^ (x >> 8) ^ (x << 24) ^ (y >> 16) ^ (y << 16) ^ (z >> 24) ^ (z << 8)
+                  ^ uint(ks[r])) & M
+            x = uint(TT[(s2 >> 16) & 255])
+            y = uint(TT[(s3 >> 8) & 255])
+            z = uint(TT[s0 & 255])
+            t1 = (uint(TT[s1 >> 24]) ^ (x >> 8) ^ (x << 24) ^ (y >> 16) ^ (y << 16) ^ (z >> 24) ^ (z << 8)
+                  ^ uint(ks[r + 1])) & M
+            x = uint(TT[(s3 >> 16) & 255])
+            y = uint(TT[(s0 >> 8) & 255])
+            z = uint(TT[s1 & 255])
+            t2 = (uint(TT[s2 >> 24]) ^ (x >> 8) ^ (x << 24) ^ (y >> 16) ^ (y << 16) ^ (z >> 24) ^ (z << 8)
+                  ^ uint(ks[r + 2])) & M
+            x = uint(TT[(s0 >> 16) & 255])
+            y = uint(TT[(s1 >> 8) & 255])
+            z = uint(TT[s2 & 255])
+            s3 = (uint(TT[s3 >> 24]) ^ (x >> 8) ^ (x << 24) ^ (y >> 16) ^ (y << 16) ^ (z >> 24) ^ (z << 8)
+                  ^ uint(ks[r + 3])) & M
             s0 = t0
             s1 = t1
             s2 = t2

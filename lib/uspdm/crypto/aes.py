@@ -4,10 +4,10 @@
     a.encrypt_blocks(buf) -> len(buf) bytes (ECB over whole blocks)
 
 Uses the board's C `cryptolib.aes(key, 1)` (ECB) when the module exists,
-otherwise T-table AES (tables built at first use, kept in one `array('I')`:
-4 KiB instead of ~40 KiB of boxed ints on MicroPython) run by the viper
-kernel of _gcmv where the port has a native emitter, else by the pure-Python
-twin here.  Only the forward direction is provided (GCM/CTR need no
+otherwise T-table AES run by the viper kernel of _gcmv where the port has a
+native emitter (one 1 KiB table T0, rotated for T1..T3), else by the
+pure-Python twin here (T0..T3 in one 4 KiB `array('I')` instead of ~40 KiB
+of boxed ints on MicroPython); tables are built at first use.  Only the forward direction is provided (GCM/CTR need no
 decryption).  wipe() overwrites the round keys.
 """
 try:
@@ -23,7 +23,8 @@ except Exception:  # CPython, MicroPython without a native emitter
     _kern = None
 
 _ECB = 1
-_T = None  # (T0, T1, T2, T3, SBOX) built lazily; T0..T3 are views of one array
+_S = None  # the S-box (bytes), built at first use
+_T = None  # twin: (T0, T1, T2, T3, SBOX), views of one 4 KiB array, built at first use
 
 
 def _xtime(a):
@@ -31,49 +32,65 @@ def _xtime(a):
     return (a ^ 0x11B) if a & 0x100 else a
 
 
-def _build():
-    global _T
-    # exp/log over generator 3 for inverses
-    exp = bytearray(256)
-    log = bytearray(256)
-    x = 1
-    for i in range(255):
-        exp[i] = x
-        log[x] = i
-        x ^= _xtime(x)
-    sbox = bytearray(256)
-    for a in range(256):
-        inv = exp[(255 - log[a]) % 255] if a else 0
-        s = inv
-        for _ in range(4):
-            inv = ((inv << 1) | (inv >> 7)) & 0xFF
-            s ^= inv
-        sbox[a] = s ^ 0x63
-    tt = array("I", bytes(4096))
+def _sbox():
+    global _S
+    if _S is None:
+        # exp/log over generator 3 for inverses
+        exp = bytearray(256)
+        log = bytearray(256)
+        x = 1
+        for i in range(255):
+            exp[i] = x
+            log[x] = i
+            x ^= _xtime(x)
+        sbox = bytearray(256)
+        for a in range(256):
+            inv = exp[(255 - log[a]) % 255] if a else 0
+            s = inv
+            for _ in range(4):
+                inv = ((inv << 1) | (inv >> 7)) & 0xFF
+                s ^= inv
+            sbox[a] = s ^ 0x63
+        _S = bytes(sbox)
+    return _S
+
+
+def _t_tables(n):
+    """T0 (n=1: what the kernel uses, rotating it for T1..T3) or T0..T3
+    (n=4, the twin) in one array('I') of n*256 words."""
+    sbox = _sbox()
+    tt = array("I", bytes(1024 * n))
     for a in range(256):
         s = sbox[a]
         s2 = _xtime(s)
         w = (s2 << 24) | (s << 16) | (s << 8) | (s2 ^ s)
         tt[a] = w
-        w = ((w >> 8) | (w << 24)) & 0xFFFFFFFF
-        tt[256 + a] = w
-        w = ((w >> 8) | (w << 24)) & 0xFFFFFFFF
-        tt[512 + a] = w
-        w = ((w >> 8) | (w << 24)) & 0xFFFFFFFF
-        tt[768 + a] = w
-    mv = memoryview(tt)
-    t0, t1, t2, t3 = mv[0:256], mv[256:512], mv[512:768], mv[768:1024]
-    if _kern is not None:
-        _kern.T = tt
-        _kern.S = bytes(sbox)
-    _T = (t0, t1, t2, t3, bytes(sbox))
+        for k in range(1, n):
+            w = ((w >> 8) | (w << 24)) & 0xFFFFFFFF
+            tt[256 * k + a] = w
+    return tt
+
+
+def _build():
+    """The twin's tables (4 KiB)."""
+    global _T
+    if _T is None:
+        mv = memoryview(_t_tables(4))
+        _T = (mv[0:256], mv[256:512], mv[512:768], mv[768:1024], _sbox())
     return _T
+
+
+def _kernel_tables():
+    """The kernel's tables: T0 (1 KiB) and the S-box, installed once."""
+    if _kern.T is None:
+        _kern.S = _sbox()
+        _kern.T = _t_tables(1)
 
 
 def _expand(key):
     nk = len(key) // 4
     nr = nk + 6
-    sbox = (_T or _build())[4]
+    sbox = _sbox()
     w = [int.from_bytes(key[4 * i:4 * i + 4], "big") for i in range(nk)]
     rcon = 1
     for i in range(nk, 4 * (nr + 1)):
@@ -102,6 +119,7 @@ class Aes:
         self._c = None
         nr, w = _expand(key)
         if _kern is not None and kernel:
+            _kernel_tables()
             ks = array("I", bytes(4 * (len(w) + 1)))
             ks[0] = nr
             for i in range(len(w)):
@@ -109,6 +127,7 @@ class Aes:
                 w[i] = 0
             self._ks = ks
             return
+        _build()
         self._nr = nr
         self._rk = w[:4 * nr]  # round keys 0..nr-1 as words
         self._last = b"".join(x.to_bytes(4, "big") for x in w[4 * nr:])
