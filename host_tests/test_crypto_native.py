@@ -150,3 +150,48 @@ assert gcm.AesGcm(msg(32, 9), 4, True, True).seal(b'\xff' * 12, b'', msg(80, 5))
 print('KERNEL-OK')
 """ % (cases, wrap)
     _run(engine, src)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ec_on_native_ports(engine):
+    """P-384/P-256 sign, public key and ECDH as the board computes them (the
+    comb table in chunks, the slices), checked here with `cryptography`."""
+    from cryptography.hazmat.primitives.asymmetric import ec as cec
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
+    from cryptography.hazmat.primitives import hashes
+
+    curves = {"p384": (cec.SECP384R1(), hashes.SHA384(), 48), "p256": (cec.SECP256R1(), hashes.SHA256(), 32)}
+    src = r"""
+from uspdm.crypto import ec, drbg
+rng = drbg.HmacDrbg(bytes(32), b'native-test', b'', 'sha256')
+ec.set_rng(rng.generate)
+for name in ('p384', 'p256'):
+    c = getattr(ec, name.upper())
+    d = 0x1234567 * (c.n // 0x7654321) % c.n
+    q = 0xABCDEF * (c.n // 0x1FEDCB) % c.n
+    dig = bytes(range(c.size))
+    print('R', name, ec.public_key(c, d).hex(), ec.sign(c, d, dig, rng.generate(32)).hex(),
+          ec.ecdh(c, d, ec.public_key(c, q)).hex())
+print('KERNEL-OK')
+"""
+    out = _run(engine, src)
+    n = 0
+    for line in out.splitlines():
+        if not line.startswith("R "):
+            continue
+        _, name, pub, sig, z = line.split()
+        curve, h, size = curves[name]
+        order = {"p384": 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973,
+                 "p256": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551}[name]
+        d = 0x1234567 * (order // 0x7654321) % order
+        q = 0xABCDEF * (order // 0x1FEDCB) % order
+        key = cec.derive_private_key(d, curve)
+        nums = key.public_key().public_numbers()
+        assert bytes.fromhex(pub) == nums.x.to_bytes(size, "big") + nums.y.to_bytes(size, "big")
+        sig = bytes.fromhex(sig)
+        der = encode_dss_signature(int.from_bytes(sig[:size], "big"), int.from_bytes(sig[size:], "big"))
+        key.public_key().verify(der, bytes(range(size)), cec.ECDSA(Prehashed(h)))
+        peer = cec.derive_private_key(q, curve).public_key()
+        assert bytes.fromhex(z) == key.exchange(cec.ECDH(), peer)
+        n += 1
+    assert n == 2

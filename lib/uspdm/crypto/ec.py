@@ -20,9 +20,9 @@ How it computes:
   addition (8M+3S).  Field elements are plain ints reduced with % p.
 - Fixed base (keygen, signing, u1*G of verify): a signed-digit comb (h
   teeth, v sub-combs, b columns) over a precomputed table of affine points
-  stored as a bytes constant in ec_p384_tbl / ec_p256_tbl (64 points:
-  6 KB for P-384, 4 KB for P-256; in flash when frozen), loaded on first use
-  and sliced through a memoryview.  Every column does one doubling and v
+  stored as bytes constants in ec_p384_tbl / ec_p256_tbl (64 points:
+  6 KB for P-384, 4 KB for P-256, in chunks of 16 points; in flash when
+  frozen), loaded on first use and sliced through memoryviews.  Every column does one doubling and v
   additions: no digit is ever zero, so the sequence of point operations
   does not depend on the scalar.
 - Variable base (ECDH, u2*Q of verify): the same signed-digit recoding with
@@ -84,6 +84,8 @@ from uspdm.compat import const
 _BLIND_BITS = const(64)
 _W = const(5)  # variable-base window width (table of 2^(_W-1) odd multiples)
 _SLICE_COLS = const(6)  # comb columns per generator step (P-384 on the M0: <= ~14 M instr with GC)
+_TBL_SHIFT = const(4)
+_TBL_CHUNK = const(16)  # comb table points per stored chunk (1 << _TBL_SHIFT)
 _SLICE_WINS = const(3)  # variable-base windows per generator step (P-384 on the M0: <= ~14 M instr with GC)
 
 
@@ -106,16 +108,22 @@ class Curve:
         return "<Curve %s>" % self.name
 
     def table(self):
-        """The fixed-base comb table (memoryview over the stored bytes)."""
+        """The fixed-base comb table: a tuple of memoryviews over chunks of
+        _TBL_CHUNK points each (separate bytes objects of 1-1.5 KB, so that
+        loading them into a fragmented heap needs no 4-6 KB free block)."""
         t = self._tbl
         if t is None:
             try:
                 mod = __import__("uspdm.crypto.ec_%s_tbl" % self.name, None, None, ["T"])
                 t = mod.T
             except ImportError:
-                t = make_table(self)
-            t = self._tbl = memoryview(t)
+                t = table_chunks(self, make_table(self))
+            t = self._tbl = tuple(memoryview(x) for x in t)
         return t
+
+    def table_bytes(self):
+        """The whole table as one bytes object (tests)."""
+        return b"".join(bytes(x) for x in self.table())
 
 
 P384 = Curve(
@@ -309,9 +317,11 @@ def _comb_iter(c, k, zr=0):
                 w = (w << 1) | ((B[q >> 3] >> (q & 7)) & 1)
                 q -= vb
             top = w >> (h - 1)
-            o = (((t << (h - 1)) | ((w ^ ((top - 1) & mask)) & mask))) * ent
-            x = int.from_bytes(tbl[o:o + sz], "big")
-            y = int.from_bytes(tbl[o + sz:o + ent], "big")
+            e = (t << (h - 1)) | ((w ^ ((top - 1) & mask)) & mask)
+            ch = tbl[e >> _TBL_SHIFT]
+            o = (e & (_TBL_CHUNK - 1)) * ent
+            x = int.from_bytes(ch[o:o + sz], "big")
+            y = int.from_bytes(ch[o + sz:o + ent], "big")
             y = (p - y, y)[top]
             if Z:
                 X, Y, Z = _madd(X, Y, Z, x, y, p)
@@ -636,8 +646,36 @@ def verify(curve, pub, digest, sig):
 # ---------------------------------------------------------------- table generation
 
 
+def table_chunks(c, tbl):
+    """The comb table bytes cut into the chunks ec_<name>_tbl.T stores."""
+    n = _TBL_CHUNK * 2 * c.size
+    return tuple(tbl[i:i + n] for i in range(0, len(tbl), n))
+
+
+def table_module(c):
+    """Source of lib/uspdm/crypto/ec_<name>_tbl.py (the generator)."""
+    h, v, b = c.comb
+    chunks = table_chunks(c, make_table(c))
+    out = ['"""Fixed-base comb table for %s (generated, do not edit).' % c.name.upper(), "",
+           "%d sub-combs x %d affine points X||Y (%d bytes each), teeth=%d, columns=%d, in %d chunks of"
+           % (v, 1 << (h - 1), 2 * c.size, h, b, len(chunks)),
+           "%d points; layout and meaning: uspdm.crypto.ec._comb_iter / make_table.  Regenerate with"
+           % _TBL_CHUNK,
+           "`python -c \"from uspdm.crypto import ec; print(ec.table_module(ec.%s), end='')\" > THIS_FILE`"
+           % c.name.upper(),
+           "(in lib/); checked against the `cryptography` package by host_tests/test_ec_xcheck.py.",
+           '"""', "", "T = ("]
+    for ch in chunks:
+        out.append("    (")
+        for i in range(0, len(ch), 24):
+            out.append("        %r" % (ch[i:i + 24],))
+        out.append("    ),")
+    out.append(")")
+    return "\n".join(out) + "\n"
+
+
 def make_table(c):
-    """The comb table of c as bytes (what ec_<name>_tbl.T stores)."""
+    """The comb table of c as bytes (what ec_<name>_tbl.T stores, in chunks)."""
     h, v, b = c.comb
     vb = v * b
     n = c.n
