@@ -29,8 +29,8 @@ session is ended; a FINISH/PSK_FINISH with a wrong verify HMAC likewise.
 All keys and secrets are bytearrays overwritten when a session ends.
 """
 from uspdm import consts as C
-from uspdm import keysched, secured
-from uspdm.compat import ct_eq, p16, u16
+from uspdm import demand, keysched, secured
+from uspdm.compat import p16, u16
 from uspdm.crypto import hmac as _hmac
 from uspdm.crypto import sha2
 
@@ -136,6 +136,14 @@ def sm_selection(version, selected):
 
 def sm_supported(version, versions):
     return sm_opaque(version, b"\x01\x01" + bytes((len(versions),)) + b"".join(p16(v) for v in versions))
+
+
+
+
+
+
+
+
 
 
 # ---------------------------------------------------------------- session
@@ -420,6 +428,23 @@ class SessionManager:
             return self._session_required(conn, code)
         return None
 
+    # KEY_EXCHANGE / FINISH (uspdm.sess_kex) and PSK_EXCHANGE / PSK_FINISH
+    # (uspdm.sess_psk) are loaded on demand: needed once per session
+    def _key_exchange(self, conn, msg, now):
+        return demand.need("sess_kex").key_exchange(self, conn, msg, now)
+
+    def _finish_clear(self, conn, msg, now):
+        return demand.need("sess_kex").finish_clear(self, conn, msg, now)
+
+    def _finish(self, s, msg):
+        return demand.need("sess_kex").finish(self, s, msg)
+
+    def _psk_exchange(self, conn, msg, now):
+        return demand.need("sess_psk").psk_exchange(self, conn, msg, now)
+
+    def _psk_finish(self, s, msg):
+        return demand.need("sess_psk").psk_finish(self, s, msg)
+
     def _version_checks(self, conn, msg):
         if conn.version < C.V11:
             return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, msg[1])
@@ -427,236 +452,11 @@ class SessionManager:
             return self._err(conn, C.ERR_VERSION_MISMATCH)
         return None
 
-    def _key_exchange(self, conn, msg, now):
-        e = self._version_checks(conn, msg)
-        if e:
-            return e
-        if not self._both(conn, C.CAP_KEY_EX):
-            return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, C.KEY_EXCHANGE)
-        if conn.sel_dhe != C.DHE_SECP384R1 or conn.sel_aead != C.AEAD_AES_256_GCM \
-                or conn.sel_ks != C.KEY_SCHEDULE_SPDM:
-            return self._err(conn, C.ERR_UNEXPECTED_REQUEST)
-        v = conn.version
-        if v >= C.V12 and (conn.other_params & C.OPAQUE_FMT_MASK) != C.OPAQUE_FMT_1:
-            return self._err(conn, C.ERR_INVALID_REQUEST)
-        ok, summary = self._summary(conn, msg[2])
-        if not ok:
-            return self._err(conn, C.ERR_INVALID_REQUEST)
-        slot = msg[3]
-        mask = conn.identity.provisioned_mask(conn.asym)
-        if slot >= 8 or not (mask >> slot) & 1:
-            return self._err(conn, C.ERR_INVALID_REQUEST)
-        fixed = 40 + DHE_SIZE
-        if len(msg) < fixed + 2:
-            return self._err(conn, C.ERR_INVALID_REQUEST)
-        olen = u16(msg, fixed)
-        size = fixed + 2 + olen
-        if len(msg) < size:
-            return self._err(conn, C.ERR_INVALID_REQUEST)
-        msg = msg[:size]
-        smv = self._sm_version(conn, msg[fixed + 2:size])
-        if smv is None:
-            return self._err(conn, C.ERR_INVALID_REQUEST)
-        peer = msg[40:fixed]
-        from uspdm.crypto import ec
 
-        try:
-            ec.validate_public_key(ec.P384, peer)
-        except ValueError:
-            return self._err(conn, C.ERR_INVALID_REQUEST)
-        cb = conn.identity.chain_buffer(slot, conn.asym, conn.hashname)
-        d_id = conn.identity.private_key(conn.asym)
-        if cb is None or d_id is None:
-            return self._err(conn, C.ERR_UNSPECIFIED)
-        if v >= C.V13 and msg[6] & POLICY_EVENT_ALL and not (conn.flags & C.CAP_EVENT):
-            return self._err(conn, C.ERR_INVALID_REQUEST)
-        s = self._open(conn, u16(msg, 4), False)
-        if s is None:
-            return self._err(conn, C.ERR_SESSION_LIMIT_EXCEEDED)
-        s.in_clear = self.in_clear and self._both(conn, C.CAP_HANDSHAKE_IN_THE_CLEAR)
-        s.sm_version = smv
-        s.policy = msg[6] if v >= C.V12 else 0
-        s.heartbeat = self.heartbeat if self._both(conn, C.CAP_HBEAT) else 0
-        # M1 (B, C) of an unfinished CHALLENGE and L are reset by KEY_EXCHANGE (libspdm)
-        for fn in ("reset_l", "reset_m1"):
-            if hasattr(conn.t, fn):
-                getattr(conn.t, fn)()
-        self.latest[id(conn)] = s.id
-        s.last_rx = now
-        gen = self._kex_iter(conn, s, msg, peer, cb[1], d_id, summary)
-        defer = getattr(conn, "defer_work", None)
-        if defer is not None and self._defer(conn):
-            # the EC work (key pair, ECDH, signature) runs in slices from the
-            # board's idle loop; the requester gets ResponseNotReady and
-            # collects KEY_EXCHANGE_RSP with RESPOND_IF_READY
-            return defer(C.KEY_EXCHANGE, gen)
-        return ec.run_iter(gen)
 
-    def _defer(self, conn):
-        if self.defer is not None:
-            return self.defer
-        cfg = getattr(conn, "cfg", None)
-        return bool(getattr(cfg, "defer_signing", False))
 
-    def _kex_iter(self, conn, s, msg, peer, ct, d_id, summary):
-        """KEY_EXCHANGE_RSP as a generator (bounded EC slices); returns the response."""
-        from uspdm.crypto import ec
 
-        v = conn.version
-        try:
-            dk = ec.generate_private_key(ec.P384, self.drbg.generate)
-            pub = yield from ec.public_key_iter(ec.P384, dk)
-            z = yield from ec.ecdh_iter(ec.P384, dk, peer)
-            z = bytearray(z)
-            dk = 0
-            if self.sessions.get(s.id) is not s:
-                keysched.wipe(z)
-                return self._err(conn, C.ERR_UNSPECIFIED)
-            opaque = sm_selection(v, s.sm_version)
-            hb = s.heartbeat
-            body = (bytes((v, KEY_EXCHANGE_RSP, hb, 0)) + p16(s.id >> 16) + b"\x00\x00"
-                    + self.drbg.generate(32) + pub + summary + p16(len(opaque)) + opaque)
-            th = self._th_start(conn)
-            th.update(ct)
-            th.update(msg)
-            th.update(body)
-            curve = ec.P384 if conn.asym == "p384" else ec.P256
-            digest = th.digest()
-            if v >= C.V12:
-                digest = sha2.new(conn.hashname, C.signing_prefix(v, SIGN_CTX_KEX) + digest).digest()
-            sig = yield from ec.sign_iter(curve, d_id, digest, self.drbg.generate(32))
-            th.update(sig)
-            th1 = th.digest()
-            s.ks.handshake(z, th1, psk=False)
-            keysched.wipe(z)
-            s.enter_handshake_keys()
-            resp = body + sig
-            if not s.in_clear:
-                vd = self._hmac(s, s.ks.rsp_finished, th1)
-                th.update(vd)
-                resp += vd
-            s.th = th
-        except Exception:
-            self.end(s, "KEY_EXCHANGE failed")
-            return self._err(conn, C.ERR_UNSPECIFIED)
-        return resp
 
-    def _finish_clear(self, conn, msg, now):
-        e = self._version_checks(conn, msg)
-        if e:
-            return e
-        if not self._both(conn, C.CAP_KEY_EX):
-            return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, C.FINISH)
-        if not (self.in_clear and self._both(conn, C.CAP_HANDSHAKE_IN_THE_CLEAR)):
-            # without HANDSHAKE_IN_THE_CLEAR, FINISH belongs inside the session:
-            # SessionRequired (1.2+) / Unspecified (1.1), as libspdm and the
-            # Responder-Validator (case 9.11) expect
-            return self._session_required(conn, C.FINISH)
-        sid = self.latest.get(id(conn))
-        s = self.sessions.get(sid) if sid is not None else None
-        if s is None or s.conn is not conn or s.psk or s.state != ST_HANDSHAKE or not s.in_clear or s.th is None:
-            return self._err(conn, C.ERR_UNEXPECTED_REQUEST)
-        resp, ok = self._finish(s, msg)
-        if ok:
-            s.enter_application(s.th.digest())
-            s.th = None
-            s.last_rx = now
-            self._log("session %08x established (KEY_EXCHANGE, handshake in the clear)" % s.id)
-        elif resp[1] == C.ERROR and resp[2] == _ERR_DECRYPT:
-            self.end(s, "FINISH verify data mismatch")
-        return resp
-
-    def _finish(self, s, msg):
-        """Check a FINISH; return (response, ok).  On success s.th covers TH2."""
-        conn = s.conn
-        h = s.ks.h
-        if msg[2] & 0x01:
-            # we never ask for mutual authentication, so no signature may be present
-            return self._err(conn, C.ERR_INVALID_REQUEST), False
-        if len(msg) < 4 + h:
-            return self._err(conn, C.ERR_INVALID_REQUEST), False
-        th = s.th.copy()
-        th.update(msg[:4])
-        expect = self._hmac(s, s.ks.req_finished, th.digest())
-        if not ct_eq(expect, msg[4:4 + h]):
-            self.stats["decrypt_errors"] += 1
-            return self._err(conn, _ERR_DECRYPT), False
-        th.update(msg[4:4 + h])
-        resp = bytes((conn.version, FINISH_RSP, 0, 0))
-        if s.in_clear:
-            t2 = th.copy()
-            t2.update(resp)
-            resp += self._hmac(s, s.ks.rsp_finished, t2.digest())
-        th.update(resp)
-        s.th = th
-        return resp, True
-
-    def _psk_exchange(self, conn, msg, now):
-        e = self._version_checks(conn, msg)
-        if e:
-            return e
-        if not self.psk_mode or not (conn.flags & (3 << PSK_CAP_SHIFT)) or not (conn.req_flags & (3 << PSK_CAP_SHIFT)):
-            return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, C.PSK_EXCHANGE)
-        if conn.sel_aead != C.AEAD_AES_256_GCM or conn.sel_ks != C.KEY_SCHEDULE_SPDM:
-            return self._err(conn, C.ERR_UNEXPECTED_REQUEST)
-        v = conn.version
-        if v >= C.V12 and (conn.other_params & C.OPAQUE_FMT_MASK) != C.OPAQUE_FMT_1:
-            return self._err(conn, C.ERR_INVALID_REQUEST)
-        ok, summary = self._summary(conn, msg[2])
-        if not ok:
-            return self._err(conn, C.ERR_INVALID_REQUEST)
-        if len(msg) < 12:
-            return self._err(conn, C.ERR_INVALID_REQUEST)
-        hl, cl, ol = u16(msg, 6), u16(msg, 8), u16(msg, 10)
-        size = 12 + hl + cl + ol
-        if len(msg) < size or hl > MAX_PSK_HINT:
-            return self._err(conn, C.ERR_INVALID_REQUEST)
-        msg = msg[:size]
-        hint = msg[12:12 + hl]
-        smv = self._sm_version(conn, msg[12 + hl + cl:size])
-        if smv is None:
-            return self._err(conn, C.ERR_INVALID_REQUEST)
-        if v >= C.V13 and msg[3] & POLICY_EVENT_ALL and not (conn.flags & C.CAP_EVENT):
-            return self._err(conn, C.ERR_INVALID_REQUEST)
-        psk = self.read_psk(hint)
-        if not psk:
-            return self._err(conn, C.ERR_INVALID_REQUEST)
-        psk = bytearray(psk)
-        s = self._open(conn, u16(msg, 4), True)
-        if s is None:
-            keysched.wipe(psk)
-            return self._err(conn, C.ERR_SESSION_LIMIT_EXCEEDED)
-        try:
-            s.sm_version = smv
-            s.policy = msg[3] if v >= C.V12 else 0
-            hb = self.heartbeat if self._both(conn, C.CAP_HBEAT) else 0
-            s.heartbeat = hb
-            s.psk_context = self.psk_mode == PSK_WITH_CONTEXT
-            ctx = self.drbg.generate(s.ks.h) if s.psk_context else b""
-            opaque = sm_selection(v, smv)
-            body = (bytes((v, PSK_EXCHANGE_RSP, hb, 0)) + p16(s.id >> 16) + b"\x00\x00" + p16(len(ctx))
-                    + p16(len(opaque)) + summary + ctx + opaque)
-            th = self._th_start(conn)
-            th.update(msg)
-            th.update(body)
-            th1 = th.digest()
-            s.ks.handshake(psk, th1, psk=True)
-            keysched.wipe(psk)
-            s.enter_handshake_keys()
-            vd = self._hmac(s, s.ks.rsp_finished, th1)
-            th.update(vd)
-            s.th = th
-        except Exception:
-            self.end(s, "PSK_EXCHANGE failed")
-            return self._err(conn, C.ERR_UNSPECIFIED)
-        if hasattr(conn.t, "reset_l"):
-            conn.t.reset_l()
-        s.last_rx = now
-        if not s.psk_context:
-            s.enter_application(th.digest())
-            s.th = None
-            self._log("session %08x established (PSK, no PSK_FINISH)" % s.id)
-        return body + vd
 
     def read_psk(self, hint):
         if self.storage is None:
@@ -799,30 +599,6 @@ class SessionManager:
             return self._encode(s, self._err(conn, C.ERR_UNEXPECTED_REQUEST))
         return self._encode(s, self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code))
 
-    def _psk_finish(self, s, msg):
-        conn = s.conn
-        h = s.ks.h
-        if len(msg) != 4 + h:
-            # only ever inside a session: exact size, as libspdm
-            return self._encode(s, self._err(conn, C.ERR_INVALID_REQUEST))
-        th = s.th.copy()
-        th.update(msg[:4])
-        expect = self._hmac(s, s.ks.req_finished, th.digest())
-        if not ct_eq(expect, msg[4:4 + h]):
-            self.stats["decrypt_errors"] += 1
-            out = self._encode(s, self._err(conn, _ERR_DECRYPT))
-            if s.id in self.sessions:
-                self.end(s, "PSK_FINISH verify data mismatch")
-            return out
-        th.update(msg[4:4 + h])
-        resp = bytes((conn.version, PSK_FINISH_RSP, 0, 0))
-        th.update(resp)
-        out = self._encode(s, resp)
-        if s.id in self.sessions:
-            s.enter_application(th.digest())
-            s.th = None
-            self._log("session %08x established (PSK)" % s.id)
-        return out
 
     def _key_update(self, s, msg):
         conn = s.conn
@@ -869,83 +645,13 @@ class SessionManager:
 
 
 # ------------------------------------------------------------ glue
-def _alg_tables(resp):
-    """(dhe, aead, key schedule) selected in an ALGORITHMS response."""
-    sel = {}
-    if len(resp) >= 36 and resp[0] >= C.V11:
-        o = 36
-        for _ in range(resp[2]):
-            if o + 4 > len(resp):
-                break
-            sel[resp[o]] = u16(resp, o + 2)
-            o += 4 + 4 * (resp[o + 1] & 0x0F)
-    return sel.get(C.ALG_TYPE_DHE, 0), sel.get(C.ALG_TYPE_AEAD, 0), sel.get(C.ALG_TYPE_KEY_SCHEDULE, 0)
-
-
 def attach(r, mgr):
-    """Give an uspdm.responder.Responder sessions: capability bits, the session
-    request codes routed to `mgr`, the selected DHE/AEAD/key schedule recorded,
-    sessions ended when the connection resets, and `session_request` for
-    GET_MEASUREMENTS / GET_DIGESTS / GET_CERTIFICATE inside a session (with the
-    session's own L transcript).  The caller sets `r.now` (ms) and `r.eid`."""
+    """Give an uspdm.responder.Responder sessions: the session capability bits,
+    the session request codes routed to `mgr`, its sessions ended when the
+    connection resets, and GET_MEASUREMENTS / GET_DIGESTS / GET_CERTIFICATE
+    inside a session (Responder.session_request).  The caller sets `r.now`
+    (ms) and `r.eid`."""
     r.sessions = mgr
-    if not hasattr(r, "now"):
-        r.now = 0
-    if not hasattr(r, "eid"):
-        r.eid = None
-    r.sel_dhe = r.sel_aead = r.sel_ks = 0
-    base_flags = r.our_flags
-    base_reset = r.reset
-    base_neg = r._negotiate_algorithms
-
-    def our_flags(v):
-        return base_flags(v) | (mgr.cap_flags(v) & C.CAP_MASK.get(v, 0))
-
-    def reset():
-        mgr.end_conn(r)
-        r.sel_dhe = r.sel_aead = r.sel_ks = 0
-        base_reset()
-
-    def negotiate(msg):
-        resp = base_neg(msg)
-        if resp is not None and len(resp) > 1 and resp[1] == C.ALGORITHMS:
-            r.sel_dhe, r.sel_aead, r.sel_ks = _alg_tables(resp)
-        return resp
-
-    def in_clear(msg):
-        rsp = mgr.handle_in_clear(r, msg, r.now)
-        if rsp is None:
-            return r._unsupported(msg[1])
-        return rsp
-
-    def session_request(msg, s):
-        t = r.t
-        saved = (t.l, t.m1, r.l_mver, r.cfg.defer_signing)
-        t.l, r.l_mver = s.l, s.l_mver
-        r.cfg.defer_signing = False
-        try:
-            resp = r._deliver(r._dispatch(msg))
-            s.l, s.l_mver = t.l, r.l_mver
-        finally:
-            t.l, t.m1, r.l_mver, r.cfg.defer_signing = saved
-        return resp
-
-    def defer_work(code, gen):
-        from uspdm import responder as _rm
-
-        r._token = (r._token + 1) & 0xFF
-        r.pend = _rm._Pending(code, r._token, b"", gen)
-        return r._not_ready()
-
-    r.defer_work = defer_work
-    r.our_flags = our_flags
-    r.reset = reset
-    r._negotiate_algorithms = negotiate
-    r._handlers[C.NEGOTIATE_ALGORITHMS] = negotiate
-    for code in (C.KEY_EXCHANGE, C.FINISH, C.PSK_EXCHANGE, C.PSK_FINISH, C.HEARTBEAT, C.KEY_UPDATE,
-                 C.END_SESSION):
-        r._handlers[code] = in_clear
-    r.session_request = session_request
     return r
 
 

@@ -1,0 +1,101 @@
+"""Code loaded on demand, and dropped again when memory runs short.
+
+On a board without a ROMFS partition, importing a module copies its bytecode
+into the heap, and it stays there as long as anything refers to the module.
+The request handlers used once per connection (uspdm.rsp_*), the session
+handshakes (uspdm.sess_*) and the session stack itself are loaded when a
+request needs them, through `need()`, and forgotten with `drop()`:
+
+    m = need("rsp_cert")          # imports uspdm.rsp_cert (cached)
+    m.get_certificate(r, msg)     # look functions up on each call, never keep them
+    drop()                        # forget every unpinned demand module; the GC frees its code
+
+A module is dropped from sys.modules and from its package, so the next
+`need()` imports it afresh.  `pin(leaf)` / `unpin(leaf)` keep a module while
+something refers to it (a deferred generator, a live session object): dropping
+it then would free nothing and a re-import would hold a second copy.
+Demand modules import only resident modules at their top level, keep no state
+of their own and register nothing, so dropping one loses nothing.
+"""
+import gc
+import sys
+
+_cache = {}   # leaf -> module
+_pins = {}    # leaf -> pin count
+stats = {"loads": 0, "drops": 0}
+
+
+def need(leaf, pkg="uspdm"):
+    m = _cache.get(leaf)
+    if m is None:
+        name = pkg + "." + leaf
+        m = sys.modules.get(name)
+        if m is None:
+            m = __import__(name, None, None, (leaf,))
+            stats["loads"] += 1
+        _cache[leaf] = m
+    return m
+
+
+def loaded(leaf):
+    return leaf in _cache
+
+
+def pin(leaf):
+    _pins[leaf] = _pins.get(leaf, 0) + 1
+
+
+def unpin(leaf):
+    n = _pins.get(leaf, 0) - 1
+    if n > 0:
+        _pins[leaf] = n
+    else:
+        _pins.pop(leaf, None)
+
+
+def drop(leaf=None, pkg="uspdm", collect=True):
+    """Forget one demand module (or every unpinned one); returns how many."""
+    names = list(_cache) if leaf is None else [leaf]
+    n = 0
+    parent = sys.modules.get(pkg)
+    for k in names:
+        if _pins.get(k) or k not in _cache:
+            continue
+        del _cache[k]
+        full = pkg + "." + k
+        if full in sys.modules:
+            del sys.modules[full]
+        if parent is not None:
+            try:
+                delattr(parent, k)
+            except AttributeError:
+                pass
+        n += 1
+    if n:
+        stats["drops"] += n
+        if collect:
+            gc.collect()
+    return n
+
+
+def room_for(n):
+    """True when n contiguous bytes can be allocated now (after one
+    collection if needed).  The GC never moves objects, so gc.mem_free()
+    says nothing about the largest block: this tries it."""
+    for _ in range(2):
+        try:
+            b = bytearray(n)
+            del b
+            return True
+        except MemoryError:
+            gc.collect()
+    return False
+
+
+def pinned(leaf, gen):
+    """Run generator gen with module `leaf` pinned (a deferred handler)."""
+    pin(leaf)
+    try:
+        return (yield from gen)
+    finally:
+        unpin(leaf)

@@ -1,0 +1,87 @@
+"""GET_DIGESTS and GET_CERTIFICATE (loaded on demand by uspdm.responder)."""
+from uspdm import consts as C
+from uspdm.compat import const, p16, u16
+
+_ST_NEG = const(3)
+
+
+def get_digests(r, msg):
+    if not (r._local() & C.CAP_CERT):
+        return r._unsupported(C.GET_DIGESTS)
+    if r.state < _ST_NEG:
+        return r._error(C.ERR_UNEXPECTED_REQUEST)
+    mask = r._slot_mask()
+    v = r.version
+    if not mask and v < C.V13:
+        # nothing provisioned for this algorithm (1.3 can say so with an empty mask)
+        return r._unsupported(C.GET_DIGESTS)
+    parts = [bytes((v, C.DIGESTS, r.cfg.supported_slots if v >= C.V13 else 0, mask))]
+    for s in range(8):
+        if mask & (1 << s):
+            cb = r.identity.chain_buffer(s, r.asym, r.hashname)
+            if cb is None:
+                return r._error(C.ERR_UNSPECIFIED)
+            parts.append(cb[1])
+    resp = b"".join(parts)
+    err = r._size_err(len(resp))
+    if err is not None:
+        return err
+    h = r.t.fresh_m1()   # GET_DIGESTS resets B
+    h.update(msg[:4])
+    h.update(resp)
+    r.t.commit_m1(h)
+    return resp
+
+
+def get_certificate(r, msg):
+    if not (r._local() & C.CAP_CERT):
+        return r._unsupported(C.GET_CERTIFICATE)
+    if r.state < _ST_NEG:
+        return r._error(C.ERR_UNEXPECTED_REQUEST)
+    if len(msg) < 8:
+        return r._error(C.ERR_INVALID_REQUEST)
+    v = r.version
+    slot = msg[2] & 0x0F
+    if slot >= 8:
+        return r._error(C.ERR_INVALID_REQUEST)
+    offset = u16(msg, 4)
+    length = u16(msg, 6)
+    provisioned = (r._slot_mask() >> slot) & 1
+    if v >= C.V13 and msg[3] & 0x01:  # SlotSizeRequested: size of the chain only
+        if not provisioned and not (r.cfg.supported_slots >> slot) & 1:
+            return r._error(C.ERR_INVALID_REQUEST)
+        offset = 0
+        length = 0
+        if not provisioned:
+            resp = bytes((v, C.CERTIFICATE, slot, 0, 0, 0, 0, 0))
+            h = r.t.fork_m1()
+            h.update(msg[:8])
+            h.update(resp)
+            r.t.commit_m1(h)
+            return resp
+    elif not provisioned:
+        return r._error(C.ERR_INVALID_REQUEST)
+    cb = r.identity.chain_buffer(slot, r.asym, r.hashname)
+    if cb is None:
+        return r._error(C.ERR_UNSPECIFIED)
+    buf = cb[0]
+    total = len(buf)
+    if offset >= total:
+        return r._error(C.ERR_INVALID_REQUEST)
+    if r._chunking():
+        room = min(r.req_max, r.cfg.max_spdm_msg_size) - 8
+    else:
+        room = r.cfg.data_transfer_size - 8
+        if r.req_dts:
+            room = min(room, r.req_dts - 8)
+    portion = min(length, total - offset, max(room, 0))
+    resp = (bytes((v, C.CERTIFICATE, slot, 0)) + p16(portion)
+            + p16(total - offset - portion) + buf[offset:offset + portion])
+    err = r._size_err(len(resp))
+    if err is not None:
+        return err
+    h = r.t.fork_m1()
+    h.update(msg[:8])
+    h.update(resp)
+    r.t.commit_m1(h)
+    return resp

@@ -1,0 +1,62 @@
+"""CHUNK_SEND: reassembly of a large request, then the inner request is
+dispatched by the core (loaded on demand by uspdm.responder)."""
+from uspdm import consts as C
+from uspdm.chunk import Incoming, Outgoing, parse_chunk_send
+from uspdm.compat import p16
+
+
+def chunk_send(r, msg):
+    err = r._chunk_checks(C.CHUNK_SEND)
+    if err is not None:
+        return err
+    pr = parse_chunk_send(msg)
+    if pr is None:
+        return r._error(C.ERR_INVALID_REQUEST)
+    last, handle, seq, size, large, at = pr
+    # Every chunk but the last: MinDataTransferSize <= CHUNK_SEND size <= our
+    # DataTransferSize (larger ones got RequestTooLarge in _handle); the large
+    # message must exceed MinDataTransferSize (libspdm; validator 19.1 sends
+    # 42-byte chunks whatever our DataTransferSize).
+    mn = C.MIN_DATA_TRANSFER_SIZE_12
+    inc = r.inc
+    bad = False
+    if inc is None:
+        if (seq != 0 or large is None or size > len(msg) - at or at + size < mn or last
+                or large <= mn or large > r.cfg.max_spdm_msg_size or size > large):
+            bad = True
+        else:
+            inc = r.inc = Incoming(handle, large)
+            inc.add(msg[at:at + size])
+    else:
+        if (seq != ((inc.seq + 1) & 0xFFFF) or seq == 0 or handle != inc.handle
+                or size > len(msg) - at or inc.got + size > inc.size):
+            bad = True
+        elif last and inc.got + size != inc.size:
+            bad = True
+        elif not last and (inc.got + size >= inc.size or at + size < mn):
+            bad = True
+        else:
+            inc.seq = seq
+            inc.add(msg[at:at + size])
+    v = r.version
+    ack = bytes((v, C.CHUNK_SEND_ACK, 0, handle)) + p16(seq)
+    if bad:
+        r.inc = None
+        return (bytes((v, C.CHUNK_SEND_ACK, C.CHUNK_EARLY_ERROR, handle)) + p16(seq)
+                + r._error(C.ERR_INVALID_REQUEST))
+    if not inc.done():
+        return ack
+    inner = bytes(inc.buf)
+    r.inc = None
+    if len(inner) < 4:
+        return ack + r._error(C.ERR_INVALID_REQUEST)
+    if inner[1] in (C.CHUNK_SEND, C.CHUNK_GET, C.GET_VERSION):
+        return ack + r._error(C.ERR_INVALID_REQUEST)
+    resp = r._dispatch(inner)
+    if resp is None:
+        return ack
+    if resp[1] != C.ERROR and len(ack) + len(resp) > r.req_dts:
+        r._handle_ctr = (r._handle_ctr + 1) & 0xFF
+        r.out = Outgoing(r._handle_ctr, resp)
+        resp = r._error(C.ERR_LARGE_RESPONSE, 0, bytes((r._handle_ctr,)))
+    return ack + resp

@@ -1,0 +1,81 @@
+"""GET_MEASUREMENTS (loaded on demand by uspdm.responder; also inside a session)."""
+from uspdm import consts as C
+from uspdm.compat import const, p16, p24
+
+_ST_NEG = const(3)
+
+
+def get_measurements(r, msg):
+    if not (r._local() & C.CAP_MEAS_MASK):
+        r.t.reset_l()
+        return r._unsupported(C.GET_MEASUREMENTS)
+    if r.state < _ST_NEG or not r.meas_spec:
+        r.t.reset_l()
+        return r._error(C.ERR_UNEXPECTED_REQUEST)
+    v = r.version
+    attrs = msg[2]
+    op = msg[3]
+    signed = attrs & C.MEAS_ATTR_SIGN
+    if signed:
+        need = 37 if v >= C.V11 else 36
+    else:
+        need = 4
+    if v >= C.V13:
+        need += C.REQ_CONTEXT_SIZE
+    if len(msg) < need:
+        r.t.reset_l()
+        return r._error(C.ERR_INVALID_REQUEST)
+    if signed and not (r.flags & C.CAP_MEAS_SIG):
+        r.t.reset_l()
+        return r._error(C.ERR_INVALID_REQUEST)
+    slot = 0
+    if signed and v >= C.V11:
+        slot = msg[36] & 0x0F
+        if slot >= 8 or not (r._slot_mask() >> slot) & 1:
+            r.t.reset_l()
+            return r._error(C.ERR_INVALID_REQUEST)
+    mh = r.meas_hashname
+    if op == C.MEAS_OP_COUNT:
+        p1 = r.meas.count()
+        record = b""
+        nblocks = 0
+    else:
+        rec = r.meas.record(op, mh)
+        if rec is None:
+            r.t.reset_l()
+            return r._error(C.ERR_INVALID_REQUEST)
+        record, nblocks = rec
+        p1 = 0
+    p2 = 0
+    if signed and v >= C.V11:
+        p2 = slot
+        if v >= C.V12:
+            if r.l_mver is None or r.t.l is None:
+                changed = C.MEAS_NO_CHANGE_DETECTED
+            else:
+                changed = C.MEAS_NO_CHANGE_DETECTED if r.l_mver == r.meas.version else C.MEAS_CHANGE_DETECTED
+            p2 |= changed
+    opaque = r._opaque()
+    body = (bytes((v, C.MEASUREMENTS, p1, p2, nblocks)) + p24(len(record)) + record
+            + r.drbg.generate(32) + p16(len(opaque)) + opaque)
+    if v >= C.V13:
+        body += msg[need - C.REQ_CONTEXT_SIZE:need]
+    sig_size = C.SIG_SIZE[r.asym] if signed else 0
+    err = r._size_err(len(body) + sig_size)
+    if err is not None:
+        r.t.reset_l()
+        return err
+    if r.t.l is None:
+        r.l_mver = r.meas.version
+    h = r.t.fork_l(v >= C.V12)
+    h.update(msg[:need])
+    h.update(body)
+    # GET_MEASUREMENTS ends an unfinished CHALLENGE sequence (M1 reset) unless
+    # the connection is already authenticated (libspdm)
+    r.t.reset_m1()
+    if not signed:
+        r.t.commit_l(h)
+        return body
+    tdigest = h.digest()
+    r.t.reset_l()
+    return r._signed(C.GET_MEASUREMENTS, body, C.SIGN_CTX_MEASUREMENTS, tdigest)

@@ -1,0 +1,178 @@
+"""KEY_EXCHANGE and FINISH, responder side (DSP0274, DSP0277): functions of a
+uspdm.session.SessionManager `mgr`, loaded on demand (uspdm.demand) when a
+requester opens a certificate session, and dropped when memory runs short."""
+from uspdm import consts as C
+from uspdm import demand, keysched
+from uspdm.compat import ct_eq, p16, u16
+from uspdm.crypto import sha2
+from uspdm.session import (_ERR_DECRYPT, DHE_SIZE, FINISH_RSP, KEY_EXCHANGE_RSP, POLICY_EVENT_ALL, SIGN_CTX_KEX,
+                           ST_HANDSHAKE, sm_selection)
+
+
+def key_exchange(mgr, conn, msg, now):
+    e = mgr._version_checks(conn, msg)
+    if e:
+        return e
+    if not mgr._both(conn, C.CAP_KEY_EX):
+        return mgr._err(conn, C.ERR_UNSUPPORTED_REQUEST, C.KEY_EXCHANGE)
+    if conn.sel_dhe != C.DHE_SECP384R1 or conn.sel_aead != C.AEAD_AES_256_GCM \
+            or conn.sel_ks != C.KEY_SCHEDULE_SPDM:
+        return mgr._err(conn, C.ERR_UNEXPECTED_REQUEST)
+    v = conn.version
+    if v >= C.V12 and (conn.other_params & C.OPAQUE_FMT_MASK) != C.OPAQUE_FMT_1:
+        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+    ok, summary = mgr._summary(conn, msg[2])
+    if not ok:
+        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+    slot = msg[3]
+    mask = conn.identity.provisioned_mask(conn.asym)
+    if slot >= 8 or not (mask >> slot) & 1:
+        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+    fixed = 40 + DHE_SIZE
+    if len(msg) < fixed + 2:
+        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+    olen = u16(msg, fixed)
+    size = fixed + 2 + olen
+    if len(msg) < size:
+        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+    msg = msg[:size]
+    smv = mgr._sm_version(conn, msg[fixed + 2:size])
+    if smv is None:
+        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+    peer = msg[40:fixed]
+    from uspdm.crypto import ec
+
+    try:
+        ec.validate_public_key(ec.P384, peer)
+    except ValueError:
+        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+    cb = conn.identity.chain_buffer(slot, conn.asym, conn.hashname)
+    d_id = conn.identity.private_key(conn.asym)
+    if cb is None or d_id is None:
+        return mgr._err(conn, C.ERR_UNSPECIFIED)
+    if v >= C.V13 and msg[6] & POLICY_EVENT_ALL and not (conn.flags & C.CAP_EVENT):
+        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+    s = mgr._open(conn, u16(msg, 4), False)
+    if s is None:
+        return mgr._err(conn, C.ERR_SESSION_LIMIT_EXCEEDED)
+    s.in_clear = mgr.in_clear and mgr._both(conn, C.CAP_HANDSHAKE_IN_THE_CLEAR)
+    s.sm_version = smv
+    s.policy = msg[6] if v >= C.V12 else 0
+    s.heartbeat = mgr.heartbeat if mgr._both(conn, C.CAP_HBEAT) else 0
+    # M1 (B, C) of an unfinished CHALLENGE and L are reset by KEY_EXCHANGE (libspdm)
+    for fn in ("reset_l", "reset_m1"):
+        if hasattr(conn.t, fn):
+            getattr(conn.t, fn)()
+    mgr.latest[id(conn)] = s.id
+    s.last_rx = now
+    gen = _kex_iter(mgr, conn, s, msg, peer, cb[1], d_id, summary)
+    defer = getattr(conn, "defer_work", None)
+    if defer is not None and _defer(mgr, conn):
+        # the EC work (key pair, ECDH, signature) runs in slices from the
+        # board's idle loop; the requester gets ResponseNotReady and
+        # collects KEY_EXCHANGE_RSP with RESPOND_IF_READY
+        return defer(C.KEY_EXCHANGE, demand.pinned("sess_kex", gen))
+    return ec.run_iter(gen)
+
+
+def _defer(mgr, conn):
+    if mgr.defer is not None:
+        return mgr.defer
+    cfg = getattr(conn, "cfg", None)
+    return bool(getattr(cfg, "defer_signing", False))
+
+
+def _kex_iter(mgr, conn, s, msg, peer, ct, d_id, summary):
+    """KEY_EXCHANGE_RSP as a generator (bounded EC slices); returns the response."""
+    from uspdm.crypto import ec
+
+    v = conn.version
+    try:
+        dk = ec.generate_private_key(ec.P384, mgr.drbg.generate)
+        pub = yield from ec.public_key_iter(ec.P384, dk)
+        z = yield from ec.ecdh_iter(ec.P384, dk, peer)
+        z = bytearray(z)
+        dk = 0
+        if mgr.sessions.get(s.id) is not s:
+            keysched.wipe(z)
+            return mgr._err(conn, C.ERR_UNSPECIFIED)
+        opaque = sm_selection(v, s.sm_version)
+        hb = s.heartbeat
+        body = (bytes((v, KEY_EXCHANGE_RSP, hb, 0)) + p16(s.id >> 16) + b"\x00\x00"
+                + mgr.drbg.generate(32) + pub + summary + p16(len(opaque)) + opaque)
+        th = mgr._th_start(conn)
+        th.update(ct)
+        th.update(msg)
+        th.update(body)
+        curve = ec.P384 if conn.asym == "p384" else ec.P256
+        digest = th.digest()
+        if v >= C.V12:
+            digest = sha2.new(conn.hashname, C.signing_prefix(v, SIGN_CTX_KEX) + digest).digest()
+        sig = yield from ec.sign_iter(curve, d_id, digest, mgr.drbg.generate(32))
+        th.update(sig)
+        th1 = th.digest()
+        s.ks.handshake(z, th1, psk=False)
+        keysched.wipe(z)
+        s.enter_handshake_keys()
+        resp = body + sig
+        if not s.in_clear:
+            vd = mgr._hmac(s, s.ks.rsp_finished, th1)
+            th.update(vd)
+            resp += vd
+        s.th = th
+    except Exception:
+        mgr.end(s, "KEY_EXCHANGE failed")
+        return mgr._err(conn, C.ERR_UNSPECIFIED)
+    return resp
+
+
+def finish_clear(mgr, conn, msg, now):
+    e = mgr._version_checks(conn, msg)
+    if e:
+        return e
+    if not mgr._both(conn, C.CAP_KEY_EX):
+        return mgr._err(conn, C.ERR_UNSUPPORTED_REQUEST, C.FINISH)
+    if not (mgr.in_clear and mgr._both(conn, C.CAP_HANDSHAKE_IN_THE_CLEAR)):
+        # without HANDSHAKE_IN_THE_CLEAR, FINISH belongs inside the session:
+        # SessionRequired (1.2+) / Unspecified (1.1), as libspdm and the
+        # Responder-Validator (case 9.11) expect
+        return mgr._session_required(conn, C.FINISH)
+    sid = mgr.latest.get(id(conn))
+    s = mgr.sessions.get(sid) if sid is not None else None
+    if s is None or s.conn is not conn or s.psk or s.state != ST_HANDSHAKE or not s.in_clear or s.th is None:
+        return mgr._err(conn, C.ERR_UNEXPECTED_REQUEST)
+    resp, ok = finish(mgr, s, msg)
+    if ok:
+        s.enter_application(s.th.digest())
+        s.th = None
+        s.last_rx = now
+        mgr._log("session %08x established (KEY_EXCHANGE, handshake in the clear)" % s.id)
+    elif resp[1] == C.ERROR and resp[2] == _ERR_DECRYPT:
+        mgr.end(s, "FINISH verify data mismatch")
+    return resp
+
+
+def finish(mgr, s, msg):
+    """Check a FINISH; return (response, ok).  On success s.th covers TH2."""
+    conn = s.conn
+    h = s.ks.h
+    if msg[2] & 0x01:
+        # we never ask for mutual authentication, so no signature may be present
+        return mgr._err(conn, C.ERR_INVALID_REQUEST), False
+    if len(msg) < 4 + h:
+        return mgr._err(conn, C.ERR_INVALID_REQUEST), False
+    th = s.th.copy()
+    th.update(msg[:4])
+    expect = mgr._hmac(s, s.ks.req_finished, th.digest())
+    if not ct_eq(expect, msg[4:4 + h]):
+        mgr.stats["decrypt_errors"] += 1
+        return mgr._err(conn, _ERR_DECRYPT), False
+    th.update(msg[4:4 + h])
+    resp = bytes((conn.version, FINISH_RSP, 0, 0))
+    if s.in_clear:
+        t2 = th.copy()
+        t2.update(resp)
+        resp += mgr._hmac(s, s.ks.rsp_finished, t2.digest())
+    th.update(resp)
+    s.th = th
+    return resp, True

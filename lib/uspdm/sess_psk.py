@@ -1,0 +1,102 @@
+"""PSK_EXCHANGE and PSK_FINISH, responder side (DSP0274, DSP0277): functions of a
+uspdm.session.SessionManager `mgr`, loaded on demand (uspdm.demand) when a
+requester opens a PSK session, and dropped when memory runs short."""
+from uspdm import consts as C
+from uspdm import keysched
+from uspdm.compat import ct_eq, p16, u16
+from uspdm.session import (_ERR_DECRYPT, MAX_PSK_HINT, POLICY_EVENT_ALL, PSK_CAP_SHIFT, PSK_EXCHANGE_RSP,
+                           PSK_FINISH_RSP, PSK_WITH_CONTEXT, sm_selection)
+
+
+def psk_exchange(mgr, conn, msg, now):
+    e = mgr._version_checks(conn, msg)
+    if e:
+        return e
+    if not mgr.psk_mode or not (conn.flags & (3 << PSK_CAP_SHIFT)) or not (conn.req_flags & (3 << PSK_CAP_SHIFT)):
+        return mgr._err(conn, C.ERR_UNSUPPORTED_REQUEST, C.PSK_EXCHANGE)
+    if conn.sel_aead != C.AEAD_AES_256_GCM or conn.sel_ks != C.KEY_SCHEDULE_SPDM:
+        return mgr._err(conn, C.ERR_UNEXPECTED_REQUEST)
+    v = conn.version
+    if v >= C.V12 and (conn.other_params & C.OPAQUE_FMT_MASK) != C.OPAQUE_FMT_1:
+        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+    ok, summary = mgr._summary(conn, msg[2])
+    if not ok:
+        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+    if len(msg) < 12:
+        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+    hl, cl, ol = u16(msg, 6), u16(msg, 8), u16(msg, 10)
+    size = 12 + hl + cl + ol
+    if len(msg) < size or hl > MAX_PSK_HINT:
+        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+    msg = msg[:size]
+    hint = msg[12:12 + hl]
+    smv = mgr._sm_version(conn, msg[12 + hl + cl:size])
+    if smv is None:
+        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+    if v >= C.V13 and msg[3] & POLICY_EVENT_ALL and not (conn.flags & C.CAP_EVENT):
+        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+    psk = mgr.read_psk(hint)
+    if not psk:
+        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+    psk = bytearray(psk)
+    s = mgr._open(conn, u16(msg, 4), True)
+    if s is None:
+        keysched.wipe(psk)
+        return mgr._err(conn, C.ERR_SESSION_LIMIT_EXCEEDED)
+    try:
+        s.sm_version = smv
+        s.policy = msg[3] if v >= C.V12 else 0
+        hb = mgr.heartbeat if mgr._both(conn, C.CAP_HBEAT) else 0
+        s.heartbeat = hb
+        s.psk_context = mgr.psk_mode == PSK_WITH_CONTEXT
+        ctx = mgr.drbg.generate(s.ks.h) if s.psk_context else b""
+        opaque = sm_selection(v, smv)
+        body = (bytes((v, PSK_EXCHANGE_RSP, hb, 0)) + p16(s.id >> 16) + b"\x00\x00" + p16(len(ctx))
+                + p16(len(opaque)) + summary + ctx + opaque)
+        th = mgr._th_start(conn)
+        th.update(msg)
+        th.update(body)
+        th1 = th.digest()
+        s.ks.handshake(psk, th1, psk=True)
+        keysched.wipe(psk)
+        s.enter_handshake_keys()
+        vd = mgr._hmac(s, s.ks.rsp_finished, th1)
+        th.update(vd)
+        s.th = th
+    except Exception:
+        mgr.end(s, "PSK_EXCHANGE failed")
+        return mgr._err(conn, C.ERR_UNSPECIFIED)
+    if hasattr(conn.t, "reset_l"):
+        conn.t.reset_l()
+    s.last_rx = now
+    if not s.psk_context:
+        s.enter_application(th.digest())
+        s.th = None
+        mgr._log("session %08x established (PSK, no PSK_FINISH)" % s.id)
+    return body + vd
+
+
+def psk_finish(mgr, s, msg):
+    conn = s.conn
+    h = s.ks.h
+    if len(msg) != 4 + h:
+        # only ever inside a session: exact size, as libspdm
+        return mgr._encode(s, mgr._err(conn, C.ERR_INVALID_REQUEST))
+    th = s.th.copy()
+    th.update(msg[:4])
+    expect = mgr._hmac(s, s.ks.req_finished, th.digest())
+    if not ct_eq(expect, msg[4:4 + h]):
+        mgr.stats["decrypt_errors"] += 1
+        out = mgr._encode(s, mgr._err(conn, _ERR_DECRYPT))
+        if s.id in mgr.sessions:
+            mgr.end(s, "PSK_FINISH verify data mismatch")
+        return out
+    th.update(msg[4:4 + h])
+    resp = bytes((conn.version, PSK_FINISH_RSP, 0, 0))
+    th.update(resp)
+    out = mgr._encode(s, resp)
+    if s.id in mgr.sessions:
+        s.enter_application(th.digest())
+        s.th = None
+        mgr._log("session %08x established (PSK)" % s.id)
+    return out
