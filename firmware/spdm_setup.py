@@ -1,17 +1,22 @@
 """Build the board's SPDM context: identity, measurements, DRBG, responder config.
 
 Measurement indices (stable; README "Measurements"):
-  1..0x3E  one digest per firmware file that runs (firmware/, board files, lib/),
-           sorted by label; files beyond 0x3E share one digest at 0x3F
+  1..0x3E  one digest per folder of firmware files that run (firmware/, the
+           board's files, lib/mctp/, lib/uspdm/, lib/uspdm/crypto/, ...), over
+           its files in sorted order, folders sorted by label
+           (measurements.files_digest: each file framed by its path and size)
   0x40     board configuration digest (DMTF type 3)
   0x41     MicroPython version string, raw (type 6)
   0x42     board / MCU description, raw (type 2)
   0x43     security version number, u64 LE raw (type 7)
-  0x44     file manifest, raw (type 4): lines "<index hex> <path>" naming the files above
+  0x44     file manifest, raw (type 4): lines "<index hex> <folder>/ (<n> files)"
+           naming the folder behind each digest above
   0xFE     device mode (type 5)
 """
+import os
 import sys
 
+from uspdm.compat import p16, p32
 from uspdm.identity import Identity
 from uspdm.measurements import Measurements
 from uspdm.responder import Config, Responder
@@ -24,17 +29,29 @@ _CHUNK = 1024
 
 def build_measurements(board):
     m = Measurements()
-    files = board.measured_files()
+    # one digest per folder of code (firmware/, the board, lib/mctp/,
+    # lib/uspdm/, ...) over its files in sorted order: a handful of blocks
+    # whatever the number of modules (code loaded on demand is many small
+    # files), so MEASUREMENTS stays small and so does what the board keeps
+    folders = {}
+    for label, path in board.measured_files():
+        i = label.rfind("/")
+        folder = label[:i + 1] if i >= 0 else "./"
+        g = folders.get(folder)
+        if g is None:
+            g = folders[folder] = []
+        g.append(path)
     index = 1
     rest = []
     manifest = []
-    for label, path in files:
+    for folder in sorted(folders):
+        paths = folders[folder]
         if index <= 0x3E:
-            m.add_file(index, path)
-            manifest.append("%02x %s" % (index, label))
+            m.add_files(index, paths)
+            manifest.append("%02x %s (%d files)" % (index, folder, len(paths)))
             index += 1
         else:
-            rest.append(path)
+            rest.extend(paths)
     if rest:
         m.add_files(0x3F, rest)
         manifest.append("3f %d more files" % len(rest))
@@ -186,17 +203,27 @@ class SpdmContext:
         for h in hashes:
             for b in self.measurements.blocks:
                 v = b.value
-                if b.raw or not (isinstance(v, str) and v.startswith("file:")) or h in b._digests:
+                if b.raw or h in b._digests:
+                    continue
+                if isinstance(v, str) and v.startswith("file:"):
+                    paths, framed = (v[5:],), False
+                elif isinstance(v, list):
+                    paths, framed = v, True   # as measurements.files_digest
+                else:
                     continue
                 hh = sha2.new(h)
                 try:
-                    with open(v[5:], "rb") as f:
-                        while True:
-                            n = f.readinto(buf)
-                            if not n:
-                                break
-                            hh.update(mv[:n])
-                            yield
+                    for p in paths:
+                        if framed:
+                            pb = p.encode()
+                            hh.update(p16(len(pb)) + pb + p32(os.stat(p)[6]))
+                        with open(p, "rb") as f:
+                            while True:
+                                n = f.readinto(buf)
+                                if not n:
+                                    break
+                                hh.update(mv[:n])
+                                yield
                 except OSError:
                     continue  # computed (and reported) on demand instead
                 b._digests[h] = hh.digest()
