@@ -1,16 +1,17 @@
 """Build the board's SPDM context: identity, measurements, DRBG, responder config.
 
 Measurement indices (stable; README "Measurements"):
-  1..0x3E  one digest per folder of firmware files that run (firmware/, the
-           board's files, lib/mctp/, lib/uspdm/, lib/uspdm/crypto/, ...), over
-           its files in sorted order, folders sorted by label
-           (measurements.files_digest: each file framed by its path and size)
+  1..0x3E  one digest per firmware file that runs (firmware/, the board's
+           files), then one per library folder (lib/mctp/, lib/uspdm/,
+           lib/uspdm/crypto/, ...) over its files (measurements.files_digest:
+           each framed by its path and size), in the board's walk order;
+           anything beyond 0x3E shares one digest at 0x3F
   0x40     board configuration digest (DMTF type 3)
   0x41     MicroPython version string, raw (type 6)
   0x42     board / MCU description, raw (type 2)
   0x43     security version number, u64 LE raw (type 7)
-  0x44     file manifest, raw (type 4): lines "<index hex> <folder>/ (<n> files)"
-           naming the folder behind each digest above
+  0x44     file manifest, raw (type 4): lines "<index hex> <path>" naming the
+           file behind each digest above ("<folder>/ (<n> files)" for a folder)
   0xFE     device mode (type 5)
 """
 import os
@@ -29,26 +30,34 @@ _CHUNK = 1024
 
 def build_measurements(board):
     m = Measurements()
-    # one digest per folder of code (firmware/, the board, lib/mctp/,
-    # lib/uspdm/, ...) over its files in sorted order: a handful of blocks
-    # whatever the number of modules (code loaded on demand is many small
-    # files), so MEASUREMENTS stays small and so does what the board keeps
+    # one digest per file of the firmware and the board (firmware/device.py,
+    # ...), one per library folder (lib/mctp/, lib/uspdm/, lib/uspdm/crypto/)
+    # over its files: a bounded number of blocks whatever the number of
+    # library modules (code loaded on demand is many small files), so
+    # MEASUREMENTS stays small and so does what the board keeps
     folders = {}
+    order = []   # the board's walk order (firmware/ first)
     for label, path in board.measured_files():
-        i = label.rfind("/")
-        folder = label[:i + 1] if i >= 0 else "./"
-        g = folders.get(folder)
+        key = label
+        if label.startswith("lib/"):
+            key = label[:label.rfind("/") + 1]
+        g = folders.get(key)
         if g is None:
-            g = folders[folder] = []
+            g = folders[key] = []
+            order.append(key)
         g.append(path)
     index = 1
     rest = []
     manifest = []
-    for folder in sorted(folders):
+    for folder in order:
         paths = folders[folder]
         if index <= 0x3E:
-            m.add_files(index, paths)
-            manifest.append("%02x %s (%d files)" % (index, folder, len(paths)))
+            if folder.endswith("/"):
+                m.add_files(index, paths)
+                manifest.append("%02x %s (%d files)" % (index, folder, len(paths)))
+            else:
+                m.add_file(index, paths[0])
+                manifest.append("%02x %s" % (index, folder))
             index += 1
         else:
             rest.extend(paths)
