@@ -9,7 +9,7 @@ import importlib
 import sys
 import time
 
-AREAS = ("crypto", "ecc", "chip", "mctp", "flow", "session")
+AREAS = ("crypto", "ecc", "chip", "m0", "mctp", "flow", "session")
 
 
 def main(argv=None):

@@ -460,6 +460,8 @@ class Board:
         self.ready_logged = False
         self.k_since_boot = 0
         self.text = b""
+        self.boot_max_step = 0     # longest step until the background work was done
+        self._prep_logged = False
         self.deferred = False   # the last answer was ResponseNotReady: its work goes on in idle steps
 
     @staticmethod
@@ -619,6 +621,8 @@ class Board:
         self.pending = pending
         self.k_since_boot += k
         a = self.acc
+        if not self._prep_logged:
+            self.boot_max_step = max(self.boot_max_step, k)
         if was_working or out:
             a["kinstr"] += k
             a["steps"] += 1
@@ -630,14 +634,14 @@ class Board:
             if free is not None:
                 a["min_free"] = free if a["min_free"] is None else min(a["min_free"], free)
         if out:
+            self.message_done(out, live, free)   # its figures first: a requester may read them once answered
             os.write(1, out)
-            self.message_done(out, live, free)
         if not pending and self.k_since_boot is not None and not out and not self.step_had_input:
-            if not getattr(self, "_prep_logged", False):
+            if not self._prep_logged:
                 self._prep_logged = True
                 self.log("m0: background work done %s k-instr after boot (est. RP2040 %.2f s)" % (
                     _k(self.k_since_boot), self.k_since_boot * KINSTR_US / 1e6))
-                self.record({"event": "prepared", "kinstr": self.k_since_boot})
+                self.record({"event": "prepared", "kinstr": self.k_since_boot, "max_step": self.boot_max_step})
 
     def message_done(self, out, live, free):
         a = self.acc

@@ -59,6 +59,17 @@ def provision(flash, ca):
     return os.path.join(str(ca), "ca.cert.pem")
 
 
+def first_boot(fw, flash, root):
+    """Boot a board once on flash, as after a deploy: it measures its signing time and
+    keeps it on the flash (later boots skip that).  Returns the boot records, or the
+    reason it did not get ready."""
+    try:
+        with M0Run(fw, flash, root, copy=False) as b:
+            return b.boot
+    except FlowError as e:
+        return str(e).split("\n")[0]
+
+
 def _link(port, host_eid=8, timeout=30.0):
     from . import link as link_mod
     from .cmd_session import LinkAdapter
@@ -87,7 +98,11 @@ def flow_attest(port, root, alg, version, host_eid=8):
     return rep
 
 
-def flow_session(port, root, version="1.3", host_eid=8):
+def _nomark(name):
+    pass
+
+
+def flow_session(port, root, version="1.3", host_eid=8, mark=_nomark):
     from . import certs as certs_mod
     from . import requester as R
     from . import session_requester as SR
@@ -104,27 +119,35 @@ def flow_session(port, root, version="1.3", host_eid=8):
                                      certs_mod.load_cert(root), digest=digests[0])
         except certs_mod.ChainError as e:
             raise FlowError("session: certificate chain: %s" % e)
+        mark("connection, certificate")
         s = q.open_session(0)                     # KEY_EXCHANGE + FINISH, signature and HMACs checked
+        mark("KEY_EXCHANGE + FINISH")
         m = q.in_session(s).get_measurements()    # signed inside the session
         if not m["blocks"] or not m["signature"]:
             raise FlowError("session: measurements not signed")
+        mark("signed GET_MEASUREMENTS in session")
         q.heartbeat(s)
+        mark("HEARTBEAT")
         q.key_update(s)
+        mark("KEY_UPDATE")
         q.end_session(s)
+        mark("END_SESSION")
     finally:
         raw.close()
 
 
-def flow_psk(port, version="1.3", host_eid=8):
+def flow_psk(port, version="1.3", host_eid=8, mark=_nomark):
     from . import session_requester as SR
 
     raw, link = _link(port, host_eid)
     try:
         q = SR.SessionRequester(link, version=version, **_fast_opts())
         q.init_connection()
+        mark("connection")
         s = q.psk_exchange(PSK_HINT, PSK)
         if s.psk_context:
             q.psk_finish(s)
+        mark("PSK_EXCHANGE + PSK_FINISH")
         m = q.in_session(s).get_measurements(0xFF, False)
         if not m["blocks"]:
             raise FlowError("psk: no measurements")
@@ -176,13 +199,17 @@ def _free_port():
 class M0Run:
     """One fresh emulated board (its own copy of the flash), driven by flows."""
 
-    def __init__(self, fw, flash_template, root, load="ram", extra_args=(), start_timeout=180.0):
+    def __init__(self, fw, flash_template, root, load="ram", extra_args=(), start_timeout=180.0, copy=True):
+        """copy=False: the board uses flash_template itself (its writes stay there)."""
         from .simproc import SimProcess
 
         self.tmp = tempfile.mkdtemp(prefix="uspdm-m0run-")
-        self.flash = os.path.join(self.tmp, "flash")
-        shutil.copytree(str(flash_template), self.flash,
-                        ignore=shutil.ignore_patterns(".uspdm-flash.lock"))
+        if copy:
+            self.flash = os.path.join(self.tmp, "flash")
+            shutil.copytree(str(flash_template), self.flash,
+                            ignore=shutil.ignore_patterns(".uspdm-flash.lock"))
+        else:
+            self.flash = str(flash_template)
         self.stats = os.path.join(self.tmp, "stats.jsonl")
         self.root = root
         self.tcp = "127.0.0.1:%d" % _free_port()
@@ -218,6 +245,12 @@ class M0Run:
 
     def run(self, flow):
         before = len(self._records())
+        marks = []
+
+        def mark(name):
+            time.sleep(0.05)
+            marks.append((name, len(self._records())))
+
         log_before = len(self.log_text())
         t0 = time.monotonic()
         err = None
@@ -226,9 +259,9 @@ class M0Run:
                 _, alg, ver = flow.split("-")
                 flow_attest(self.sim.port, self.root, alg, ver)
             elif flow == "session":
-                flow_session(self.sim.port, self.root)
+                flow_session(self.sim.port, self.root, mark=mark)
             elif flow == "psk":
-                flow_psk(self.sim.port)
+                flow_psk(self.sim.port, mark=mark)
             elif flow == "two-requesters":
                 flow_two(self.sim.port, self.tcp, self.root)
             else:
@@ -236,8 +269,15 @@ class M0Run:
         except Exception as e:
             err = e
         time.sleep(0.1)
-        recs = [r for r in self._records()[before:] if r.get("event") == "message"]
+        allrecs = self._records()
+        recs = [r for r in allrecs[before:] if r.get("event") == "message"]
         figs = summarize(recs)
+        phases = {}
+        prev = before
+        for name, n in marks:
+            phases[name] = sum(r["kinstr"] for r in allrecs[prev:n] if r.get("event") == "message")
+            prev = n
+        figs["phases"] = phases
         figs["flow"] = flow
         figs["wall_s"] = round(time.monotonic() - t0, 2)
         if err is not None:
@@ -283,6 +323,7 @@ def summarize(recs):
         "by_request": by_req,
         "per_message": per,
         "longest_step": max([r["max_step"] for r in recs] or [0]),
+        "longest_step_at": max(recs, key=lambda r: r["max_step"])["request"] if recs else None,
         "peak_live": max(lives) if lives else None,
         "min_free": min(frees) if frees else None,
     }

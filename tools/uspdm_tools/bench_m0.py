@@ -1,0 +1,167 @@
+"""SPDM flows on the emulated Cortex-M0 (`uspdm sim --m0`): issue 10's flow rows
+(attestation, KEY_EXCHANGE + FINISH, signed GET_MEASUREMENTS in a session, boot until
+the measurements are ready, longest single step) and issue 9's heap figures per flow.
+
+Exact instruction counts of MicroPython on the RP2040's instruction set, the firmware
+as a stock deploy loads it (armv6m .mpy copied into the heap), default board settings,
+a provisioned P-384 + P-256 identity; each flow is checked by the host verifier.  A flow
+that fails with the stock load is measured again with bytecode in place (ROMFS) and
+says so.  Per-operation crypto rows are bench_chip's.
+
+Estimated RP2040 time: 133 MHz at about 1.3 cycles per instruction, 1 k-instr ~ 9.8 us
+(no flash wait states or bus contention modelled).  Figures only.
+
+    python -m uspdm_tools.bench m0            # USPDM_M0_BENCH_HEAPS=200k (default 200k,128k)
+"""
+import os
+import sys
+import tempfile
+
+from . import m0board
+from . import m0flows as F
+
+US_PER_KINSTR = 9.8
+
+# (row, before (issue 10, k-instr), target (k-instr))
+ROWS = [
+    ("P-384 attestation, SPDM 1.3, all messages", 689440, 150000),
+    ("P-256 attestation, same flow", 73778, 40000),
+    ("KEY_EXCHANGE + FINISH (P-384, AES-256-GCM)", 1010400, 300000),
+    ("signed GET_MEASUREMENTS inside a session", 508000, 100000),
+    ("boot until measurements are ready", 3250000, 300000),
+    ("longest single step (the board answers nothing else meanwhile)", 189315, 20000),
+]
+SPLIT = ("GET_DIGESTS", "GET_CERTIFICATE", "CHALLENGE", "GET_MEASUREMENTS")
+
+
+def _t(k):
+    s = k * US_PER_KINSTR / 1e6
+    return ("%.2f s" % s) if s >= 1 else ("%.0f ms" % (s * 1000))
+
+
+def _k(v):
+    return "{:,}".format(int(v))
+
+
+def measure(fw, flash, root, flow, load="ram"):
+    """(figs, boot records) of one run of flow on a fresh board, or (None, reason)."""
+    try:
+        with F.M0Run(fw, flash, root, load=load) as b:
+            return b.run(flow), b.boot
+    except F.FlowError as e:
+        first = str(e).split("\n--- board log ---")[0].split("\n")[0].rstrip(":")
+        first = first.split(" failed: ", 1)[-1].replace("FlowError: ", "")
+        for a in ("p384", "p256"):
+            for v in ("1.2", "1.3"):
+                first = first.replace("attestation %s %s: " % (a, v), "")
+        return None, first[:200]
+
+
+def _say(msg):
+    print(msg)
+    sys.stdout.flush()
+
+
+def run():
+    _say("\nSPDM flows on the emulated Cortex-M0 (uspdm sim --m0: armv6m .mpy copied into the heap as a stock "
+         "deploy,\n  default settings; k-instr exact; est. RP2040 = 133 MHz at ~1.3 cycles/instr, "
+         "1 k-instr ~ %.1f us)" % US_PER_KINSTR)
+    fw = m0board.firmware_for("200k")
+    why = m0board.check(fw) if fw else "no firmware image (USPDM_M0_FW or ../shared/m0/firmware-h200k.elf)"
+    if why:
+        _say("  skipped: %s" % why)
+        return
+    tmp = tempfile.mkdtemp(prefix="uspdm-bench-m0-")
+    flash = os.path.join(tmp, "flash")
+    root = F.provision(flash, os.path.join(tmp, "ca"))
+    first = F.first_boot(fw, flash, root)   # as after a deploy: measures the signing time once, keeps it
+
+    def flow_figs(flow, heap_fw):
+        figs, info = measure(heap_fw, flash, root, flow)
+        if figs is not None:
+            return figs, info, None
+        rom, rinfo = measure(heap_fw, flash, root, flow, load="rom")
+        return rom, (rinfo if rom is not None else None), info
+
+    results = {}
+    for flow in ("attest-p384-1.3", "attest-p256-1.3", "session"):
+        results[flow] = flow_figs(flow, fw)
+
+    _say("  %-64s %11s %11s %11s %11s  %s" % ("flow", "before", "now", "est. RP2040", "target", ""))
+
+    def row(i, value, note=""):
+        name, before, target = ROWS[i]
+        if value is None:
+            _say("  %-64s %11s %11s %11s %11s  %s" % (name, _k(before), "-", "-", "<= " + _k(target), note))
+            return
+        verdict = "met" if value <= target else "NOT met (x%.1f over)" % (value / target)
+        _say("  %-64s %11s %11s %11s %11s  %s%s" % (name, _k(before), _k(value), _t(value), "<= " + _k(target),
+                                                    verdict, ("; " + note) if note else ""))
+
+    def load_note(flow):
+        figs, _boot, stock_err = results[flow]
+        if figs is None:
+            return "fails with the stock load (%s) and with ROMFS" % stock_err
+        if stock_err:
+            return "ROMFS load: the stock load fails (%s)" % stock_err
+        return ""
+
+    longest = []
+    boot_rec = None
+    for i, flow in enumerate(("attest-p384-1.3", "attest-p256-1.3")):
+        figs, boot, _err = results[flow]
+        row(i, figs["kinstr"] if figs else None, load_note(flow))
+        if figs:
+            _say("      " + ", ".join("%s %s" % (m, _k(figs["by_request"].get(m, 0))) for m in SPLIT)
+                 + ", the rest %s" % _k(figs["kinstr"] - sum(figs["by_request"].get(m, 0) for m in SPLIT)))
+            longest.append((figs["longest_step"], "%s, %s" % (flow, figs["longest_step_at"])))
+        if boot and boot_rec is None:
+            boot_rec = boot
+    figs, boot, _err = results["session"]
+    ph = figs["phases"] if figs else {}
+    row(2, ph.get("KEY_EXCHANGE + FINISH") if figs else None, load_note("session"))
+    row(3, ph.get("signed GET_MEASUREMENTS in session") if figs else None, load_note("session"))
+    if figs:
+        longest.append((figs["longest_step"], "session, %s" % figs["longest_step_at"]))
+    if boot and boot_rec is None:
+        boot_rec = boot
+    prepared = [r for r in (boot_rec or []) if r.get("event") == "prepared"]
+    ready = [r for r in (boot_rec or []) if r.get("event") == "ready"]
+    row(4, prepared[0]["kinstr"] if prepared else None,
+        ("import and Device %s k-instr, then background digests" % _k(ready[0]["kinstr"])) if ready else "")
+    if prepared and prepared[0].get("max_step"):
+        longest.append((prepared[0]["max_step"], "boot (SPDM context, digests)"))
+    top = max(longest) if longest else None
+    row(5, top[0] if top else None, ("in %s; " % top[1] if top else "") + "a step = bytes fed + one idle() slice")
+    fp = [r for r in first if r.get("event") == "prepared"] if isinstance(first, list) else []
+    if fp:
+        _say("      first boot after a deploy (measures the signing time once): %s k-instr until ready, "
+             "longest step %s" % (_k(fp[0]["kinstr"]), _k(fp[0]["max_step"])))
+
+    heaps = [h for h in os.environ.get("USPDM_M0_BENCH_HEAPS", "200k,128k").split(",") if h in m0board.FW_NAMES]
+    _say("\n  heap per flow (issue 9; stock load, one run on a fresh board; live = after a collection)")
+    _say("  %-5s %-18s %-8s %10s %14s %13s  %s" % ("heap", "flow", "result", "peak live", "min largest", "k-instr",
+                                                   ""))
+    for heap in heaps:
+        hfw = m0board.firmware_for(heap)
+        if not hfw:
+            _say("  %-5s (no image %s)" % (heap, m0board.FW_NAMES[heap]))
+            continue
+        for flow in F.FLOWS:
+            if heap == "200k" and flow in results:   # measured above
+                stock_err = results[flow][2]
+                figs, err = (None, stock_err) if stock_err else (results[flow][0], None)
+            else:
+                figs, err = measure(hfw, flash, root, flow)
+            if figs is None:
+                _say("  %-5s %-18s %-8s %10s %14s %13s  %s" % (heap, flow, "FAILS", "-", "-", "-", err))
+            else:
+                _say("  %-5s %-18s %-8s %10s %14s %13s" % (heap, flow, "ok", "%s B" % _k(figs["peak_live"]),
+                                                            "%s B" % _k(figs["min_free"]), _k(figs["kinstr"])))
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    run()
