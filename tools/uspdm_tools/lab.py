@@ -46,8 +46,9 @@ def register(sub):
                         "(e.g. the TCP port of `uspdm sim --tcp 127.0.0.1:5555`)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser; print the URL")
     p.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT",
-                   help="where to serve the page (default 127.0.0.1 on a free port; keep it on localhost: "
-                        "the page is a secure context only there)")
+                   help="where to serve the page (default 127.0.0.1 on a free port). The page needs a secure "
+                        "context, which plain http has only on localhost: other machines must start Chromium "
+                        "with --unsafe-treat-insecure-origin-as-secure=http://HOST:PORT")
     p.add_argument("--url-file", metavar="FILE", help="write the page's URL to FILE once serving")
     p.set_defaults(func=run)
 
@@ -201,6 +202,7 @@ class LabServer(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "uspdm-lab"
+    protocol_version = "HTTP/1.1"   # RFC 6455 wants an HTTP/1.1 101 for the bridge
 
     def log_message(self, fmt, *args):   # quiet: the page is the interface
         pass

@@ -7,7 +7,7 @@ import { MctpLink } from "./mctp.js";
 import { attest, goldenDoc, goldenMap, EXIT, label as blockLabel } from "./verifier.js";
 import { labCA, foreignRoot, issueLeaf, defaultDeviceInfo, certName, certPem, forgetCA, splitDer } from "./pki.js";
 import { decode } from "./decode.js";
-import { CODE_NAMES } from "./spdm.js";
+import { CODE_NAMES, MEAS_TYPES } from "./spdm.js";
 import { concat, hex, short, shown, unhex } from "./util.js";
 import * as x509 from "@peculiar/x509";
 
@@ -414,7 +414,7 @@ function renderMeasurements(blocks, rep) {
     const tr = el("tr", { class: verdict === "OK" ? "g-ok" : verdict === "unchecked" ? "" : "g-bad", "data-index": b.index },
       el("td", { text: "0x" + b.index.toString(16).padStart(2, "0") }),
       el("th", { scope: "row", text: shown(lab.split(": ")[0]) }),
-      el("td", { text: (b.raw_bitstream ? "raw " : "digest ") + (b.type ?? "") }),
+      el("td", { text: (b.raw_bitstream ? "raw: " : "digest: ") + (MEAS_TYPES[b.type] || "type " + b.type) }),
       el("td", { class: "val", text: shown(short(lab.includes(": ") && b.raw_bitstream ? lab.split(": ").slice(1).join(": ") : hex(b.value), 48)) }),
       el("td", { class: "gv", text: (verdict === "OK" ? "✔ OK" : verdict === "unchecked" ? "— unchecked" : "✖ " + verdict) + (g && g.detail ? " (" + g.detail + ")" : "") }));
     tb.append(tr);
@@ -506,6 +506,12 @@ async function loadRoot(file) {
 
 // ------------------------------------------------------------ start
 async function start() {
+  if (!window.isSecureContext || !(globalThis.crypto && crypto.subtle)) {
+    // WebCrypto (and Web Serial) exist only in a secure context: https, or http on localhost
+    setStatus("This page needs a secure context: open it as http://localhost:PORT/ on the machine running " +
+      "`uspdm lab` (from another machine the browser withholds WebCrypto). See the README, 'The attestation lab'.");
+    return;
+  }
   try {
     const cfg = await (await fetch("config.json", { cache: "no-store" })).json();
     state.bridgeTarget = cfg.bridge;

@@ -207,10 +207,10 @@ export class Session {
 export async function openSession(r, slot = 0) {
   const v = r.version;
   if (v < 0x11) throw new ProtocolError("sessions need SPDM 1.1 or later");
-  const summary = 0xff & (r.rspFlags & 0x18 ? 0xff : 0);
+  const summary = r.rspFlags & 0x18 ? 0xff : 0;   // all measurements' summary hash when the board measures
   const reqSid = 1 + (u16(random(2), 0) % 0xfffd);
   const s = new Session(r, reqSid);
-  s.inClear = !!(r.rspFlags & (1 << 15)) && false;   // the page does not offer HANDSHAKE_IN_THE_CLEAR
+  s.inClear = false;   // the page does not offer HANDSHAKE_IN_THE_CLEAR: the handshake is always encrypted
   const eph = await crypto.subtle.generateKey({ name: "ECDH", namedCurve: "P-384" }, false, ["deriveBits"]);
   const pub = new Uint8Array(await crypto.subtle.exportKey("raw", eph.publicKey)).subarray(1);
   const opq = smSupported(v);
