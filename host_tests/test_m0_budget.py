@@ -30,14 +30,13 @@ REPEAT = int(os.environ.get("USPDM_M0_REPEAT", "5"))
 # flow passes (strict xfail turns an unexpected pass red).
 _BOOT_128K = "128 KB: never ready, MemoryError (~950 B) in the background digest step, retried in a loop"
 XFAIL = {
-    ("200k", "attest-p384-1.2"): "GET_MEASUREMENTS (signed) answers ERROR Unspecified: MemoryError",
-    ("200k", "attest-p384-1.3"): "GET_MEASUREMENTS (signed) answers ERROR Unspecified: MemoryError",
     ("200k", "attest-p256-1.2"): "CHALLENGE answers an ERROR: the deferred signature runs out of memory "
                                  "(MemoryError)",
     ("200k", "attest-p256-1.3"): "CHALLENGE answers an ERROR: the deferred signature runs out of memory "
                                  "(MemoryError)",
     ("200k", "session"): "FINISH inside the session gets no answer (MemoryError, largest free block ~2 KB)",
-    ("200k", "psk"): "PSK_FINISH inside the session gets no answer (MemoryError, largest free block ~2 KB)",
+    ("200k", "psk"): "intermittent: PSK_FINISH inside the session sometimes gets no answer (MemoryError, largest "
+                     "free block ~2 KB); passed 5 of 5 in some test runs",
     ("200k", "two-requesters"): "CHALLENGE UnexpectedRequest / GET_CERTIFICATE unanswered: MemoryError (1208 B)",
 }
 for _f in F.FLOWS:
@@ -49,7 +48,9 @@ def _cases():
     for heap in HEAPS:
         for flow in F.FLOWS:
             why = XFAIL.get((heap, flow))
-            marks = [pytest.mark.xfail(strict=True, raises=F.FlowError, reason=why)] if why else []
+            # an intermittent failure cannot be strict (it would turn CI red when it happens to pass)
+            marks = [pytest.mark.xfail(strict=not why.startswith("intermittent"), raises=F.FlowError,
+                                       reason=why)] if why else []
             out.append(pytest.param(heap, flow, marks=marks, id="%s-%s" % (heap, flow)))
     return out
 
