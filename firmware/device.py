@@ -233,6 +233,13 @@ class Device:
                 d = td(now, r.now) if td is not None else now - r.now
                 if d < 0 or d > CHUNK_IDLE_MS:
                     r.inc = None
+        sess = self._spdm.sessions if self._spdm is not None else None
+        if sess is not None:
+            for x in sess.sessions.values():   # in-session transfers: the session's last message
+                if getattr(x, "inc", None) is not None:
+                    d = td(now, x.last_rx) if td is not None else now - x.last_rx
+                    if d < 0 or d > CHUNK_IDLE_MS:
+                        x.inc = None
 
     # -- SPDM -------------------------------------------------------------
     def _spdm_context(self):

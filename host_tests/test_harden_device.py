@@ -222,8 +222,12 @@ def test_buffered_bytes_have_a_global_cap():
         partial_mctp(d, 0x40 + i, i, 60)  # 3.8 KB each, never finished
         assert d.buffered() <= cap
     assert d.ep.reasm.over_budget + d.ep.reasm.evicted >= 1 and d.buffered() > 3000
-    # a CHUNK_SEND that would go beyond the cap is not buffered either
-    assert d.buffered() <= cap
+    # a CHUNK_SEND that would go beyond the cap is not buffered either: ERROR Busy (early error)
+    d.buffer_cap = d.buffered() + 10      # the flood holds all but 10 bytes of the cap
+    ack = peers[0].spdm(first_chunk(handle=2))
+    assert ack[1] == 0x05 and ack[2] & 1 and ack[6:10] == b"\x12\x7f\x03\x00", ack   # Busy
+    assert d.buffered() <= d.buffer_cap
+    d.buffer_cap = cap
     # idle transfers expire (CHUNK_SEND after 5 s without a chunk, MCTP reassembly likewise)
     b.t += 6000
     d.idle()

@@ -114,8 +114,19 @@ def test_chunk_get_large_certificate():
     err(e, 0x0F, data=0, v=v)
     assert len(e) == 5
     h = e[4]
+    # a wrong handle or sequence number is InvalidRequest and ends the transfer (issue 11.1:
+    # nobody gets to guess a handle; libspdm keeps it, a requester only loses a retry)
     err(p.x(chunk_get(v, (h + 1) & 0xFF, 0)), 0x01)   # wrong handle
+    err(p.x(chunk_get(v, h, 0)), 0x04)                # gone
+    e = p.x(get_cert(v, 0, 0, 0xFFFF))
+    h = e[4]
     err(p.x(chunk_get(v, h, 1)), 0x01)                # wrong sequence number
+    err(p.x(chunk_get(v, h, 0)), 0x04)                # gone
+    # (the abandoned CERTIFICATEs are in the responder's M1: the requester starts over)
+    p = Peer(r, v)
+    p.vca(caps=get_caps(v, flags=0x6 | CHUNK_CAP, dts=dts, mx=8192))
+    e = p.x(get_cert(v, 0, 0, 0xFFFF))
+    h = e[4]
     big = collect(p, v, h, dts)
     want = chain_buffer("p384", "sha384")
     assert big[:2] == bytes((v, 0x02)) and big[8:] == want and rd16(big, 4) == len(want)

@@ -142,6 +142,7 @@ class Responder:
         self.sessions = None        # uspdm.session.SessionManager (attach())
         self.now = 0                # ms, set by the board before handle() (session timers)
         self.eid = None
+        self.cur_session = None     # the session whose request is being handled (session_request)
         self.t = Transcript()
         self.reset()
 
@@ -407,6 +408,8 @@ class Responder:
         if o is None:
             return self._error(C.ERR_UNEXPECTED_REQUEST)
         if msg[3] != o.handle or u16(msg, 4) != o.seq:
+            # a wrong handle or sequence number ends the transfer: nobody gets to guess
+            self.out = None
             return self._error(C.ERR_INVALID_REQUEST)
         data, last = o.chunk(self.version, self.req_dts)
         if data is None:
@@ -423,14 +426,21 @@ class Responder:
         it was, and the signature computed at once (no ResponseNotReady
         inside a session)."""
         t = self.t
-        saved = (t.l, t.m1, self.l_mver, self.cfg.defer_signing)
+        saved = (t.l, t.m1, self.l_mver, self.cfg.defer_signing, self.out, self.inc, self.cur_session)
         t.l, self.l_mver = s.l, s.l_mver
         self.cfg.defer_signing = False
+        # the session's own chunk state: a plain CHUNK_GET/CHUNK_SEND never sees it, nor the
+        # reverse; as on the plain path, any other request ends a transfer in progress
+        code = msg[1]
+        self.out = s.out if code == C.CHUNK_GET else None
+        self.inc = s.inc if code == C.CHUNK_SEND else None
+        self.cur_session = s
         try:
             resp = self._deliver(self._dispatch(msg))
             s.l, s.l_mver = t.l, self.l_mver
+            s.out, s.inc = self.out, self.inc
         finally:
-            t.l, t.m1, self.l_mver, self.cfg.defer_signing = saved
+            t.l, t.m1, self.l_mver, self.cfg.defer_signing, self.out, self.inc, self.cur_session = saved
         return resp
 
     def defer_work(self, code, gen):

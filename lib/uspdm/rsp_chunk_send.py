@@ -20,6 +20,12 @@ def chunk_send(r, msg):
     mn = C.MIN_DATA_TRANSFER_SIZE_12
     inc = r.inc
     bad = False
+    room = getattr(r.cfg, "buffer_room", None)   # the board's cap on buffered bytes
+    if room is not None and size > room():
+        # no room under the cap (other transfers hold it): this transfer ends, try later
+        r.inc = None
+        return (bytes((r.version, C.CHUNK_SEND_ACK, C.CHUNK_EARLY_ERROR, handle)) + p16(seq)
+                + r._error(C.ERR_BUSY))
     if inc is None:
         if (seq != 0 or large is None or size > len(msg) - at or at + size < mn or last
                 or large <= mn or large > r.cfg.max_spdm_msg_size or size > large):
@@ -52,7 +58,10 @@ def chunk_send(r, msg):
         return ack + r._error(C.ERR_INVALID_REQUEST)
     if inner[1] in (C.CHUNK_SEND, C.CHUNK_GET, C.GET_VERSION):
         return ack + r._error(C.ERR_INVALID_REQUEST)
-    resp = r._dispatch(inner)
+    s = r.cur_session
+    resp = r.sessions.wrapped_request(s, inner) if s is not None else None
+    if resp is None:
+        resp = r._dispatch(inner)
     if resp is None:
         return ack
     if resp[1] != C.ERROR and len(ack) + len(resp) > r.req_dts:

@@ -174,6 +174,8 @@ class Session:
         self.l_mver = None
         self.eid = getattr(conn, "eid", None)
         self.endian = None      # None until seen: "le" (default) or "be" counter encoding in the nonce
+        self.out = None         # this session's own chunk state: a large response (CHUNK_GET) ...
+        self.inc = None         # ... and a large request being reassembled (CHUNK_SEND)
 
     def direction(self, key, iv):
         return secured.Direction(key, iv, self.mgr.max_seq, self.endian == "be")
@@ -202,6 +204,7 @@ class Session:
         self.req = self.rsp = self.req_backup = self.req_backup_secret = None
         self.th = None
         self.l = None
+        self.out = self.inc = None
         self.state = 0
 
 
@@ -441,6 +444,40 @@ class SessionManager:
 
     def _psk_exchange(self, conn, msg, now):
         return demand.need("sess_psk").psk_exchange(self, conn, msg, now)
+
+    def wrapped_request(self, s, msg):
+        """A request reassembled from CHUNK_SEND inside session s meets the filter an
+        unwrapped one meets in _in_session: None when the responder is to handle it
+        (GET_MEASUREMENTS / GET_DIGESTS / GET_CERTIFICATE), else the plain response
+        (an ERROR, or the vendor hook's answer)."""
+        conn = s.conn
+        code = msg[1]
+        if s.state != ST_ESTABLISHED:
+            return self._err(conn, C.ERR_UNEXPECTED_REQUEST)
+        if code in (C.GET_MEASUREMENTS, C.GET_DIGESTS, C.GET_CERTIFICATE):
+            return None
+        if code == C.HEARTBEAT:
+            if not self._both(conn, C.CAP_HBEAT):
+                return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code)
+            return self._err(conn, C.ERR_INVALID_REQUEST)   # never 4 bytes when chunked
+        if code == C.KEY_UPDATE:
+            if not self._both(conn, C.CAP_KEY_UPD):
+                return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code)
+            return self._err(conn, C.ERR_INVALID_REQUEST)
+        if code == C.END_SESSION:
+            return self._err(conn, C.ERR_INVALID_REQUEST)
+        if code == C.VENDOR_DEFINED_REQUEST:
+            resp = None
+            if self.vendor_hook is not None:
+                try:
+                    resp = self.vendor_hook(msg, s)
+                except Exception:
+                    resp = self._err(conn, C.ERR_UNSPECIFIED)
+            return resp if resp is not None else self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code)
+        if code in (C.KEY_EXCHANGE, C.PSK_EXCHANGE, C.FINISH, C.PSK_FINISH, C.CHALLENGE, C.GET_VERSION,
+                    C.GET_CAPABILITIES, C.NEGOTIATE_ALGORITHMS):
+            return self._err(conn, C.ERR_UNEXPECTED_REQUEST)
+        return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code)
 
     def _psk_finish(self, s, msg):
         return demand.need("sess_psk").psk_finish(self, s, msg)
