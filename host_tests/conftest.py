@@ -51,6 +51,27 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "cpython_only: portable test that runs only on CPython")
 
 
+def pytest_sessionstart(session):
+    """With --port (make test PORT=...), check once that a board answers there:
+    a missing or silent port is one message and exit 2, not the whole suite
+    failing test by test."""
+    config = session.config
+    port = config.getoption("--port")
+    if not port or hasattr(config, "workerinput"):
+        return
+    from uspdm_tools.link import SerialLink, Unreachable, check_reachable, likely_fix
+
+    via = config.getoption("--via-i2c")
+    try:
+        with SerialLink(port, timeout=5, via_i2c=int(via, 0) if via else None) as link:
+            check_reachable(link, port, 5, "make test")
+    except Unreachable as e:
+        msg = str(e)
+        if "nothing answers" not in msg:
+            msg = "%s: %s" % (msg, likely_fix(port))
+        pytest.exit("no board to test on --port %s: %s" % (port, msg), returncode=2)
+
+
 def _is_portable(module):
     f = getattr(module, "__file__", "") or ""
     return os.path.dirname(os.path.abspath(f)) == PORTABLE_DIR

@@ -158,3 +158,40 @@ def test_mctp_json_errors_are_json():
     assert rc == 2
     rep = json.loads(out)
     assert rep["verdict"] == "UNREACHABLE" and rep["exit_code"] == 2
+
+
+def test_silent_port_says_what_it_waited_for(tmp_path):
+    """A pty nobody serves (the simulator was stopped): one reachability check, then the likely fix."""
+    from uspdm_tools import certs
+
+    ca = certs.LabCA(str(tmp_path / "ca"))
+    ca.load_or_create()
+    master, slave = os.openpty()
+    try:
+        port = os.ttyname(slave)
+        for cmd in ("attest", "golden", "session"):
+            t0 = time.monotonic()
+            rc, out, err = uspdm(cmd, "--port", port, "--root", ca.root_pem_path, "--timeout", "2")
+            assert rc == 2, (cmd, out, err)
+            text = out + err
+            assert "nothing answers MCTP on %s (no reply to Get Endpoint ID within 2 s)" % port in text
+            assert "is `uspdm sim` still running" in text
+            assert time.monotonic() - t0 < 30
+        rc, out, err = uspdm("attest", "--port", "/dev/no-such-uspdm-port", "--root", ca.root_pem_path)
+        assert rc == 2 and "is the board plugged in" in out
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_make_test_with_a_missing_port_stops_at_once():
+    here = os.path.dirname(os.path.abspath(__file__))
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+                        os.path.join(here, "test_settings.py"), "--port", "/dev/no-such-uspdm-port"],
+                       capture_output=True, text=True, timeout=120, cwd=os.path.dirname(here))
+    assert p.returncode == 2, p.stdout[-2000:]
+    assert "no board to test on --port /dev/no-such-uspdm-port" in p.stdout + p.stderr
+    assert "is the board plugged in" in p.stdout + p.stderr
+    assert " passed" not in p.stdout and " failed" not in p.stdout
+    assert time.monotonic() - t0 < 60

@@ -3,7 +3,7 @@ import json
 import sys
 import time
 
-from .link import SerialLink, Unreachable
+from .link import SerialLink, Unreachable, likely_fix
 from .screen import say
 
 TYPE_NAMES = {0x00: "MCTP control", 0x05: "SPDM", 0x06: "secured SPDM", 0xFF: "MCTP base"}
@@ -103,6 +103,7 @@ def run(args):
                 link.eid = data[1]
             info = probe(link, deadline=getattr(args, "deadline", None))
     except Unreachable as e:
+        e = Unreachable("%s on %s: %s" % (e, args.port, likely_fix(args.port)))
         say("unreachable: %s" % e, file=sys.stderr)
         return _json_error(args, "UNREACHABLE", e, 2)
     except ValueError as e:

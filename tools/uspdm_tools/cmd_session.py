@@ -195,9 +195,15 @@ def run(args):
     log = None if args.json else (lambda s: (say(s), sys.stdout.flush()))
     rep = {"port": args.port}
     try:
-        link = LinkAdapter(link_mod.SerialLink(args.port, **kw), link_mod.Unreachable)
+        raw = link_mod.SerialLink(args.port, **kw)
     except link_mod.Unreachable as e:
+        return _done(args, rep, EXIT_UNREACHABLE, "UNREACHABLE: %s: %s" % (e, link_mod.likely_fix(args.port)))
+    try:
+        link_mod.check_reachable(raw, args.port, args.timeout, "uspdm session")
+    except link_mod.Unreachable as e:
+        raw.close()
         return _done(args, rep, EXIT_UNREACHABLE, "UNREACHABLE: %s" % e)
+    link = LinkAdapter(raw, link_mod.Unreachable)
     try:
         q = SessionRequester(link, version=args.spdm_version, algs=(args.alg,),
                              clear_handshake=args.clear_handshake, timeout=args.timeout,

@@ -157,3 +157,41 @@ class SerialLink:
         if not rsp or rsp[0] != 0x06:
             raise ValueError("not a secured SPDM response: %s" % rsp[:8].hex())
         return rsp[1:]
+
+
+def likely_fix(port):
+    """What to check when nothing answers on `port` (one phrase for a message)."""
+    p = str(port)
+    if p.startswith("socket://"):
+        return "is `uspdm sim --tcp` running at that address?"
+    import os
+
+    if not os.path.exists(p):
+        return "no such port: is the board plugged in? (ls /dev/ttyACM* /dev/ttyUSB*)"
+    real = os.path.realpath(p)
+    if real.startswith("/dev/pts/"):
+        return ("this looks like the simulator's pseudo-terminal: is `uspdm sim` still running "
+                "(it prints its port when it starts)?")
+    return ("is the uspdm firmware on the board and running? (`make deploy BOARD=rp2040|esp32 PORT=%s`; "
+            "a board held at its REPL does not speak MCTP: reset it)" % p)
+
+
+def check_reachable(link, port, timeout, who="uspdm"):
+    """Once, before a command's flow: the board answers MCTP Get Endpoint ID
+    within `timeout` (else Unreachable, one line with the likely fix).  Says
+    what it waits for when a person is watching (stderr is a terminal)."""
+    import sys
+
+    t = min(timeout, 5.0)
+    if sys.stderr.isatty():
+        sys.stderr.write("%s: waiting up to %g s for the board on %s to answer MCTP (Get Endpoint ID)...\n"
+                         % (who, t, port))
+        sys.stderr.flush()
+    try:
+        link.control(0x02, timeout=t)
+    except Unreachable:
+        raise Unreachable("nothing answers MCTP on %s (no reply to Get Endpoint ID within %g s): %s"
+                          % (port, t, likely_fix(port)))
+    except ValueError:
+        pass   # something answered: the flow reports what is wrong with it
+

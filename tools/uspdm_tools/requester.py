@@ -394,8 +394,10 @@ class Requester:
         try:
             rsp = self.t.spdm(bytes(req), timeout)
         except TimeoutError as e:
+            why = str(e)
             raise Unreachable("no answer to %s within %.1f s%s" % (
-                CODE_NAMES.get(req[1], "0x%02X" % req[1]), timeout, (": %s" % e) if str(e) else ""))
+                CODE_NAMES.get(req[1], "0x%02X" % req[1]), timeout,
+                (": %s" % why) if why and not why.startswith("no response within") else ""))
         except OSError as e:
             raise Unreachable("transport failure: %s" % e)
         rsp = bytes(rsp)

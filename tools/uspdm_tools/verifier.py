@@ -489,7 +489,18 @@ def _open_transport(args):
     if getattr(args, "via_i2c", None) is not None:
         kw["via_i2c"] = args.via_i2c   # through a uspdm bridge board to this I2C address
     try:
-        return LinkTransport(link_mod.SerialLink(args.port, **kw), link_mod.Unreachable)
+        link = link_mod.SerialLink(args.port, **kw)
+    except link_mod.Unreachable as e:
+        raise Unreachable("%s: %s" % (e, link_mod.likely_fix(args.port)))
+    except OSError as e:
+        raise Unreachable("cannot open %s: %s" % (args.port, e))
+    try:
+        link_mod.check_reachable(link, args.port, args.timeout, "uspdm %s" % getattr(args, "command", "attest"))
+    except link_mod.Unreachable as e:
+        link.close()
+        raise Unreachable(str(e))
+    try:
+        return LinkTransport(link, link_mod.Unreachable)
     except link_mod.Unreachable as e:
         raise Unreachable(str(e))
     except OSError as e:
