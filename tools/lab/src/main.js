@@ -3,7 +3,7 @@
 // the browser tests (host_tests/test_lab.py).
 import "./polyfill.js";
 import { InPageBoard, eraseFlash } from "./board.js";
-import { MctpLink } from "./mctp.js";
+import { MctpLink, encodeFrame } from "./mctp.js";
 import { attest, goldenDoc, goldenMap, EXIT, label as blockLabel } from "./verifier.js";
 import { labCA, foreignRoot, issueLeaf, defaultDeviceInfo, certName, certPem, forgetCA, splitDer } from "./pki.js";
 import { decode } from "./decode.js";
@@ -325,6 +325,7 @@ function renderDetail(e) {
     (e.stats && e.stats.wire ? ", " + (e.dir === "req" ? e.stats.wire.request : e.stats.wire.response) + " bytes" : "") + "); shown here decrypted." }));
   if (e.stats) box.append(el("p", { class: "note", text: "Carried over MCTP/serial (DSP0236, DSP0253): " +
     (e.dir === "req" ? e.stats.txPackets + " packet(s), " + e.stats.txBytes + " framed bytes" : e.stats.rxPackets + " packet(s), " + e.stats.rxBytes + " framed bytes") }));
+  if (e.stats && (e.stats.txPkts || e.stats.rxPkts)) box.append(wireView(e));
   if (e.tampered !== null && e.tampered !== undefined) {
     const fld = d.fields.find((f) => e.tampered >= f.off && e.tampered < f.off + f.len);
     box.append(el("p", { class: "alert", role: "alert", text: "⚠ TAMPERED IN FLIGHT: byte " + e.tampered + " (field " + (fld ? fld.name : "?") + ") was flipped between the board and the verifier (exercise 3). The signature below no longer verifies." }));
@@ -374,6 +375,27 @@ function renderDetail(e) {
   }
   if (e.verifyData) box.append(el("p", { class: "note", text: (e.verifyData.ok ? "✔ " : "✖ ") + e.verifyData.what + "; Hash(TH1) = " + e.verifyData.th1 }));
   if (e.note) box.append(el("p", { class: "note", text: e.note }));
+}
+
+// The MCTP packets (DSP0236) that carried the message, each as its DSP0253 serial frame.
+function wireView(e) {
+  const pkts = (e.dir === "req" ? e.stats.txPkts : e.stats.rxPkts) || [];
+  const d = el("details", { class: "wire" }, el("summary", { text: "On the wire: " + pkts.length + " MCTP packet(s) in DSP0253 serial frames" + (e.secured ? " (type 0x06: secured message)" : "") }));
+  d.append(el("p", { class: "hint", text: "Frame = 7E flag, 01 revision, byte count, the packet (7E/7D escaped as 7D 5E/7D 5D), FCS-16, 7E flag. " +
+    "Packet = MCTP header (version 1, destination EID, source EID, SOM/EOM/sequence/tag-owner/tag) + payload; the first payload byte of a message is its type (05 SPDM, 06 secured SPDM)." + (e.dir === "rsp" ? " Received frames are shown re-encoded from the packets the page decoded." : "") }));
+  const tbl = el("table", { class: "wiretbl" }, el("thead", {}, el("tr", {}, ...["#", "MCTP header", "payload", "frame (hex)"].map((h) => el("th", { scope: "col", text: h })))));
+  const tb = el("tbody");
+  pkts.slice(0, 8).forEach((p, i) => {
+    const f = p[3];
+    const hdr = "dest " + p[1] + ", src " + p[2] + (f & 0x80 ? ", SOM" : "") + (f & 0x40 ? ", EOM" : "") + ", seq " + ((f >> 4) & 3) + (f & 8 ? ", TO" : "") + ", tag " + (f & 7);
+    const fr = encodeFrame(p);
+    tb.append(el("tr", {}, el("td", { text: String(i + 1) }), el("td", { text: hdr }), el("td", { text: (p.length - 4) + " B" + (f & 0x80 ? " (type " + hex([p[4]]) + ")" : "") }),
+      el("td", { class: "val", text: hex(fr.subarray(0, 12), " ") + (fr.length > 12 ? " … " + hex(fr.subarray(fr.length - 3), " ") : "") + "  (" + fr.length + " B)" })));
+  });
+  if (pkts.length > 8) tb.append(el("tr", {}, el("td", { colspan: "4", text: "… " + (pkts.length - 8) + " more packets" })));
+  tbl.append(tb);
+  d.append(tbl);
+  return d;
 }
 
 function hl(i, on) {

@@ -131,7 +131,7 @@ export class MctpLink {
       if (pkt.length < 4 || (pkt[0] & 0x0f) !== 1) continue;
       if (pkt[1] !== HOST_EID && pkt[1] !== 0) continue;
       const f = pkt[3];
-      if (this.stats) this.stats.rxPackets++;
+      if (this.stats) { this.stats.rxPackets++; if (this.stats.rxPkts.length < 64) this.stats.rxPkts.push(pkt); }
       if (f & 0x80) this.partial = { src: pkt[2], tag: f & 7, to: f & 8, seq: (f >> 4) & 3, parts: [pkt.subarray(4)] };
       else if (this.partial && ((f >> 4) & 3) === ((this.partial.seq + 1) & 3) && (f & 7) === this.partial.tag) {
         this.partial.seq = (f >> 4) & 3;
@@ -151,7 +151,8 @@ export class MctpLink {
     this.tag = (this.tag + 1) & 7;
     const tag = this.tag;
     const pkts = packetize(this.eid, HOST_EID, tag, true, body, this.mtu);
-    this.stats = { txPackets: pkts.length, txBytes: 0, rxPackets: 0, rxBytes: 0 };
+    // what went over the wire, for the page's "on the wire" view
+    this.stats = { txPackets: pkts.length, txBytes: 0, rxPackets: 0, rxBytes: 0, txPkts: pkts.slice(0, 64), rxPkts: [] };
     const stats = this.stats;
     return new Promise((resolve, reject) => {
       const w = { tag, resolve: (b) => { clearTimeout(w.timer); resolve({ body: b, stats }); } };
