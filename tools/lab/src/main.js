@@ -373,6 +373,13 @@ function renderDetail(e) {
       el("p", { text: "It covers " + (e.sigCovers || "") }),
       s ? el("p", { text: "Signed message = " + (s.prefix ? s.prefix + " + " : "") + s.hashAlg + "(transcript) = " + s.hashAlg + " " + s.transcriptHash + ", verified with the leaf certificate's public key (WebCrypto ECDSA)." }) : null));
   }
+  if (e.keySchedule) {
+    const t = el("table", { class: "transcripts" }, el("caption", { text: "Key schedule (DSP0274 key schedule, DSP0277 keys): the page's own values for this session, computed with WebCrypto" }));
+    const tb = el("tbody");
+    for (const [k, v] of e.keySchedule) tb.append(el("tr", {}, el("th", { scope: "row", text: k }), el("td", { class: "val", text: v })));
+    t.append(tb);
+    box.append(t);
+  }
   if (e.verifyData) box.append(el("p", { class: "note", text: (e.verifyData.ok ? "✔ " : "✖ ") + e.verifyData.what + "; Hash(TH1) = " + e.verifyData.th1 }));
   if (e.note) box.append(el("p", { class: "note", text: e.note }));
 }

@@ -245,6 +245,15 @@ export async function openSession(r, slot = 0) {
   const z = new Uint8Array(await crypto.subtle.deriveBits({ name: "ECDH", public: peerKey }, eph.privateKey, 384));
   const th1 = await digest(r.hashName, th);
   await s.deriveHandshake(z, th1);
+  rspE.keySchedule = [
+    ["ECDH shared secret (P-384, our ephemeral key x theirs)", z],
+    ["Hash(TH1): TH up to and with the signature", th1],
+    ["handshake secret = HMAC(salt 0, shared secret) (HKDF-Extract)", s.secrets.handshake],
+    ["request handshake secret = HKDF-Expand(handshake, \"req hs data\" + Hash(TH1))", s.secrets.req_hs],
+    ["response handshake secret = HKDF-Expand(handshake, \"rsp hs data\" + Hash(TH1))", s.secrets.rsp_hs],
+    ["response finished key = HKDF-Expand(rsp hs, \"finished\")", s.secrets.rsp_finished],
+    ["handshake AES-256-GCM key / IV (responder to requester)", concat(s.rsp.keyBytes, s.rsp.iv)],
+  ].map(([k, v]) => [k, hex(v)]);
   const vd = rsp.slice(o + S);
   const want = await hmac(r.hashName, s.secrets.rsp_finished, th1);
   rspE.verifyData = { ok: equal(want, vd), what: "ResponderVerifyData = HMAC(rsp finished key, Hash(TH1))", th1: hex(th1) };
@@ -271,7 +280,14 @@ export async function openSession(r, slot = 0) {
   th = concat(th, f.rsp);
   await r.noteTranscript(f.rspE, "TH2 (session)", th, f.rsp.length);
   f.reqE.note = "RequesterVerifyData = HMAC(req finished key, Hash(TH up to FINISH's header)); sent encrypted with the handshake keys";
-  await s.deriveApplication(await digest(r.hashName, th));
+  const th2 = await digest(r.hashName, th);
+  await s.deriveApplication(th2);
+  f.rspE.keySchedule = [
+    ["Hash(TH2): TH through FINISH_RSP", th2],
+    ["request application secret = HKDF-Expand(master, \"req app data\" + Hash(TH2))", s.secrets.req_app],
+    ["response application secret = HKDF-Expand(master, \"rsp app data\" + Hash(TH2))", s.secrets.rsp_app],
+    ["application AES-256-GCM key / IV (requester to responder)", concat(s.req.keyBytes, s.req.iv)],
+  ].map(([k, v]) => [k, hex(v)]);
   f.rspE.note = "application keys derived from Hash(TH2): everything after this travels under them";
   s.transcript = th;
   s.timings.FINISH = performance.now() - t1;
