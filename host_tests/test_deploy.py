@@ -183,3 +183,17 @@ def test_deploy_states_the_repl_escape_loudly():
     rc, out, err = uspdm("deploy", "--board", "esp32", "--port", "/dev/ttyACM9", "--dry-run")
     assert rc == 0, err
     assert "WARNING" not in out and "REPL: only with BOOT held" in out
+
+
+def test_dry_run_commands_work_after_it_exits():
+    import shlex
+
+    rc, out, err = uspdm("deploy", "--board", "esp32", "--port", "/dev/ttyACM9", "--dry-run", "--set", "sessions=0")
+    assert rc == 0, err
+    block = out[out.index("  mpremote"):out.index("(staged files kept")]
+    words = shlex.split(block)          # the whole block is valid shell: quoted scripts included
+    cmds = " ".join(words).split("mpremote connect")[1:]
+    assert len(cmds) == 5
+    assert any("f.write('sessions=0\\n')" in c for c in cmds)   # the settings script in full
+    paths = [w for w in words if "/build/deploy-esp32/" in w]
+    assert paths and all(os.path.exists(p) for p in paths)   # staged files are still there

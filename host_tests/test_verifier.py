@@ -244,3 +244,26 @@ def test_file_manifest_names_digests():
     assert v._label(blocks[2]) == "file manifest: 2 files named"
     # a manifest of the wrong form names nothing
     assert v.file_names([dict(blocks[2], type=9)]) == {}
+
+
+def test_mismatch_never_looks_equal_on_screen(board, ca, tmp_path, capsys):
+    """A golden value that differs from the measured one only after the first 40 hex digits:
+    the text report prints both in full, so they cannot look equal; transport and CT are explained."""
+    g, doc = golden_file(board, ca, tmp_path, capsys)
+    by = {m["index"]: m for m in doc["measurements"]}
+    v = by[1]["value"]
+    by[1]["value"] = v[:40] + ("0" if v[40] != "0" else "1") + v[41:]
+    g.write_text(json.dumps(doc))
+    a = args(ca, golden=str(g))
+    a.port = "/dev/ttyACM0"
+    a.via_i2c = 0x1D
+    rc, out, _ = run(verifier.cmd_attest, a, LoopbackTransport(board.responder()), capsys)
+    assert rc == verifier.EXIT_MISMATCH
+    lines = out.splitlines()
+    got = [l for l in lines if l.strip().startswith("got ")]
+    exp = [l for l in lines if l.strip().startswith("expected ")]
+    assert got and exp
+    full_got = "".join(l.split()[-1] for l in lines[lines.index(got[0]):lines.index(exp[0])])
+    assert full_got == v and by[1]["value"] in "".join(l.split()[-1] for l in lines[lines.index(exp[0]):])
+    assert "Transport     I2C 0x1d (MCTP over SMBus/I2C, DSP0237) via the uspdm bridge on serial /dev/ttyACM0" in out
+    assert "the longest the board may take to answer a signing request" in out

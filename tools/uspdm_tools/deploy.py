@@ -234,7 +234,14 @@ def deploy(args, say=print):
     if not args.dry_run and not os.path.exists(args.port):
         raise DeployError("no such port %s: is the board plugged in? (ls /dev/ttyACM* /dev/ttyUSB*)" % args.port,
                           code=2)
-    tmp = tempfile.mkdtemp(prefix="uspdm-deploy-")
+    if args.dry_run:
+        # the printed commands must still work after we exit: stage into the
+        # checkout's build/ folder (make clean removes it), not a temp folder
+        tmp = os.path.join(REPO_ROOT, "build", "deploy-%s" % args.board)
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+    else:
+        tmp = tempfile.mkdtemp(prefix="uspdm-deploy-")
     try:
         say("[1/4] compiling for %s (%s) with mpy-cross" % (args.board, arch))
         count, errors = build_mpy.build(arches=(arch,), out=os.path.join(tmp, "build"), quiet=True)
@@ -272,6 +279,7 @@ def deploy(args, say=print):
                                       " ".join(c[2:4]) if c[2] == "fs" else c[2], msg[-1] if msg else p.returncode),
                                   code=3)
         if args.dry_run:
+            say("  (staged files kept in %s; these commands work as printed)" % tmp)
             return 0
         say("[3/4] reset")
         if args.no_verify:
@@ -283,13 +291,15 @@ def deploy(args, say=print):
         say("done: %s on %s" % (args.board, args.port))
         return 0
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.dry_run:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _show(a):
-    if "\n" in a:
-        return "'<script %d lines>'" % a.count("\n")
-    return a
+    """A shell word: the printed dry-run commands can be pasted as they are."""
+    import shlex
+
+    return shlex.quote(a)
 
 
 def run(args):

@@ -185,14 +185,17 @@ def compare_golden(blocks, golden):
             verdict, why = "UNEXPECTED", "not in golden file"
             ok = False
         elif b["value"].hex() != str(g["value"]).lower():
-            verdict, why = "MISMATCH", "expected %s" % _short(g["value"])
+            verdict, why = "MISMATCH", "differs from the golden value"
             ok = False
         elif g.get("type") is not None and g.get("type") != b.get("type"):
             verdict, why = "MISMATCH", "type %s, expected %s" % (b.get("type"), g.get("type"))
             ok = False
         else:
             verdict, why = "OK", ""
-        rows.append({"index": b["index"], "verdict": verdict, "detail": why})
+        row = {"index": b["index"], "verdict": verdict, "detail": why}
+        if verdict == "MISMATCH":
+            row["expected"] = str(g["value"]).lower()   # in full (JSON and the text report)
+        rows.append(row)
     for idx in sorted(golden):
         if idx not in seen:
             rows.append({"index": idx, "verdict": "MISSING", "detail": "in golden file, not reported by the device"})
@@ -375,6 +378,8 @@ def report_text(rep, out):
     # the cursor, erase a line or start a line of its own
     def w(s):
         out.write(screen_line(s))
+    if rep.get("transport"):
+        w("Transport     %s\n" % rep["transport"])
     c = rep.get("connection")
     if c:
         w("Connection    SPDM %s (responder offers %s)\n" % (c["version"], ", ".join(c["versions_offered"])))
@@ -383,7 +388,8 @@ def report_text(rep, out):
         if c.get("data_transfer_size") is not None:
             dts = "; DataTransferSize %d, MaxSPDMmsgSize %d" % (c["data_transfer_size"], c["max_spdm_msg_size"])
         w("Capabilities  %s\n" % " ".join(c["capabilities"]))
-        w("              CT 2^%d us = %.1f ms%s\n" % (c["ct_exponent"], (1 << c["ct_exponent"]) / 1000.0, dts))
+        w("              CT 2^%d us = %.1f ms (the longest the board may take to answer a signing request)%s\n"
+          % (c["ct_exponent"], (1 << c["ct_exponent"]) / 1000.0, dts))
     if rep.get("session"):
         ss = rep["session"]
         w("Session       %s, handshake %s, established in %.1f ms (measurements read inside it)\n"
@@ -413,8 +419,11 @@ def report_text(rep, out):
     if m:
         w("Measurements  %d blocks, %s%s\n" % (len(m["blocks"]), "signature valid over L1 (%d bytes)" % m["l1_bytes"]
                                                if m["signed"] and m.get("l1_bytes") else m["signature"],
-                                               {0: "", 1: "; content CHANGED since the last signed response",
-                                                2: "; no content change detected"}.get(m["content_changed"], "")))
+                                               {0: "", 1: "; content CHANGED: the board says its measurements "
+                                                          "changed since its previous signed MEASUREMENTS",
+                                                2: "; no content change: the board says its measurements are "
+                                                   "the same as in its previous signed MEASUREMENTS"}.get(
+                                                   m["content_changed"], "")))
         verdicts = {}
         for g in rep.get("golden") or []:
             verdicts[g["index"]] = g
@@ -428,6 +437,13 @@ def report_text(rep, out):
                 g = verdicts.get(b["index"])
                 v = g["verdict"] + (" (%s)" % g["detail"] if g and g["detail"] else "") if g else "?"
             w("  0x%02x   %-26s %-36s %s\n" % (b["index"], _short(name, 26), val, v))
+            g = verdicts.get(b["index"])
+            if g is not None and g["verdict"] == "MISMATCH":
+                # never shortened: two digests that differ must look different on screen
+                for tag, hx in (("got", b["value"].hex() if isinstance(b["value"], bytes) else str(b["value"])),
+                                ("expected", str(g.get("expected", "")))):
+                    for i in range(0, max(len(hx), 1), 64):
+                        w("         %-9s%s\n" % (tag if i == 0 else "", hx[i:i + 64]))
         for g in rep.get("golden") or []:
             if g["verdict"] == "MISSING":
                 w("  0x%02x   %-26s %-36s %s\n" % (g["index"], "", "", "MISSING (%s)" % g["detail"]))
@@ -608,10 +624,24 @@ def cmd_attest(args, transport=None):
         if own:
             _close(transport)
     rep["port"] = args.port
+    rep["transport"] = transport_name(args)
     rep["root_file"] = root_path
     rep["golden_file"] = args.golden
     _emit(args, rep)
     return code
+
+
+def transport_name(args):
+    """How the verifier reaches the board, for the report."""
+    port = str(getattr(args, "port", "") or "")
+    via = getattr(args, "via_i2c", None)
+    if port.startswith("socket://"):
+        base = "TCP %s (the simulator's serial stream, DSP0253 framing)" % port[len("socket://"):]
+    else:
+        base = "serial %s (MCTP over serial, DSP0253)" % port
+    if via is not None:
+        return "I2C 0x%02x (MCTP over SMBus/I2C, DSP0237) via the uspdm bridge on %s" % (via, base)
+    return base
 
 
 def _usage_error(args, cmd, e):
