@@ -83,10 +83,10 @@ from uspdm.compat import const
 
 _BLIND_BITS = const(64)
 _W = const(5)  # variable-base window width (table of 2^(_W-1) odd multiples)
-_SLICE_COLS = const(2)  # comb columns per generator step (P-384 on the M0: ~4 M instr, ~3x that in a full heap)
+_SLICE_COLS = const(4)  # comb columns per generator step (P-384 on the M0: ~6 M instr, ~3x that in a full heap)
 _TBL_SHIFT = const(4)
 _TBL_CHUNK = const(16)  # comb table points per stored chunk (1 << _TBL_SHIFT)
-_SLICE_WINS = const(1)  # variable-base windows per generator step (P-384 on the M0: ~3 M instr, ~3x that in a full heap)
+_SLICE_WINS = const(2)  # variable-base windows per generator step (P-384 on the M0: ~6 M instr, ~3x that in a full heap)
 
 
 class Curve:
@@ -350,7 +350,7 @@ def _window_iter(c, k, T, x, y, zr=1):
     for i in range(half - 1):
         X, Y, Z = pts[-1]
         pts.append(_add(X, Y, Z, X2, Y2, Z2, p))
-        if i % 2 == 1:
+        if i % 3 == 2:
             yield
     yield
     acc = [1] * half
