@@ -134,6 +134,21 @@ class SpdmContext:
             vs = parse_versions(cfg["versions"])
             if vs:
                 c.versions = vs
+        if cfg.get("openprot", 0):
+            # OpenPRoT responder profile: report a single SPDM version, 1.2 or later
+            # (the highest allowed; openprot_version=1.2 picks another)
+            want = parse_versions(str(cfg.get("openprot_version", "")))
+            vs = [v for v in (want or c.versions) if v >= 0x12]
+            if vs:
+                c.versions = [max(vs)]
+        # Enrolment over SPDM (GET_CSR, SET_CERTIFICATE; README "Enrolment"):
+        # on by default, inside a secure session only; enroll_in_clear=1 for a
+        # lab bench, lock_slot0=1 keeps slot 0 as provisioned, cert_install_reset=1
+        # makes changes take effect after a reset (CERT_INSTALL_RESET_CAP).
+        c.csr_cap = c.set_cert_cap = bool(cfg.get("enroll", 1))
+        c.enroll_in_clear = bool(cfg.get("enroll_in_clear", 0))
+        c.lock_slot0 = bool(cfg.get("lock_slot0", 0))
+        c.cert_install_reset = bool(cfg.get("cert_install_reset", 0))
         # Requests up to one MCTP message; larger ones come by CHUNK_SEND.
         c.data_transfer_size = min(cfg.get("data_transfer_size", 1024), max_message - 1)
         c.max_spdm_msg_size = cfg.get("max_spdm_msg_size", 4096)

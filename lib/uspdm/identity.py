@@ -70,9 +70,43 @@ class Identity:
         self.drbg = drbg
         self._keys = {}
         self._pubs = {}
-        self._buf = {}  # (slot, alg, hashname) -> (chain buffer, digest)
+        self._dig = {}   # (slot, alg, hashname) -> Hash(chain buffer), every slot used
+        self._last = None  # (key, (chain buffer, digest)): only the last chain buffer stays on the heap
         self._masks = {}
         self.problems = {}  # (alg, slot or -1 for the key) -> why it is not usable
+        self._recovered = False
+        self.boot_id = None  # random per boot, set by whoever needs it (CERT_INSTALL_RESET flow)
+
+    def _recover(self):
+        """Once per boot, before the first slot is read: finish or roll back
+        slot writes a power cut interrupted (uspdm.enroll)."""
+        if self._recovered:
+            return
+        self._recovered = True
+        for n in self.storage.list("uspdm"):
+            if n.startswith("slot") and (n.endswith(".wip") or n.endswith(".cmt") or n.endswith(".pnd")):
+                self._slots("recover", "uspdm")
+                return
+
+    def _slots(self, fn, *args):
+        """uspdm.enroll's power-fail-safe slot writes, imported for the call
+        and dropped after it unless it was loaded already."""
+        import sys
+
+        fresh = "uspdm.enroll" not in sys.modules
+        try:
+            from uspdm import enroll
+
+            return getattr(enroll, fn)(self.storage, *args)
+        finally:
+            if fresh:
+                sys.modules.pop("uspdm.enroll", None)
+                import uspdm
+
+                try:
+                    delattr(uspdm, "enroll")
+                except (AttributeError, KeyError):
+                    pass
 
     # keys -----------------------------------------------------------------
     def has_key(self, alg):
@@ -136,10 +170,12 @@ class Identity:
     def chain(self, slot, alg):
         if not 0 <= slot < 8:
             return None
+        self._recover()
         return self.storage.read(_SLOT % (slot, alg))
 
-    def install_chain(self, slot, alg, der, check_key=True):
-        """Store a chain (DER certificates concatenated, root first).  With
+    def install_chain(self, slot, alg, der, check_key=True, at_boot=False):
+        """Store a chain (DER certificates concatenated, root first), power-fail
+        safe (uspdm.enroll); at_boot: it takes effect at the next boot.  With
         check_key, the leaf must carry this device's public key for `alg`
         (when the device has one)."""
         if not 0 <= slot < 8 or alg not in ALGS:
@@ -151,18 +187,28 @@ class Identity:
             off, ln = els[-1]
             if pub is not None and (b"\x04" + pub) not in der[off:off + ln]:
                 raise ValueError("leaf certificate does not hold the device key")
-        self.storage.write(_SLOT % (slot, alg), der)
-        self._drop(slot, alg)
+        self._recover()
+        try:
+            self._slots("install", _SLOT % (slot, alg), der, at_boot)
+        finally:
+            self._drop(slot, alg)
 
-    def delete_chain(self, slot, alg):
-        self._drop(slot, alg)
-        return self.storage.delete(_SLOT % (slot, alg))
+    def delete_chain(self, slot, alg, at_boot=False):
+        self._recover()
+        had = self.storage.exists(_SLOT % (slot, alg))
+        try:
+            self._slots("erase", _SLOT % (slot, alg), at_boot)
+        finally:
+            self._drop(slot, alg)
+        return had
 
     def _drop(self, slot, alg):
         self._masks.pop(alg, None)
-        for k in list(self._buf):
+        for k in list(self._dig):
             if k[0] == slot and k[1] == alg:
-                del self._buf[k]
+                del self._dig[k]
+        if self._last is not None and self._last[0][0] == slot and self._last[0][1] == alg:
+            self._last = None
 
     def provisioned_mask(self, alg):
         """Bit N set when slot N holds a chain that can be used: the key for
@@ -171,6 +217,7 @@ class Identity:
         self.problems, logged at boot) instead of failing at CHALLENGE."""
         m = self._masks.get(alg)
         if m is None:
+            self._recover()
             names = self.storage.list("uspdm")
             m = 0
             for s in range(8):
@@ -215,12 +262,23 @@ class Identity:
                 m &= ~(1 << s)
         return m
 
+    def chain_digest(self, slot, alg, hashname):
+        """Hash(SPDM cert chain buffer) for DIGESTS/CHALLENGE_AUTH/KEY_EXCHANGE_RSP, or None;
+        kept per slot (the buffer itself is rebuilt from flash when needed)."""
+        d = self._dig.get((slot, alg, hashname))
+        if d is None:
+            v = self.chain_buffer(slot, alg, hashname)
+            return v[1] if v is not None else None
+        return d
+
     def chain_buffer(self, slot, alg, hashname):
-        """(SPDM cert chain buffer, Hash(buffer)) for the negotiated hash, or None."""
+        """(SPDM cert chain buffer, Hash(buffer)) for the negotiated hash, or None.
+        Only the last one used stays cached (a chain is ~1 KB of heap)."""
         k = (slot, alg, hashname)
-        v = self._buf.get(k)
-        if v is not None:
-            return v
+        last = self._last
+        if last is not None and last[0] == k:
+            return last[1]
+        self._last = None
         der = self.chain(slot, alg)
         if der is None:
             return None
@@ -232,6 +290,10 @@ class Identity:
         if total > 0xFFFF:
             return None
         buf = p16(total) + b"\x00\x00" + root_hash + der
-        v = (buf, sha2.new(hashname, buf).digest())
-        self._buf[k] = v
+        der = None
+        d = self._dig.get(k)
+        if d is None:
+            d = self._dig[k] = sha2.new(hashname, buf).digest()
+        v = (buf, d)
+        self._last = (k, v)
         return v

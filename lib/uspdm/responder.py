@@ -91,6 +91,13 @@ class Config:
         self.aead_priority = []
         self.req_asym_priority = []
         self.key_schedule_priority = []
+        # enrolment over SPDM 1.2+ (GET_CSR, SET_CERTIFICATE: uspdm.enroll, on demand)
+        self.csr_cap = False
+        self.set_cert_cap = False
+        self.enroll_in_clear = False   # lab only: also outside a secure session
+        self.lock_slot0 = False        # SET_CERTIFICATE never touches slot 0
+        self.cert_install_reset = False  # CERT_INSTALL_RESET_CAP: changes take effect after a reset
+        self.max_requester_info = 512
         for k in kw:
             if not hasattr(self, k):
                 raise AttributeError(k)
@@ -118,7 +125,12 @@ _ROUTE = {
     C.CHALLENGE: ("rsp_challenge", "challenge"),
     C.GET_MEASUREMENTS: ("rsp_meas", "get_measurements"),
     C.CHUNK_SEND: ("rsp_chunk_send", "chunk_send"),
+    0xED: ("enroll", "get_csr"),            # GET_CSR
+    0xEE: ("enroll", "set_certificate"),    # SET_CERTIFICATE
 }
+# Rarely used: dropped again right after the request (a deferred CSR signature
+# keeps what it needs alive until it is done)
+_DROP_AFTER = ("enroll",)
 
 
 class _Pending:
@@ -136,6 +148,7 @@ class Responder:
         self.meas = measurements
         self.drbg = drbg
         self.cfg = config or Config()
+        self.cur_session = None  # the secure session the current request came in (session_request)
         self._handle_ctr = 0
         self._token = 0
         self.last_exception = None  # what the catch-all in handle() caught last (for logs)
@@ -259,7 +272,11 @@ class Responder:
         else:
             rt = _ROUTE.get(code)
             if rt is not None:
-                resp = getattr(demand.need(rt[0]), rt[1])(self, msg)
+                try:
+                    resp = getattr(demand.need(rt[0]), rt[1])(self, msg)
+                finally:
+                    if rt[0] in _DROP_AFTER:
+                        demand.drop(rt[0], collect=False)
             elif code in _SESSION_CODES and self.sessions is not None:
                 resp = self.sessions.handle_in_clear(self, msg, self.now)
                 if resp is None:
@@ -326,6 +343,13 @@ class Responder:
             f |= C.CAP_MEAS_FRESH
         if c.chunk_cap and v >= C.V12:
             f |= C.CAP_CHUNK
+        if c.cert_cap and v >= C.V12:
+            if c.set_cert_cap:
+                f |= 0x00080000  # SET_CERT_CAP
+            if c.csr_cap:
+                f |= 0x00100000  # CSR_CAP
+            if c.cert_install_reset and (c.set_cert_cap or c.csr_cap):
+                f |= 0x00200000  # CERT_INSTALL_RESET_CAP
         f &= C.CAP_MASK[v]
         if self.sessions is not None:
             f |= self.sessions.cap_flags(v) & C.CAP_MASK.get(v, 0)

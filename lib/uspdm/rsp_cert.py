@@ -18,10 +18,10 @@ def get_digests(r, msg):
     parts = [bytes((v, C.DIGESTS, r.cfg.supported_slots if v >= C.V13 else 0, mask))]
     for s in range(8):
         if mask & (1 << s):
-            cb = r.identity.chain_buffer(s, r.asym, r.hashname)
-            if cb is None:
+            cd = r.identity.chain_digest(s, r.asym, r.hashname)   # (no chain buffer on the heap)
+            if cd is None:
                 return r._error(C.ERR_UNSPECIFIED)
-            parts.append(cb[1])
+            parts.append(cd)
     resp = b"".join(parts)
     err = r._size_err(len(resp))
     if err is not None:

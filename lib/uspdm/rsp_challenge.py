@@ -23,11 +23,11 @@ def challenge(r, msg):
     mask = r._slot_mask()
     if slot >= 8 or not (mask >> slot) & 1:
         return r._error(C.ERR_INVALID_REQUEST)
-    cb = r.identity.chain_buffer(slot, r.asym, r.hashname)
-    if cb is None:
+    cd = r.identity.chain_digest(slot, r.asym, r.hashname)
+    if cd is None:
         return r._error(C.ERR_UNSPECIFIED)
     opaque = r._opaque()
-    body = bytes((v, C.CHALLENGE_AUTH, slot & 0x0F, mask)) + cb[1] + r.drbg.generate(32)
+    body = bytes((v, C.CHALLENGE_AUTH, slot & 0x0F, mask)) + cd + r.drbg.generate(32)
     if kind:
         body += r.meas.summary_hash(kind, r.hashname, r.meas_hashname)
     body += p16(len(opaque)) + opaque

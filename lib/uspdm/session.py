@@ -613,7 +613,8 @@ class SessionManager:
             if s.id in self.sessions:
                 self.end(s, "END_SESSION")
             return out
-        if code in (C.GET_MEASUREMENTS, C.GET_DIGESTS, C.GET_CERTIFICATE, C.CHUNK_GET, C.CHUNK_SEND):
+        if code in (C.GET_MEASUREMENTS, C.GET_DIGESTS, C.GET_CERTIFICATE, C.CHUNK_GET, C.CHUNK_SEND,
+                    0xED, 0xEE):  # + GET_CSR, SET_CERTIFICATE
             fn = getattr(conn, "session_request", None)
             if fn is None:
                 return self._encode(s, self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code))

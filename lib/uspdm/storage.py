@@ -8,6 +8,8 @@ Layout used by uspdm (under the storage root):
   uspdm/eid.bin                MCTP EID, 1 byte
   uspdm/key_<alg>.bin          device private key (alg: p384, p256), raw big-endian scalar
   uspdm/slot<N>_<alg>.der      certificate chain for slot N: DER certificates concatenated, root first, leaf last
+                               (enrolment writes them through uspdm.enroll: .wip/.cmt/.pnd staging names, power-fail safe)
+  uspdm/csr<T>.bin             GET_CSR waiting for a reset (CERT_INSTALL_RESET flow), tracking tag T
   uspdm/psk_<hint-hex>.bin     pre-shared keys, by hint
   uspdm/i2c_addr.bin           I2C address, 1 byte
 """
@@ -73,6 +75,22 @@ class FileStorage:
         if self.on_write:
             self.on_write()
 
+    def create(self, name, data):
+        """Write a file in place (no rename): for callers that stage and
+        commit themselves (uspdm.enroll)."""
+        path = self._path(name)
+        self._mkdirs(path)
+        with open(path, "wb") as f:
+            f.write(data)
+        if self.on_write:
+            self.on_write()
+
+    def rename(self, old, new):
+        """Atomic rename to a name that does not exist (uspdm.enroll never renames onto a file)."""
+        os.rename(self._path(old), self._path(new))
+        if self.on_write:
+            self.on_write()
+
     def delete(self, name):
         try:
             os.remove(self._path(name))
@@ -104,6 +122,14 @@ class MemoryStorage:
 
     def write(self, name, data):
         self.files[name] = bytes(data)
+
+    def create(self, name, data):
+        self.files[name] = bytes(data)
+
+    def rename(self, old, new):
+        if old not in self.files or new in self.files:
+            raise OSError("rename")
+        self.files[new] = self.files.pop(old)
 
     def delete(self, name):
         return self.files.pop(name, None) is not None

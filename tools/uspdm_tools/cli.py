@@ -16,6 +16,7 @@ SUBCOMMANDS = (
     "provision",      # uspdm provision
     "verifier",       # uspdm attest / uspdm golden
     "cmd_session",    # uspdm session
+    "enroll",         # uspdm enroll
     "deploy",         # uspdm deploy
 )
 
