@@ -26,6 +26,13 @@ SCHEMA = {
     "svn": ("int", 0, 0x3FFFFFFF),
     "allow_replayable_psk": ("bool",),
     "buffer_cap": ("int", 0, 1 << 20),          # 0: max_spdm_msg_size + data_transfer_size + 64
+    # enrolment over SPDM (GET_CSR, SET_CERTIFICATE) and the OpenPRoT profile
+    "enroll": ("bool",),
+    "enroll_in_clear": ("bool",),
+    "lock_slot0": ("bool",),
+    "cert_install_reset": ("bool",),
+    "openprot": ("bool",),
+    "openprot_version": ("choice", "1.2 1.3"),
     # board role and I2C
     "mode": ("choice", "responder bridge"),
     "i2c": ("bool",),

@@ -13,6 +13,7 @@ def test_demo_attests_the_simulated_board(tmp_path, request):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "Verdict: TRUSTED" in p.stdout
     assert "device TRUSTED" in p.stdout
+    assert "ENROLLED: slot 1 P384, attestation TRUSTED" in p.stdout   # uspdm enroll, over SPDM
     # the lab CA the demo made is the trust anchor it used
     assert (tmp_path / "ca" / "ca.cert.pem").exists()
     assert (tmp_path / "flash" / "uspdm" / "key_p384.bin").exists()

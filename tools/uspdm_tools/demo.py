@@ -2,8 +2,10 @@
 
 Without --port: a simulated board with its flash under .demo/flash and a lab
 CA under .demo/ca is provisioned, started behind a pseudo-terminal, attested
-with `uspdm attest`, then stopped.  With --port (make demo PORT=/dev/ttyACM0):
-the real board on that port is provisioned through mpremote, then attested.
+with `uspdm attest`, enrolled into slot 1 over SPDM itself (`uspdm enroll`:
+secure session, GET_CSR, the lab CA signs, SET_CERTIFICATE, attestation of
+slot 1), then stopped.  With --port (make demo PORT=/dev/ttyACM0): the real
+board on that port is provisioned through mpremote, attested and enrolled.
 """
 import argparse
 import os
@@ -52,6 +54,9 @@ def main(argv=None):
         uspdm("provision", "--port", a.port, "--ca-dir", ca_dir)
         step("attesting the board on %s" % a.port)
         rc = uspdm("attest", "--port", a.port, "--root", root, check=False)
+        if rc == 0:
+            step("enrolling slot 1 over SPDM (secure session, GET_CSR, lab CA, SET_CERTIFICATE, attest slot 1)")
+            rc = uspdm("enroll", "--port", a.port, "--ca-dir", ca_dir, "--slot", "1", check=False)
     else:
         from .simproc import SimProcess
 
@@ -63,9 +68,12 @@ def main(argv=None):
             print("simulated board on %s (log: %s)" % (sim.port, sim.log_path), flush=True)
             step("attesting the simulated board")
             rc = uspdm("attest", "--port", sim.port, "--root", root, check=False)
+            if rc == 0:
+                step("enrolling slot 1 over SPDM (secure session, GET_CSR, lab CA, SET_CERTIFICATE, attest slot 1)")
+                rc = uspdm("enroll", "--port", sim.port, "--ca-dir", ca_dir, "--slot", "1", check=False)
             step("stopping the simulated board")
-    print("\ndemo finished in %.1f s: %s" % (time.monotonic() - t0, "device TRUSTED" if rc == 0 else
-                                               "attestation failed (exit %d)" % rc))
+    print("\ndemo finished in %.1f s: %s" % (time.monotonic() - t0, "device TRUSTED, slot 1 enrolled" if rc == 0
+                                               else "attestation or enrolment failed (exit %d)" % rc))
     return rc
 
 
