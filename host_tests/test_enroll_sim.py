@@ -129,3 +129,23 @@ def test_malformed_over_serial_leave_slots(board, version):
         q.end_session(s)
     finally:
         link.close()
+
+
+def test_openprot_profile_reports_one_version(tmp_path):
+    """Board setting openprot=1: VERSION lists a single SPDM version, 1.2 or later."""
+    from uspdm_tools import link as link_mod
+    from uspdm_tools.cmd_session import LinkAdapter
+    from uspdm_tools.simproc import SimProcess
+
+    for i, (extra, want) in enumerate(((["--set", "openprot=1"], [0x13]),
+                                       (["--set", "openprot=1", "--set", "openprot_version=1.2"], [0x12]),
+                                       ([], [0x10, 0x11, 0x12, 0x13]))):
+        # (--set persists in the flash folder's board.cfg: one folder per case)
+        with SimProcess(flash=str(tmp_path / ("flash%d" % i)), extra_args=extra, wait_measurements=False) as sim:
+            link = LinkAdapter(link_mod.SerialLink(sim.port, timeout=20), link_mod.Unreachable)
+            try:
+                q = R.Requester(link, timeout=20)
+                q.get_version()
+                assert q.versions == want, (extra, q.versions)
+            finally:
+                link.close()
