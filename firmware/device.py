@@ -298,13 +298,7 @@ class Device:
         sessions = self._spdm_context().sessions
         if sessions is None:
             return None   # sessions=False on this board: type 0x06 is not advertised either
-        now = self._now()
-        r = self.responders.get(src)
-        if r is not None:
-            # the requester is active: its CHUNK_SEND transfer inside the session
-            # (e.g. a SET_CERTIFICATE) must not expire as idle (_expire_chunks)
-            r.now = now
-        out = sessions.handle_secured(src, body[1:], now)
+        out = sessions.handle_secured(src, body[1:], self._now())
         if self.verbose:
             self.log("spdm: EID %d secured message -> %s" % (src, "answer" if out is not None else "dropped"))
         return b"\x06" + out if out is not None else None

@@ -148,7 +148,6 @@ class Responder:
         self.meas = measurements
         self.drbg = drbg
         self.cfg = config or Config()
-        self.cur_session = None  # the secure session the current request came in (session_request)
         self._handle_ctr = 0
         self._token = 0
         self.last_exception = None  # what the catch-all in handle() caught last (for logs)
