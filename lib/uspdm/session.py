@@ -448,13 +448,14 @@ class SessionManager:
     def wrapped_request(self, s, msg):
         """A request reassembled from CHUNK_SEND inside session s meets the filter an
         unwrapped one meets in _in_session: None when the responder is to handle it
-        (GET_MEASUREMENTS / GET_DIGESTS / GET_CERTIFICATE), else the plain response
+        (GET_MEASUREMENTS / GET_DIGESTS / GET_CERTIFICATE / GET_CSR / SET_CERTIFICATE),
+        else the plain response
         (an ERROR, or the vendor hook's answer)."""
         conn = s.conn
         code = msg[1]
         if s.state != ST_ESTABLISHED:
             return self._err(conn, C.ERR_UNEXPECTED_REQUEST)
-        if code in (C.GET_MEASUREMENTS, C.GET_DIGESTS, C.GET_CERTIFICATE):
+        if code in (C.GET_MEASUREMENTS, C.GET_DIGESTS, C.GET_CERTIFICATE, 0xED, 0xEE):  # + GET_CSR, SET_CERTIFICATE
             return None
         if code == C.HEARTBEAT:
             if not self._both(conn, C.CAP_HBEAT):
