@@ -196,7 +196,10 @@ def serve(dev):
     interrupt): a step = the serial bytes received since the last one fed to
     the device, then one idle() slice, as the loop of usb_serial.py does.
 
-    host -> board: 'S' or 'H' (H: also sample the heap), length (2 bytes LE), serial bytes (< 128)
+    host -> board: 'S' or 'H' (H: also sample the heap), length (2 bytes LE), the wall-clock ms
+                   the host waited since the last step (2 bytes LE), serial bytes (< 128).
+                   The board's clock (ticks_ms) = those waits + the estimated RP2040 time of
+                   the instructions run in steps (waiting for the UART is not counted)
     board -> host: frames (see frame()): 'R' ready, 'O' step done: pending (1), k-instr (4),
                    live heap after a collection (4, 0xFFFFFFFF: not sampled), serial bytes out;
                    'S' heap sample follows: micropython.mem_info() text, up to the 'O' frame;
@@ -208,7 +211,8 @@ def serve(dev):
 
     dev.verbose = VERBOSE
     rd = sys.stdin.buffer
-    hdr = bytearray(3)
+    hdr = bytearray(5)
+    clk = _clk
     buf = bytearray(128)
     mv = memoryview(buf)
     st = bytearray(9)
@@ -227,6 +231,8 @@ def serve(dev):
     while True:
         rd.readinto(hdr)
         n = hdr[1] | hdr[2] << 8
+        clk[0] = ticks_us()              # polling the UART is not the board's time,
+        clk[1] = (clk[1] + (hdr[3] | hdr[4] << 8)) & 0x3FFFFFFF   # the host's wait is
         if n > 128:
             n = 128
         if n:
@@ -239,6 +245,7 @@ def serve(dev):
         if o2:
             out = out + o2 if out else o2
         k = ticks_diff(ticks_us(), t0)
+        ticks_ms()                       # the step's instructions are the board's time
         st[0] = 1 if dev.pending() else 0
         st[1] = k & 0xFF
         st[2] = k >> 8 & 0xFF

@@ -460,6 +460,7 @@ class Board:
         self.ready_logged = False
         self.k_since_boot = 0
         self.text = b""
+        self.last_done = None      # when the last step ended (the board's idle time is wall time)
         self.boot_max_step = 0     # longest step until the background work was done
         self._prep_logged = False
         self.deferred = False   # the last answer was ResponseNotReady: its work goes on in idle steps
@@ -617,6 +618,7 @@ class Board:
             self.log("m0 debug: step done, pending %d, %d k-instr, %d bytes out" % (pending, k, len(payload) - 9))
         out = payload[9:]
         self.busy = False
+        self.last_done = time.monotonic()
         was_working = self.step_had_input or self.pending
         self.pending = pending
         self.k_since_boot += k
@@ -665,7 +667,9 @@ class Board:
     def send_step(self, data=b""):
         t = 0x48 if self.sample_next else 0x53
         self.sample_next = False
-        self.q.write(bytes((t, len(data) & 0xFF, len(data) >> 8)) + data)
+        now = time.monotonic()
+        gap = min(65535, max(0, int((now - self.last_done) * 1000))) if self.last_done else 0
+        self.q.write(bytes((t, len(data) & 0xFF, len(data) >> 8, gap & 0xFF, gap >> 8)) + data)
         if DEBUG:
             self.log("m0 debug: step %c with %d bytes" % (t, len(data)))
         self.busy = True
