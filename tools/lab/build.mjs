@@ -18,11 +18,11 @@ await esbuild.build({
   format: "esm",
   platform: "browser",
   target: ["chrome110", "firefox115"],
-  outfile: path.join(out, "lab.js.tmp"),
+  outfile: path.join(out, "lab.js." + process.pid + ".tmp"),   // concurrent builds never share a file
   logLevel: "warning",
   legalComments: "none",
 });
-fs.renameSync(path.join(out, "lab.js.tmp"), path.join(out, "lab.js"));
+fs.renameSync(path.join(out, "lab.js." + process.pid + ".tmp"), path.join(out, "lab.js"));
 for (const f of fs.readdirSync(path.join(here, "web"))) {
   fs.copyFileSync(path.join(here, "web", f), path.join(out, f));
 }
