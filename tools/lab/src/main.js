@@ -219,6 +219,9 @@ async function run({ session = false, capture = false } = {}) {
   }
   const rep = out.report;
   rep.port = kind === "in-page" ? "in-page board" : kind === "bridge" ? "bridge " + (state.bridgeTarget || "") : "Web Serial";
+  rep.transport = kind === "in-page" ? "the board simulated in this page (MicroPython WebAssembly; MCTP over its serial, DSP0253)"
+    : kind === "bridge" ? "WebSocket bridge of uspdm lab to " + (state.bridgeTarget || "?") + " (MCTP over serial, DSP0253)"
+      : "Web Serial (MCTP over serial, DSP0253)";
   rep.root_file = state.trustedLabel;
   rep.golden_file = g ? "golden captured in this page (" + g.captured + ")" : null;
   state.report = rep;
@@ -446,6 +449,10 @@ function renderMeasurements(blocks, rep) {
       el("td", { text: (b.raw_bitstream ? "raw: " : "digest: ") + (MEAS_TYPES[b.type] || "type " + b.type) }),
       el("td", { class: "val", text: shown(short(lab.includes(": ") && b.raw_bitstream ? lab.split(": ").slice(1).join(": ") : hex(b.value), 48)) }),
       el("td", { class: "gv", text: (verdict === "OK" ? "✔ OK" : verdict === "unchecked" ? "— unchecked" : "✖ " + verdict) + (g && g.detail ? " (" + g.detail + ")" : "") }));
+    if (g && g.expected) {
+      // never shortened: two digests that differ must look different
+      tr.children[3].textContent = "got " + hex(b.value) + " / expected " + g.expected;
+    }
     tb.append(tr);
   }
   for (const g of rep.golden || []) if (g.verdict === "MISSING") tb.append(el("tr", { class: "g-bad" }, el("td", { text: "0x" + g.index.toString(16) }), el("th", { text: "" }), el("td"), el("td"), el("td", { class: "gv", text: "✖ MISSING (" + g.detail + ")" })));

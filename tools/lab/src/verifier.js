@@ -4,7 +4,7 @@
 import { Requester, ProtocolError, VerificationError, Unreachable, DeadlineExceeded, ASYM_NAMES, HASHES, MEAS_HASH_NAMES, MEAS_TYPES,
   CAP, capNames, measurementSummary } from "./spdm.js";
 import { validateChain, ChainError, certName } from "./pki.js";
-import { hex, versionStr, equal, short } from "./util.js";
+import { hex, versionStr, equal } from "./util.js";
 import { openSession } from "./session.js";
 
 export const EXIT = { TRUSTED: 0, USAGE: 1, UNREACHABLE: 2, PROTOCOL: 3, UNTRUSTED: 4, MISMATCH: 5 };
@@ -80,10 +80,12 @@ export function compareGolden(blocks, golden) {
     seen.add(b.index);
     let verdict, why;
     if (!g) { verdict = "UNEXPECTED"; why = "not in golden file"; ok = false; }
-    else if (hex(b.value) !== String(g.value).toLowerCase()) { verdict = "MISMATCH"; why = "expected " + short(g.value); ok = false; }
+    else if (hex(b.value) !== String(g.value).toLowerCase()) { verdict = "MISMATCH"; why = "differs from the golden value"; ok = false; }
     else if (g.type !== null && g.type !== undefined && g.type !== b.type) { verdict = "MISMATCH"; why = "type " + b.type + ", expected " + g.type; ok = false; }
     else { verdict = "OK"; why = ""; }
-    rows.push({ index: b.index, verdict, detail: why });
+    const row = { index: b.index, verdict, detail: why };
+    if (verdict === "MISMATCH") row.expected = String(g.value).toLowerCase();   // in full, as uspdm attest reports it
+    rows.push(row);
   }
   for (const idx of Object.keys(golden).map(Number).sort((a, b) => a - b)) {
     if (!seen.has(idx)) { rows.push({ index: idx, verdict: "MISSING", detail: "in golden file, not reported by the device" }); ok = false; }
