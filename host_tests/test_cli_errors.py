@@ -195,3 +195,25 @@ def test_make_test_with_a_missing_port_stops_at_once():
     assert "is the board plugged in" in p.stdout + p.stderr
     assert " passed" not in p.stdout and " failed" not in p.stdout
     assert time.monotonic() - t0 < 60
+
+
+def test_ctrl_c_during_make_demo(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while `make demo` runs:
+    one line, exit 130, the simulated board stopped (its flash lock released)."""
+    p = subprocess.Popen([sys.executable, "-m", "uspdm_tools.demo", "--dir", str(tmp_path / "demo")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "demo" / "flash" / ".uspdm-flash.lock").exists() or \
+                "uspdm sim" not in (tmp_path / "demo" / "flash" / ".uspdm-flash.lock").read_text(errors="replace"):
+            assert time.monotonic() < deadline and p.poll() is None
+            time.sleep(0.1)
+        os.killpg(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    err = err.decode()
+    assert p.returncode == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "demo: interrupted (the simulated board was stopped)"
+    assert not (tmp_path / "demo" / "flash" / ".uspdm-flash.lock").exists()
