@@ -216,4 +216,6 @@ def test_ctrl_c_during_make_demo(tmp_path):
     err = err.decode()
     assert p.returncode == 130 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == "demo: interrupted (the simulated board was stopped)"
-    assert not (tmp_path / "demo" / "flash" / ".uspdm-flash.lock").exists()
+    from uspdm_tools.flashdir import FlashLock
+
+    FlashLock(str(tmp_path / "demo" / "flash"), "test").close()   # released: the board is not running any more

@@ -312,7 +312,12 @@ def m0_command(args, flash):
     return cmd
 
 
+def _stop_early(signum, frame):
+    raise KeyboardInterrupt   # before the serve loop's own handlers: unwind, releasing the flash lock
+
+
 def run(args):
+    signal.signal(signal.SIGTERM, _stop_early)
     if getattr(args, "m0", None) is not None:
         why = m0_problem(args)
         if why:
