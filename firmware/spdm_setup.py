@@ -168,15 +168,19 @@ class SpdmContext:
         self.config = c
         self.sessions = None
         if cfg.get("sessions", True):
-            # Secure sessions (about 30 KB of code when loaded from .py): a
-            # board short of heap can leave them out with sessions=False.
-            from uspdm import session as _session
+            # Secure sessions: the stack (about 28 KB of heap as .mpy in RAM) is
+            # loaded with the first KEY_EXCHANGE/PSK_EXCHANGE and dropped after
+            # the last session (uspdm.session_gate); sessions=0 leaves them out.
+            from uspdm import consts as C
+            from uspdm.session_gate import SessionGate
 
-            _session.configure(c)   # DHE secp384r1, AES-256-GCM, SPDM key schedule
-            self.sessions = _session.from_board(self.drbg, board.storage(), cfg, log=log,
-                                                vendor_hook=getattr(board, "vendor_defined", None),
-                                                ticks_diff=getattr(board, "ticks_diff", None))
-            self._attach = _session.attach
+            # DHE secp384r1, AES-256-GCM, the SPDM key schedule (uspdm.session.configure)
+            c.dhe_priority = [C.DHE_SECP384R1]
+            c.aead_priority = [C.AEAD_AES_256_GCM]
+            c.key_schedule_priority = [C.KEY_SCHEDULE_SPDM]
+            self.sessions = SessionGate(self.drbg, board.storage(), cfg, log=log,
+                                        vendor_hook=getattr(board, "vendor_defined", None),
+                                        ticks_diff=getattr(board, "ticks_diff", None))
         self._prep = self._prepare_steps()
         log("spdm: signing takes ~%d ms here: CT exponent %d, RDT exponent %d, %s" % (
             sign_ms, c.ct_exponent, c.rdt_exponent,
@@ -235,7 +239,7 @@ class SpdmContext:
                     paths, framed = v, True   # as measurements.files_digest
                 else:
                     continue
-                hh = sha2.new(h)
+                hh = sha2.stream(h)   # one pass (no replay buffer)
                 try:
                     for p in paths:
                         if framed:
@@ -267,9 +271,8 @@ class SpdmContext:
 
     def new_responder(self):
         r = Responder(self.identity, self.measurements, self.drbg, self.config)
-        if self.sessions is None:
-            return r
-        return self._attach(r, self.sessions)
+        r.sessions = self.sessions   # None, or the SessionGate (uspdm.session.attach)
+        return r
 
 
 def build_context(board, log=print, max_message=4160):

@@ -22,6 +22,7 @@ import sys
 
 _cache = {}   # leaf -> module
 _pins = {}    # leaf -> pin count
+_deps = {}    # leaf -> modules its import loaded (dropped with it)
 stats = {"loads": 0, "drops": 0}
 
 
@@ -31,8 +32,13 @@ def need(leaf, pkg="uspdm"):
         name = pkg + "." + leaf
         m = sys.modules.get(name)
         if m is None:
+            before = set(sys.modules)
             m = __import__(name, None, None, (leaf,))
             stats["loads"] += 1
+            # what this import brought in with it (uspdm.session: keysched,
+            # secured, AES-GCM, ...) goes when it goes
+            pre = pkg + "."
+            _deps[leaf] = [k for k in sys.modules if k not in before and k != name and k.startswith(pre)]
         _cache[leaf] = m
     return m
 
@@ -57,25 +63,31 @@ def drop(leaf=None, pkg="uspdm", collect=True):
     """Forget one demand module (or every unpinned one); returns how many."""
     names = list(_cache) if leaf is None else [leaf]
     n = 0
-    parent = sys.modules.get(pkg)
     for k in names:
         if _pins.get(k) or k not in _cache:
             continue
         del _cache[k]
-        full = pkg + "." + k
-        if full in sys.modules:
-            del sys.modules[full]
-        if parent is not None:
-            try:
-                delattr(parent, k)
-            except AttributeError:
-                pass
+        _forget(pkg + "." + k)
+        for d in _deps.pop(k, ()):
+            _forget(d)
         n += 1
     if n:
         stats["drops"] += n
         if collect:
             gc.collect()
     return n
+
+
+def _forget(full):
+    if full in sys.modules:
+        del sys.modules[full]
+    i = full.rfind(".")
+    parent = sys.modules.get(full[:i]) if i > 0 else None
+    if parent is not None:
+        try:
+            delattr(parent, full[i + 1:])
+        except AttributeError:
+            pass
 
 
 def room_for(n):

@@ -58,7 +58,7 @@ def _stream_digest(paths, hashname, framed):
     # framed: each file preceded by u16 path length | path | u32 file size
     from uspdm.crypto import sha2
 
-    h = sha2.new(hashname)
+    h = sha2.stream(hashname)   # one pass: no copy, no replay buffer
     buf = bytearray(_CHUNK)
     mv = memoryview(buf)
     for p in paths:

@@ -701,7 +701,7 @@ DEFAULT_HEARTBEAT = 60  # seconds
 def from_board(drbg, storage, cfg=None, log=None, vendor_hook=None, ticks_diff=None):
     """A SessionManager with the board's settings, from cfg (board.config())
     keys, overridden by a JSON file uspdm/session.json on the board's storage
-    (lab/test tuning without a rebuild):
+    (lab/test tuning without a rebuild; uspdm.session_gate.settings reads them):
       max_sessions        concurrent sessions (default 2)
       heartbeat           HeartbeatPeriod in seconds (default 60: a session
                           silent for 2 x 60 s is torn down; 0 = none)
@@ -717,22 +717,16 @@ def from_board(drbg, storage, cfg=None, log=None, vendor_hook=None, ticks_diff=N
                           computes key pair, ECDH and signature in slices
                           from the idle loop; default: as the responder's
                           defer_signing
+      keep_session_code   (the board's SessionGate) keep this stack loaded
+                          after the last session ends (default 0: dropped)
     """
-    c = {}
-    if cfg:
-        for k in ("max_sessions", "heartbeat", "psk_mode", "handshake_in_the_clear", "max_seq",
-                  "defer_key_exchange", "allow_replayable_psk"):
-            if k in cfg:
-                c[k] = cfg[k]
-    try:
-        raw = storage.read(SESSION_CONFIG) if storage is not None else None
-        if raw:
-            import json
+    from uspdm.session_gate import settings
 
-            c.update(json.loads(raw))
-    except Exception:
-        if log:
-            log("session: ignoring unreadable %s" % SESSION_CONFIG)
+    return from_settings(drbg, storage, settings(storage, cfg, log), log, vendor_hook, ticks_diff)
+
+
+def from_settings(drbg, storage, c, log=None, vendor_hook=None, ticks_diff=None):
+    """A SessionManager from a settings dict (see from_board)."""
     return SessionManager(drbg, storage, max_sessions=int(c.get("max_sessions", 2)),
                           heartbeat=int(c.get("heartbeat", DEFAULT_HEARTBEAT)),
                           psk_mode=int(c.get("psk_mode", PSK_WITH_CONTEXT)),

@@ -363,6 +363,16 @@ def new(name, data=b""):
     return o
 
 
+def stream(name):
+    """A hash object for one pass (update() then digest() once, no copy()):
+    a C hashlib object as it is, without the replay buffer that makes new()
+    copyable on MicroPython (which keeps every byte fed: files, folders)."""
+    kind, ctor = _backend(name)
+    if kind == "replay":
+        return ctor()
+    return new(name)
+
+
 def sha256(data=b""):
     return new("sha256", data)
 

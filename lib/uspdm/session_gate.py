@@ -1,0 +1,148 @@
+"""Secure sessions loaded on demand: what the board keeps while no session is open.
+
+The session stack (uspdm.session with keysched, secured, AES-GCM: about 28 KB
+of heap when its .mpy is copied to RAM) is needed only while a session exists.
+SessionGate stands in for a uspdm.session.SessionManager: it advertises the
+capabilities and answers what needs no session code (a secured message for an
+unknown session is dropped), imports the stack with the first KEY_EXCHANGE or
+PSK_EXCHANGE (uspdm.demand), and drops it again when the last session has
+ended, so an attestation-only flow never holds it.
+
+    gate = SessionGate(drbg, storage, cfg, log=log, vendor_hook=..., ticks_diff=...)
+    r.sessions = gate            # as uspdm.session.attach(r, gate)
+
+The settings are those of uspdm.session.from_board (board.config() keys,
+overridden by uspdm/session.json); `keep_session_code=1` keeps the stack
+loaded after the last session (faster next session, less free heap).
+"""
+from uspdm import consts as C
+from uspdm import demand
+
+SESSION_CONFIG = "uspdm/session.json"
+_KEYS = ("max_sessions", "heartbeat", "psk_mode", "handshake_in_the_clear", "max_seq", "defer_key_exchange",
+         "allow_replayable_psk", "keep_session_code")
+
+
+def settings(storage, cfg=None, log=None):
+    """The session settings: board.config() keys, then uspdm/session.json."""
+    c = {}
+    if cfg:
+        for k in _KEYS:
+            if k in cfg:
+                c[k] = cfg[k]
+    try:
+        raw = storage.read(SESSION_CONFIG) if storage is not None else None
+        if raw:
+            import json
+
+            c.update(json.loads(raw))
+    except Exception:
+        if log:
+            log("session: ignoring unreadable %s" % SESSION_CONFIG)
+    return c
+
+
+class SessionGate:
+    def __init__(self, drbg, storage=None, cfg=None, log=None, vendor_hook=None, ticks_diff=None):
+        self.drbg = drbg
+        self.storage = storage
+        self.log = log
+        self.vendor_hook = vendor_hook
+        self.ticks_diff = ticks_diff
+        self.settings = c = settings(storage, cfg, log)
+        self.keep = bool(c.get("keep_session_code", False))
+        self.m = None   # the SessionManager while the stack is loaded
+        self.stats = {"opened": 0, "ended": 0, "decrypt_errors": 0, "dropped": 0, "timeouts": 0,
+                      "loads": 0}
+        # what cap_flags needs, without the stack (uspdm.session.SessionManager.cap_flags)
+        psk = int(c.get("psk_mode", 2))
+        if psk == 1 and not c.get("allow_replayable_psk", False):
+            psk = 2   # refused by the manager too: PSK with a responder context
+        self._psk_mode = psk
+        self._in_clear = bool(c.get("handshake_in_the_clear", True))
+
+    # ------------------------------------------------------------ the stack
+    def manager(self):
+        """The SessionManager (the session stack imported if needed)."""
+        m = self.m
+        if m is None:
+            s = demand.need("session")
+            demand.pin("session")
+            m = s.from_settings(self.drbg, self.storage, self.settings, log=self.log,
+                                vendor_hook=self.vendor_hook, ticks_diff=self.ticks_diff)
+            for k in m.stats:
+                if k not in self.stats:
+                    self.stats[k] = m.stats[k]
+            m.stats = self.stats
+            self.stats["loads"] += 1
+            self.m = m
+        return m
+
+    def release(self):
+        """Drop the session stack if no session (not even a half-open one) remains."""
+        m = self.m
+        if m is None or m.sessions or self.keep:
+            return False
+        self.m = None
+        demand.unpin("session")
+        demand.drop("session")
+        return True
+
+    # ------------------------------------------- SessionManager interface
+    def cap_flags(self, version):
+        if version < C.V11:
+            return 0
+        f = C.CAP_ENCRYPT | C.CAP_MAC | C.CAP_KEY_EX | C.CAP_HBEAT | C.CAP_KEY_UPD
+        if self._in_clear:
+            f |= C.CAP_HANDSHAKE_IN_THE_CLEAR
+        if self._psk_mode:
+            f |= (self._psk_mode & 3) << 10
+        return f
+
+    @property
+    def sessions(self):
+        return self.m.sessions if self.m is not None else {}
+
+    def count(self):
+        return len(self.m.sessions) if self.m is not None else 0
+
+    def handle_in_clear(self, conn, msg, now=0):
+        # KEY_EXCHANGE / PSK_EXCHANGE load the stack; anything else with no
+        # session loads it for the manager's checks and answer, then drops it
+        try:
+            return self.manager().handle_in_clear(conn, msg, now)
+        finally:
+            self.release()
+
+    def handle_secured(self, src, body, now=0):
+        if self.m is None:
+            self.stats["dropped"] += 1   # no session at all: an unknown session ID
+            return None
+        try:
+            return self.m.handle_secured(src, body, now)
+        finally:
+            self.release()
+
+    def tick(self, now):
+        if self.m is not None:
+            self.m.tick(now)
+            self.release()
+
+    def end_conn(self, conn):
+        if self.m is not None:
+            self.m.end_conn(conn)
+            self.release()
+
+    def reset(self):
+        if self.m is not None:
+            self.m.reset()
+            self.release()
+
+    def end(self, s, why=""):
+        if self.m is not None:
+            self.m.end(s, why)
+            self.release()
+
+    def __getattr__(self, name):
+        # anything else (tests, diagnostics): the manager's own attribute
+        return getattr(self.manager(), name)
