@@ -20,6 +20,8 @@ except ImportError:  # CPython
 MAX_REQUESTERS = const(4)   # SPDM connection states kept (one per requester EID)
 CHUNK_IDLE_MS = const(5000)  # a CHUNK_SEND transfer silent this long is dropped (as MCTP reassembly)
 EID_FILE = "uspdm/eid.bin"
+BG_BACKOFF_MS = 100        # first wait of background work that ran out of memory
+BG_BACKOFF_MAX_MS = 10000  # doubling up to this
 
 
 class Device:
@@ -54,6 +56,8 @@ class Device:
         self._order = []           # LRU of requester EIDs
         self._spdm = None          # shared SPDM context (identity, measurements), built on first use
         self._background = True    # background preparation still to do
+        self._bg_fails = 0         # consecutive out-of-memory pauses of the background work
+        self._bg_at = 0            # board ms when it may try again
         self.stats = {"messages": 0, "live_max": 0, "alloc_max": 0, "live": 0}
         self._answered = 0
         self._live_prev = gc.mem_alloc() if measure_heap else 0  # CPython has no gc.mem_alloc
@@ -183,7 +187,44 @@ class Device:
         for r in self.responders.values():
             if r.pending():
                 return True
-        return self._background
+        return self._background and self._bg_due()
+
+    # -- background work, backing off when the heap is short ---------------
+    def _bg_due(self):
+        if not self._bg_fails:
+            return True
+        td = getattr(self.board, "ticks_diff", None)
+        now = self._now()
+        return (td(now, self._bg_at) if td is not None else now - self._bg_at) >= 0
+
+    def _background_step(self):
+        """One slice of the background preparation (the SPDM context built,
+        then the measured files digested).  Out of memory, it waits and tries
+        again later, waiting twice as long each time (up to BG_BACKOFF_MAX_MS),
+        and says so once in the log instead of retrying in a loop."""
+        try:
+            ctx = self._spdm_context()
+            more = ctx.background()
+            short = ctx.short_of_memory
+            ctx.short_of_memory = False
+        except MemoryError as e:
+            more, short = True, e
+        if short:
+            from uspdm import demand
+
+            demand.drop()
+            gc.collect()
+            self._bg_fails += 1
+            wait = min(BG_BACKOFF_MS << min(self._bg_fails - 1, 8), BG_BACKOFF_MAX_MS)
+            td = getattr(self.board, "ticks_add", None)
+            self._bg_at = (self._now() + wait) if td is None else td(self._now(), wait)
+            if self._bg_fails == 1:
+                self.log("fw: background work paused: out of memory%s; retrying later (backing off up to %d s)"
+                         % ("" if short is True else " (%r)" % (short,), BG_BACKOFF_MAX_MS // 1000))
+        elif self._bg_fails:
+            self.log("fw: background work resumed after %d out-of-memory pauses" % self._bg_fails)
+            self._bg_fails = 0
+        self._background = more
 
     def idle(self):
         """Advance deferred work by one slice; return bytes to send (if any).
@@ -195,8 +236,8 @@ class Device:
                     r.work()
                     break
             else:
-                if self._background:
-                    self._background = self._spdm_context().background()
+                if self._background and self._bg_due():
+                    self._background_step()
             self.ep.reasm.expire(self._now())
             self._expire_chunks(self._now())
             if self._spdm is not None and self._spdm.sessions is not None:
@@ -276,8 +317,19 @@ class Device:
         self._order.append(src)
         return r
 
+    def _out_of_memory(self):
+        from uspdm import demand
+
+        demand.drop()
+        gc.collect()
+
     def _on_spdm(self, src, body):
-        r = self._responder(src)
+        try:
+            r = self._responder(src)
+        except MemoryError:
+            # the SPDM context could not be built now (heap short): Busy, retry later
+            self._out_of_memory()
+            r = None
         if r is None:
             # every connection holds a session or pending work: the newcomer waits (ERROR Busy,
             # in the request's version; GET_VERSION and anything unparsable: 1.0)
@@ -295,7 +347,11 @@ class Device:
     def _on_secured(self, src, body):
         """MCTP type 0x06 (secured SPDM): routed by session ID to the session,
         and through it to its requester's connection state."""
-        sessions = self._spdm_context().sessions
+        try:
+            sessions = self._spdm_context().sessions
+        except MemoryError:
+            self._out_of_memory()
+            return None
         if sessions is None:
             return None   # sessions=False on this board: type 0x06 is not advertised either
         out = sessions.handle_secured(src, body[1:], self._now())

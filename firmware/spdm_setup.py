@@ -181,6 +181,7 @@ class SpdmContext:
             self.sessions = SessionGate(self.drbg, board.storage(), cfg, log=log,
                                         vendor_hook=getattr(board, "vendor_defined", None),
                                         ticks_diff=getattr(board, "ticks_diff", None))
+        self.short_of_memory = False   # set by a background step that ran out of memory
         self._prep = self._prepare_steps()
         log("spdm: signing takes ~%d ms here: CT exponent %d, RDT exponent %d, %s" % (
             sign_ms, c.ct_exponent, c.rdt_exponent,
@@ -239,22 +240,31 @@ class SpdmContext:
                     paths, framed = v, True   # as measurements.files_digest
                 else:
                     continue
-                hh = sha2.stream(h)   # one pass (no replay buffer)
-                try:
-                    for p in paths:
-                        if framed:
-                            pb = p.encode()
-                            hh.update(p16(len(pb)) + pb + p32(os.stat(p)[6]))
-                        with open(p, "rb") as f:
-                            while True:
-                                n = f.readinto(buf)
-                                if not n:
-                                    break
-                                hh.update(mv[:n])
-                                yield
-                except OSError:
-                    continue  # computed (and reported) on demand instead
-                b._digests[h] = hh.digest()
+                while True:
+                    try:
+                        hh = sha2.stream(h)   # one pass (no replay buffer)
+                        for p in paths:
+                            if framed:
+                                pb = p.encode()
+                                hh.update(p16(len(pb)) + pb + p32(os.stat(p)[6]))
+                            with open(p, "rb") as f:
+                                while True:
+                                    n = f.readinto(buf)
+                                    if not n:
+                                        break
+                                    hh.update(mv[:n])
+                                    yield
+                        b._digests[h] = hh.digest()
+                    except OSError:
+                        pass  # computed (and reported) on demand instead
+                    except MemoryError:
+                        # the heap is short now: say so (the board backs off)
+                        # and digest this block again from its start later
+                        hh = None
+                        self.short_of_memory = True
+                        yield
+                        continue
+                    break
                 yield
 
     def background(self):

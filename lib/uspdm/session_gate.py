@@ -15,6 +15,8 @@ The settings are those of uspdm.session.from_board (board.config() keys,
 overridden by uspdm/session.json); `keep_session_code=1` keeps the stack
 loaded after the last session (faster next session, less free heap).
 """
+import gc
+
 from uspdm import consts as C
 from uspdm import demand
 
@@ -109,8 +111,18 @@ class SessionGate:
     def handle_in_clear(self, conn, msg, now=0):
         # KEY_EXCHANGE / PSK_EXCHANGE load the stack; anything else with no
         # session loads it for the manager's checks and answer, then drops it
+        before = list(self.m.sessions) if self.m is not None else ()
         try:
             return self.manager().handle_in_clear(conn, msg, now)
+        except MemoryError:
+            # the stack could not be loaded, or the handshake ran out of memory:
+            # a session this request opened is ended; the responder answers Busy
+            m = self.m
+            if m is not None:
+                for sid in list(m.sessions):
+                    if sid not in before:
+                        m.end(m.sessions[sid], "out of memory")
+            raise
         finally:
             self.release()
 
@@ -120,8 +132,26 @@ class SessionGate:
             return None
         try:
             return self.m.handle_secured(src, body, now)
+        except MemoryError:
+            return self._busy(body)
         finally:
             self.release()
+
+    def _busy(self, body):
+        """A secured request that ran out of memory: what it held is freed and
+        the requester gets ERROR Busy inside its session (a retry, the next
+        sequence number, can succeed); nothing if even that cannot be sent."""
+        m = self.m
+        demand.drop()
+        gc.collect()
+        try:
+            sid = body[0] | body[1] << 8 | body[2] << 16 | body[3] << 24
+            s = m.sessions.get(sid)
+            if s is None or s.rsp is None:
+                return None
+            return m._encode(s, bytes((s.conn.version, C.ERROR, C.ERR_BUSY, 0)))
+        except Exception:
+            return None
 
     def tick(self, now):
         if self.m is not None:
