@@ -125,8 +125,56 @@ def test_full_flow_with_fake_mpremote_and_the_simulated_board(tmp_path):
     assert rc == 0, out + err
     assert "board answers Get Endpoint ID" in out and "done: esp32" in out
     calls = [eval(line) for line in log.read_text().splitlines()]
-    assert [c[2] for c in calls] == ["exec", "fs", "fs", "reset"]
+    # the ROMFS probe (no answer from the fake: no partition), then .mpy files to the filesystem
+    assert [c[2] for c in calls] == ["exec", "exec", "fs", "fs", "reset"]
+    assert "rom_ioctl" in calls[0][3]
+    assert "no ROMFS partition" in out
     assert all(c[1] == sim.port for c in calls)
+
+
+def _fake_mpremote_romfs(tmp_path, parts=1, size=1 << 20):
+    log = tmp_path / "mpremote.log"
+    exe = tmp_path / "mpremote"
+    exe.write_text("#!%s\nimport sys\nopen(%r, 'a').write(repr(sys.argv[1:]) + '\\n')\n"
+                   "if sys.argv[3] == 'exec' and 'rom_ioctl' in sys.argv[4]:\n"
+                   "    print('USPDM-ROMFS %d %d')\n" % (sys.executable, str(log), parts, size))
+    exe.chmod(0o755)
+    return str(exe), log
+
+
+def test_romfs_offered_when_the_board_has_a_partition(tmp_path):
+    from uspdm_tools.simproc import SimProcess
+
+    exe, log = _fake_mpremote_romfs(tmp_path)
+    with SimProcess(flash=str(tmp_path / "flash")) as sim:
+        rc, out, err = uspdm("deploy", "--board", "rp2040", "--port", sim.port, "--mpremote", exe, "--timeout", "20")
+    assert rc == 0, out + err
+    assert "ROMFS partition (1024 KB)" in out and "done: rp2040" in out
+    calls = [eval(line) for line in log.read_text().splitlines()]
+    assert [c[2] for c in calls] == ["exec", "exec", "romfs", "fs", "reset"]
+    romfs = calls[2]
+    assert romfs[3:5] == ["--no-mpy", "deploy"]
+    # the code is in the ROMFS tree; only main.py is copied to the filesystem
+    assert [os.path.basename(a) for a in calls[3][4:-1]] == ["main.py"]
+    # the stale .mpy copies that would shadow /rom are removed first
+    assert "'device.mpy'" in calls[1][3] and "'lib/uspdm/responder.mpy'" in calls[1][3]
+
+
+def test_romfs_probe_parsing_and_plan(tmp_path):
+    assert deploy.parse_romfs_probe("USPDM-ROMFS 1 4096\n") == (1, 4096)
+    assert deploy.parse_romfs_probe("Traceback...\n") == (-1, 0)
+    assert deploy.parse_romfs_probe("USPDM-ROMFS 0 0") == (0, 0)
+    st = tmp_path / "fs"
+    (st / "lib" / "uspdm").mkdir(parents=True)
+    (st / "lib" / "uspdm" / "x.mpy").write_bytes(b"M")
+    for r in ("main.py", "device.mpy", "board.mpy"):
+        (st / r).write_bytes(b"x")
+    roots = ["board.mpy", "device.mpy", "main.py"]
+    tree = deploy.romfs_tree(str(st), roots, str(tmp_path / "rom"))
+    got = sorted(os.path.relpath(os.path.join(d, f), tree) for d, _, fs in os.walk(tree) for f in fs)
+    assert got == ["lib/board.mpy", "lib/device.mpy", "lib/uspdm/x.mpy"]
+    cmds = deploy.plan("/dev/x", str(st), roots, {}, tree)
+    assert [c[2] for c in cmds] == ["exec", "romfs", "fs", "reset"]
 
 
 def test_bridge_flow_verifies_through_the_bridge(tmp_path):
@@ -140,7 +188,7 @@ def test_bridge_flow_verifies_through_the_bridge(tmp_path):
     assert "bridge answers: own I2C 0x10, target 0x1d" in out
     assert "PRoT at 0x1d answers Get Endpoint ID" in out
     calls = [eval(line) for line in log.read_text().splitlines()]
-    assert [c[2] for c in calls] == ["exec", "fs", "fs", "exec", "reset"]
+    assert [c[2] for c in calls] == ["exec", "exec", "fs", "fs", "exec", "reset"]   # ROMFS probe first
 
 
 def test_clear_errors(tmp_path):

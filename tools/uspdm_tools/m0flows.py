@@ -217,6 +217,7 @@ class M0Run:
         self.sim = SimProcess(flash=self.flash, extra_args=args, start_timeout=start_timeout, wait_measurements=False)
         deadline = time.monotonic() + start_timeout
         why = None
+        paused = None
         while True:
             log = self.sim.log_text()
             if "measurements ready" in log:
@@ -224,6 +225,13 @@ class M0Run:
             if log.count("fw: error in idle") >= 5 or "board process exited" in log:
                 why = failure_reason(log) or "the board failed while preparing"
                 break
+            if "background work paused" in log:
+                # the board backs off when its heap is short (and says so once): give it
+                # a few rounds of its backoff, then call it what it is
+                paused = paused or time.monotonic()
+                if time.monotonic() - paused > 25:
+                    why = failure_reason(log) or "background work paused: out of memory"
+                    break
             if time.monotonic() > deadline or self.sim.proc.poll() is not None:
                 why = "not ready within %.0f s" % start_timeout
                 break
