@@ -87,6 +87,9 @@ class SessionGate:
             return False
         self.m = None
         demand.unpin("session")
+        # the handshake modules refer to the stack's functions: they go first
+        demand.drop("sess_kex", collect=False)
+        demand.drop("sess_psk", collect=False)
         demand.drop("session")
         return True
 
