@@ -2,6 +2,7 @@
 
     uspdm session --port PORT [--version 1.x] [--slot N] [--clear-handshake]
     uspdm session --port PORT --psk-hint lab-psk-1 --psk-file psk.bin
+    uspdm session --port PORT --psk-hint-hex 5465737450736b48696e7400 --psk-file psk.bin
 
 Certificate session: VERSION/CAPABILITIES/ALGORITHMS, DIGESTS, CERTIFICATE
 (validated against the trusted root: --root, by default the lab CA, as for
@@ -23,6 +24,7 @@ import os
 import sys
 import time
 
+from . import pskhint
 from . import requester as R
 from .screen import say
 from .session_requester import SessionError, SessionRequester
@@ -75,8 +77,11 @@ def register(sub):
     p.add_argument("--alg", choices=["p384", "p256"], default="p384", help="signature algorithm to offer")
     p.add_argument("--root", default=None,
                    help="trusted root certificate, PEM or DER (default: the lab CA, as for `uspdm attest`)")
-    p.add_argument("--psk-hint", default=None, help="PSK hint (text) for a PSK session")
-    p.add_argument("--psk-file", default=None, help="file holding the PSK bytes (with --psk-hint)")
+    p.add_argument("--psk-hint", default=None,
+                   help="PSK hint (UTF-8 text, 1-%d bytes) for a PSK session" % pskhint.MAX_HINT)
+    p.add_argument("--psk-hint-hex", default=None, metavar="HEX",
+                   help="PSK hint as bytes in hex (e.g. 5465737450736b48696e7400 = TestPskHint\\0)")
+    p.add_argument("--psk-file", default=None, help="file holding the PSK bytes (with a hint)")
     p.add_argument("--clear-handshake", action="store_true",
                    help="offer HANDSHAKE_IN_THE_CLEAR (FINISH/FINISH_RSP unencrypted)")
     p.add_argument("--timeout", type=T.seconds, default=10.0, help="seconds to wait for each answer")
@@ -166,17 +171,26 @@ def _check_chain(rep, q, buf, root, digest):
 def run(args):
     psk = None
     hint = None
-    if args.psk_hint is not None or args.psk_file is not None:
-        if args.psk_hint is None or args.psk_file is None:
-            print("uspdm session: --psk-hint and --psk-file go together", file=sys.stderr)
+    try:
+        hint = pskhint.from_args(args.psk_hint, getattr(args, "psk_hint_hex", None))
+    except pskhint.HintError as e:
+        print("uspdm session: %s" % e, file=sys.stderr)
+        return EXIT_USAGE
+    if hint is not None or args.psk_file is not None:
+        if hint is None or args.psk_file is None:
+            print("uspdm session: a PSK hint (--psk-hint or --psk-hint-hex) and --psk-file go together",
+                  file=sys.stderr)
             return EXIT_USAGE
         try:
             with open(args.psk_file, "rb") as f:
-                psk = f.read()
+                psk = f.read(pskhint.MAX_PSK + 1)
         except OSError as e:
             print("uspdm session: cannot read %s: %s" % (args.psk_file, e), file=sys.stderr)
             return EXIT_USAGE
-        hint = args.psk_hint.encode()
+        if not 1 <= len(psk) <= pskhint.MAX_PSK:
+            print("uspdm session: %s is not a PSK of 1-%d bytes" % (args.psk_file, pskhint.MAX_PSK),
+                  file=sys.stderr)
+            return EXIT_USAGE
     root = None
     if args.root or psk is None or os.path.exists(_default_root()):
         # the same trust default as `uspdm attest`: --root, else the lab CA
@@ -208,8 +222,12 @@ def run(args):
         q = SessionRequester(link, version=args.spdm_version, algs=(args.alg,),
                              clear_handshake=args.clear_handshake, timeout=args.timeout,
                              deadline=getattr(args, "deadline", None))
+        if psk is not None:
+            rep["psk_hint"] = pskhint.escape(hint)
+            rep["psk_hint_hex"] = hint.hex()
         if log:
-            log("uspdm session: %s session with %s" % ("PSK" if psk is not None else "certificate", args.port))
+            log("uspdm session: %s session with %s" % (
+                ("PSK (hint %s)" % pskhint.show(hint)) if psk is not None else "certificate", args.port))
         rep.update(exercise(q, args.slot, hint, psk, root, log))
         code, verdict = EXIT_OK, "OK"
     except R.DeadlineExceeded as e:
@@ -241,6 +259,8 @@ def _done(args, rep, code, verdict):
             say("session: %s, SPDM %s, secured messages %s, id %s, heartbeat %ss" % (
                 rep.get("kind"), rep.get("version"), rep.get("secured_message_version"), rep.get("session_id"),
                 rep.get("heartbeat_period_s")))
+            if "psk_hint_hex" in rep:
+                say("PSK hint: %s (hex %s)" % (rep["psk_hint"], rep["psk_hint_hex"]))
             say("established in %.1f ms; %d measurement blocks read inside the session; total %.1f ms" % (
                 rep.get("establishment_ms", 0), len(rep.get("measurements", [])), rep.get("total_ms", 0)))
             say("chain: %s" % rep.get("chain", "not read"))

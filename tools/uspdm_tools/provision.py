@@ -25,6 +25,7 @@ import subprocess
 import sys
 
 from . import certs as certs_mod
+from . import pskhint
 
 EXIT_OK = 0
 EXIT_USAGE = 1
@@ -187,9 +188,9 @@ print('PSK', len(_st.read('uspdm/psk_%s.bin') or b''))
 
 def install_psk(device, hint, psk, log=_log):
     """Store a pre-shared key on the board under its hint (for PSK_EXCHANGE)."""
-    if not 1 <= len(hint) <= 16 or not 1 <= len(psk) <= 64:
-        raise DeviceError("PSK hint must be 1-16 bytes and the PSK 1-64 bytes")
-    log("%s: storing a %d-byte PSK under hint %r..." % (device.where, len(psk), hint.decode(errors="replace")))
+    if not 1 <= len(hint) <= pskhint.MAX_HINT or not 1 <= len(psk) <= pskhint.MAX_PSK:
+        raise DeviceError("PSK hint must be 1-%d bytes and the PSK 1-%d bytes" % (pskhint.MAX_HINT, pskhint.MAX_PSK))
+    log("%s: storing a %d-byte PSK under hint %s..." % (device.where, len(psk), pskhint.show(hint)))
     out = parse_lines(device.run(snippet_psk(hint, psk)))
     if out.get("PSK") != str(len(psk)):
         raise DeviceError("the board does not report the stored PSK")
@@ -425,22 +426,69 @@ def register(sub):
     p.add_argument("--timeout", type=_positive, default=20.0, metavar="S",
                    help="--port: seconds to wait for the board's first answer (default 20)")
     p.add_argument("--psk-hint", default=None,
-                   help="also store a pre-shared key for PSK sessions under this hint (text, 1-16 bytes)")
+                   help="also store a pre-shared key for PSK sessions under this hint (UTF-8 text, "
+                        "1-%d bytes)" % pskhint.MAX_HINT)
+    p.add_argument("--psk-hint-hex", default=None, metavar="HEX",
+                   help="the PSK hint as bytes in hex (e.g. 5465737450736b48696e7400, libspdm's "
+                        "TestPskHint\\0)")
     p.add_argument("--psk-file", default=None,
-                   help="file holding the PSK bytes (with --psk-hint; default: a new random 32-byte PSK "
-                        "written to <ca-dir>/psk-<hint>.bin)")
+                   help="file holding the PSK bytes, 1-%d (with a hint; default: a new random 32-byte PSK "
+                        "written to <ca-dir>/psk-<hint>.bin, or psk-hex-<hint hex>.bin for a hint that is "
+                        "not plain text)" % pskhint.MAX_PSK)
     from .verifier import _usage_exit
 
     p.error = _usage_exit(p)
     p.set_defaults(func=cmd_provision)
 
 
+def _psk_args(args):
+    """(hint bytes or None, PSK bytes or None): checked before anything is written
+    (a bad hint or PSK file leaves no CA, key, chain or PSK file behind)."""
+    hint = pskhint.from_args(getattr(args, "psk_hint", None), getattr(args, "psk_hint_hex", None))
+    path = getattr(args, "psk_file", None)
+    if path and hint is None:
+        raise pskhint.HintError("--psk-file needs --psk-hint or --psk-hint-hex")
+    psk = None
+    if path:
+        try:
+            with open(path, "rb") as f:
+                psk = f.read(pskhint.MAX_PSK + 1)
+        except OSError as e:
+            raise pskhint.HintError("cannot read the PSK file %s: %s" % (path, e.strerror or e))
+        if not 1 <= len(psk) <= pskhint.MAX_PSK:
+            raise pskhint.HintError("the PSK file %s holds %s bytes; a PSK is 1-%d bytes" % (
+                path, len(psk) if len(psk) <= pskhint.MAX_PSK else "more than %d" % pskhint.MAX_PSK,
+                pskhint.MAX_PSK))
+    return hint, psk
+
+
+def _store_psk(device, ca_dir, hint, psk):
+    """Install the PSK on the board; a generated one is kept on the host too
+    (mode 0600), written under a temporary name and renamed into place only
+    once the board has it.  Returns the host path."""
+    if psk is not None:
+        install_psk(device, hint, psk)
+        return None
+    psk = os.urandom(32)
+    path = os.path.join(ca_dir, pskhint.host_file_name(hint))
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(psk)
+        install_psk(device, hint, psk)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
 def cmd_provision(args, device=None):
-    if getattr(args, "psk_file", None) and not getattr(args, "psk_hint", None):
-        _log("--psk-file needs --psk-hint")
-        return EXIT_USAGE
-    if getattr(args, "psk_file", None) and not os.path.isfile(args.psk_file):
-        _log("cannot read the PSK file %s" % args.psk_file)
+    try:
+        hint, psk = _psk_args(args)
+    except pskhint.HintError as e:
+        _log(str(e))
         return EXIT_USAGE
     ca_dir = args.ca_dir or certs_mod.default_ca_dir()
     algs = ("p384", "p256") if args.alg == "all" else (args.alg,)
@@ -466,20 +514,10 @@ def cmd_provision(args, device=None):
                  % (ca.root_pem_path, ca.root_der_path, ca.root_key_path))
             res = provision(device, ca, slot=args.slot, algs=algs, intermediate=args.intermediate,
                             subject=args.subject, device_info=args.device_info, new_key=args.new_key)
-            if getattr(args, "psk_hint", None):
-                psk_path = getattr(args, "psk_file", None)
-                if psk_path:
-                    with open(psk_path, "rb") as f:
-                        psk = f.read()
-                else:
-                    psk = os.urandom(32)
-                    psk_path = os.path.join(ca_dir, "psk-%s.bin" % args.psk_hint)
-                    fd = os.open(psk_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                    with os.fdopen(fd, "wb") as f:
-                        f.write(psk)
-                install_psk(device, args.psk_hint.encode(), psk)
-                print("PSK for hint %r stored on the board; host copy: %s (for `uspdm session --psk-hint %s "
-                      "--psk-file %s`)" % (args.psk_hint, psk_path, args.psk_hint, psk_path))
+            if hint is not None:
+                psk_path = _store_psk(device, ca_dir, hint, psk) or args.psk_file
+                print("PSK for hint %s stored on the board; host copy: %s (for `uspdm session %s "
+                      "--psk-file %s`)" % (pskhint.show(hint), psk_path, pskhint.cli_args(hint), psk_path))
         finally:
             device.close()
     except UsageProblem as e:
