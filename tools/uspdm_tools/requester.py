@@ -891,7 +891,13 @@ class Requester:
         if v >= 0x13:
             context = context if context is not None else self.rng(8)
             req += context
-        rsp = self.exchange(req, MEASUREMENTS, crypto=signed)
+        try:
+            rsp = self.exchange(req, MEASUREMENTS, crypto=signed)
+        except ProtocolError:
+            # an ERROR ends the measurement transcript L on both sides (the
+            # responder resets it, as libspdm's requester and responder do)
+            self.L = b""
+            raise
         self._skip_challenge()
         if len(rsp) < 8:
             raise ProtocolError("MEASUREMENTS too short")
