@@ -18,6 +18,7 @@ SUBCOMMANDS = (
     "cmd_session",    # uspdm session
     "enroll",         # uspdm enroll
     "deploy",         # uspdm deploy
+    "cmd_bridge",     # uspdm bridge: spdm-emu's socket protocol relayed to a board
 )
 
 

@@ -3,7 +3,7 @@ import json
 import sys
 import time
 
-from .link import SerialLink, Unreachable, likely_fix
+from .link import SerialLink, Unreachable, likely_fix, open_link
 from .screen import say
 
 TYPE_NAMES = {0x00: "MCTP control", 0x05: "SPDM", 0x06: "secured SPDM", 0xFF: "MCTP base"}
@@ -92,7 +92,7 @@ def _json_error(args, verdict, e, code):
 
 def run(args):
     try:
-        with SerialLink(args.port, eid=args.eid, timeout=args.timeout) as link:
+        with open_link(args.port, eid=args.eid, timeout=args.timeout) as link:
             if args.set_eid is not None:
                 cc, data = link.control(0x01, bytes((0x00, args.set_eid)))
                 if cc != 0:

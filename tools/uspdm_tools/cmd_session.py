@@ -209,7 +209,7 @@ def run(args):
     log = None if args.json else (lambda s: (say(s), sys.stdout.flush()))
     rep = {"port": args.port}
     try:
-        raw = link_mod.SerialLink(args.port, **kw)
+        raw = link_mod.open_link(args.port, **kw)
     except link_mod.Unreachable as e:
         return _done(args, rep, EXIT_UNREACHABLE, "UNREACHABLE: %s: %s" % (e, link_mod.likely_fix(args.port)))
     try:

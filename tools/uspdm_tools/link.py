@@ -182,6 +182,8 @@ def check_reachable(link, port, timeout, who="uspdm"):
     what it waits for when a person is watching (stderr is a terminal)."""
     import sys
 
+    if getattr(link, "is_emu", False):
+        return   # emu://: the socket's TEST hello answered (and a DMTF responder emu has no MCTP control)
     t = min(timeout, 5.0)
     if sys.stderr.isatty():
         sys.stderr.write("%s: waiting up to %g s for the board on %s to answer MCTP (Get Endpoint ID)...\n"
@@ -195,3 +197,16 @@ def check_reachable(link, port, timeout, who="uspdm"):
     except ValueError:
         pass   # something answered: the flow reports what is wrong with it
 
+
+def open_link(port, **kw):
+    """A SerialLink for a serial port or pyserial URL; for emu://HOST:PORT an
+    emu.EmuClient: DMTF spdm-emu's socket protocol (spdm_responder_emu, or
+    `uspdm sim --emu-port` / `uspdm bridge --emu-port`), with the same calls."""
+    from . import emu
+
+    addr = emu.parse_url(port)
+    if addr is None:
+        return SerialLink(port, **kw)
+    if kw.get("via_i2c") is not None:
+        raise Unreachable("--via-i2c does not apply to %s (the emu port's owner picks the board)" % port)
+    return emu.EmuClient(addr[0], addr[1], timeout=kw.get("timeout", 10.0))

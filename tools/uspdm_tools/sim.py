@@ -6,6 +6,8 @@ pyserial, picocom, any serial tool) and, with --tcp HOST:PORT, as a TCP socket
 carrying the identical byte stream (pyserial: socket://HOST:PORT).
 
     uspdm sim [--flash DIR] [--tcp 127.0.0.1:5555] [-v] [--log FILE] [--port-file FILE]
+    uspdm sim --emu-port 2323     # DMTF spdm-emu's socket protocol (spdm_requester_emu,
+                                  # spdm_device_validator_sample connect to it)
 
 The board's log (boot, requests, heap use) goes to stderr or --log.  If the
 board process dies it is restarted, like a watchdog reset.  Ctrl-C/SIGTERM
@@ -41,6 +43,7 @@ def register(sub):
     p.add_argument("--tcp", metavar="HOST:PORT", help="also serve the serial byte stream on a TCP socket")
     p.add_argument("--port-file", metavar="FILE", help="write the pseudo-terminal path to FILE once ready")
     p.add_argument("--link", metavar="PATH", help="make PATH a symlink to the pseudo-terminal")
+    add_emu_args(p)
     p.add_argument("--log", metavar="FILE", help="write the board log to FILE instead of stderr")
     p.add_argument("-v", "--verbose", action="store_true", help="log every message and the heap it used")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -79,8 +82,22 @@ class SimError(Exception):
     """A one-line reason the simulator cannot start."""
 
 
+def add_emu_args(p):
+    g = p.add_argument_group("DMTF spdm-emu socket protocol (spdm_requester_emu, spdm_device_validator_sample)")
+    g.add_argument("--emu-port", type=int, default=None, metavar="N",
+                   help="serve spdm-emu's platform port on TCP port N (DMTF's tools use 2323; 0 picks a free "
+                        "one), MCTP transport; one client after another")
+    g.add_argument("--emu-host", default="127.0.0.1", metavar="ADDR", help="address to listen on (default 127.0.0.1)")
+    g.add_argument("--emu-timeout", type=float, default=60.0, metavar="S",
+                   help="seconds to wait for the board's answer before replying empty (default 60)")
+    g.add_argument("--emu-keep-serving", action="store_true",
+                   help="a client's SHUTDOWN ends only that client (spdm_responder_emu stops, and so do we by "
+                        "default)")
+
+
 class Sim:
-    def __init__(self, flash, verbose=False, log=None, tcp=None, extra=(), code_root=REPO_ROOT, board_cmd=None):
+    def __init__(self, flash, verbose=False, log=None, tcp=None, extra=(), code_root=REPO_ROOT, board_cmd=None,
+                 emu=None):
         self.flash = flash
         self.board_cmd = board_cmd  # another board process with simhost.mjs's stdio contract (--m0)
         self.code_root = code_root  # where lib/, firmware/, boards/sim/ come from
@@ -102,6 +119,8 @@ class Sim:
         self.pty_dropped = 0
         self.listener = None
         self.client = None
+        self.emu = None          # spdm-emu platform port (emu.EmuServer), with --emu-port
+        self.emu_relay = None
         if tcp:
             host, port = tcp.rsplit(":", 1)
             self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -115,6 +134,23 @@ class Sim:
             self.listener.listen(1)
             self.tcp_addr = "%s:%d" % self.listener.getsockname()[:2]
         self._errbuf = b""
+        if emu is not None:   # dict: host, port, timeout, keep_serving
+            from . import emu as emu_mod
+
+            self.emu_relay = emu_mod.MctpRelay()
+            try:
+                self.emu = emu_mod.EmuServer(emu["host"], emu["port"], self._emu_request, log=self.log,
+                                             timeout=emu.get("timeout", 60.0),
+                                             keep_serving=emu.get("keep_serving", False))
+            except OSError as e:
+                self.close()
+                raise SimError("cannot serve the spdm-emu port on %s:%s: %s (is another responder using it? "
+                               "port 0 picks a free one)" % (emu["host"], emu["port"], e.strerror or e))
+
+    def _emu_request(self, body):
+        """An spdm-emu client's NORMAL message: relayed to the board as an MCTP
+        message over its serial (the answer comes back in serve())."""
+        self.to_board(self.emu_relay.request(body))
 
     def log(self, msg):
         self.logf.write("%s %s\n" % (time.strftime("%H:%M:%S"), msg))
@@ -169,6 +205,8 @@ class Sim:
             del self.pty_out[:n]
 
     def serve(self, ready_cb=None):
+        if self.emu is not None:
+            self.log("emu: spdm-emu platform port %s (MCTP transport)" % self.emu.addr)
         self.start_board()
         if ready_cb:
             ready_cb()
@@ -179,6 +217,8 @@ class Sim:
             if self.client:
                 fds.append(self.client)
             wfds = [self.master] if self.pty_out else []
+            if self.emu is not None:
+                fds += self.emu.fds()
             try:
                 r, w, _ = select.select(fds, wfds, [], 0.5)
             except InterruptedError:
@@ -204,6 +244,10 @@ class Sim:
                     if not data:
                         self._board_eof = True   # it exited: restart it once its exit status is there
                         time.sleep(0.05)
+                    if data and self.emu is not None:
+                        rsp = self.emu_relay.feed(data)
+                        if rsp is not None:
+                            self.emu.reply(rsp)
                     if data:
                         self.to_pty(data)
                         if self.client:
@@ -235,6 +279,13 @@ class Sim:
                     else:
                         self.client.close()
                         self.client = None
+                elif self.emu is not None:
+                    self.emu.handle(f)
+            if self.emu is not None:
+                self.emu.tick()
+                if self.emu.stop:
+                    self.log("sim: stopping (the spdm-emu client sent SHUTDOWN)")
+                    self.stopping = True
         self.stop_board()
 
     def close(self):
@@ -248,6 +299,8 @@ class Sim:
                 pass
         if self.listener:
             self.listener.close()
+        if self.emu is not None:
+            self.emu.close()
 
 
 def write_settings(flash, pairs):
@@ -384,9 +437,13 @@ def _run(args, flash, tmp):
             return 1
         code_root = os.path.join(mpy_tmp, "bytecode")
     board_cmd = m0_command(args, os.path.abspath(flash))
+    emu = None
+    if getattr(args, "emu_port", None) is not None:
+        emu = {"host": args.emu_host, "port": args.emu_port, "timeout": args.emu_timeout,
+               "keep_serving": args.emu_keep_serving}
     try:
         sim = Sim(os.path.abspath(flash), verbose=args.verbose, log=logf, tcp=args.tcp, extra=extra,
-                  code_root=code_root, board_cmd=board_cmd)
+                  code_root=code_root, board_cmd=board_cmd, emu=emu)
     except SimError as e:
         _err(str(e))
         if mpy_tmp:
@@ -412,6 +469,9 @@ def _run(args, flash, tmp):
                 args.i2c_addr, args.i2c_addr))
         if sim.tcp_addr:
             print("uspdm sim: TCP %s (pyserial: socket://%s)" % (sim.tcp_addr, sim.tcp_addr))
+        if sim.emu is not None:
+            print("uspdm sim: spdm-emu platform port %s (MCTP; e.g. spdm_requester_emu --trans MCTP; "
+                  "uspdm attest --port emu://%s)" % (sim.emu.addr, sim.emu.addr))
         print("uspdm sim: flash %s%s" % (flash, " (temporary; use --flash DIR to keep it)" if tmp else ""))
         sys.stdout.flush()
         if args.port_file:

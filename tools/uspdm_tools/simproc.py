@@ -5,6 +5,7 @@
         sim.log_text()  # the board log so far
 """
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -51,6 +52,10 @@ class SimProcess:
             time.sleep(0.05)
         with open(self.port_file) as f:
             self.port = f.read().strip()
+        self.emu_addr = None   # (host, port) of the spdm-emu platform port, with --emu-port
+        m = re.search(r"emu: spdm-emu platform port ([0-9.]+):([0-9]+)", self.log_text())
+        if m:
+            self.emu_addr = (m.group(1), int(m.group(2)))
         # The board logs "sim: board ready" once the firmware is imported and
         # "measurements ready" once it has digested its files in the
         # background (a request before that is still answered, only slower).

@@ -505,7 +505,7 @@ def _open_transport(args):
     if getattr(args, "via_i2c", None) is not None:
         kw["via_i2c"] = args.via_i2c   # through a uspdm bridge board to this I2C address
     try:
-        link = link_mod.SerialLink(args.port, **kw)
+        link = link_mod.open_link(args.port, **kw)
     except link_mod.Unreachable as e:
         raise Unreachable("%s: %s" % (e, link_mod.likely_fix(args.port)))
     except OSError as e:
