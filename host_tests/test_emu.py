@@ -138,13 +138,13 @@ def test_attestation_through_the_emu_port(sim, provisioned):
 
 def test_psk_session_with_libspdm_test_hint_through_the_emu_port(sim, provisioned):
     rc, out, err = uspdm("session", "--port", url(sim.emu_addr), "--psk-hint-hex", TEST_HINT.hex(),
-                         "--psk-file", provisioned["psk_file"])
+                         "--psk-file", provisioned["psk_file"], "--root", provisioned["root"])
     assert rc == 0, out + err
     assert "PSK hint: TestPskHint\\x00 (hex 5465737450736b48696e7400)" in out
     assert "result: OK" in out
     # the text hint without the NUL is another hint: the board has no PSK for it
     rc, out, err = uspdm("session", "--port", url(sim.emu_addr), "--psk-hint", "TestPskHint",
-                         "--psk-file", provisioned["psk_file"])
+                         "--psk-file", provisioned["psk_file"], "--root", provisioned["root"])
     assert rc == 3 and "PROTOCOL ERROR" in out
 
 
@@ -175,7 +175,7 @@ def _attest_and_psk(addr, provisioned):
     rc, out, err = uspdm("attest", "--port", url(addr), "--root", provisioned["root"])
     assert rc == 0, out + err
     rc, out, err = uspdm("session", "--port", url(addr), "--psk-hint-hex", TEST_HINT.hex(),
-                         "--psk-file", provisioned["psk_file"])
+                         "--psk-file", provisioned["psk_file"], "--root", provisioned["root"])
     assert rc == 0, out + err
     assert "PSK hint: TestPskHint\\x00" in out
 

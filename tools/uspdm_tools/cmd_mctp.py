@@ -92,7 +92,8 @@ def _json_error(args, verdict, e, code):
 
 def run(args):
     try:
-        with open_link(args.port, eid=args.eid, timeout=args.timeout) as link:
+        opener = open_link if str(args.port).startswith("emu://") else SerialLink
+        with opener(args.port, eid=args.eid, timeout=args.timeout) as link:
             if args.set_eid is not None:
                 cc, data = link.control(0x01, bytes((0x00, args.set_eid)))
                 if cc != 0:
