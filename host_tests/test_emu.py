@@ -296,7 +296,7 @@ def test_long_run_through_the_emu_port_only(provisioned):
         log = s.log_text()
     print("emu long run: %d bytes (2000-round fuzz %d in %.1f s, flows %d), %d empty replies, %.1f s" % (
         total, fuzz, t_fuzz, flows, empty, took))
-    assert flows > 20 * 1024 and total > 200 * 1024
+    assert flows > 20 * 1024 and total > 100 * 1024     # the pty once stalled after ~20 KB
     # every SPDM request is answered (DSP0274: an ERROR at worst); none timed out in the relay
     assert empty == 0, [l for l in log.splitlines() if "no answer" in l][:5]
     assert "firmware error" not in log
