@@ -54,6 +54,7 @@ class Device:
         self.ep.register(0x06, self._on_secured)
         self.responders = {}       # src EID -> Responder
         self._order = []           # LRU of requester EIDs
+        self._rr = -1              # EID whose signature got the last slice (round robin)
         self._spdm = None          # shared SPDM context (identity, measurements), built on first use
         self._background = True    # background preparation still to do
         self._bg_fails = 0         # consecutive out-of-memory pauses of the background work
@@ -231,10 +232,22 @@ class Device:
         Signatures first; then background preparation (the SPDM context is
         built, and the measured files digested, before anyone asks)."""
         try:
-            for r in self.responders.values():
-                if r.pending():
-                    r.work()
-                    break
+            # pending signatures in turn (round robin from the one after the
+            # last served): requesters that keep signing cannot starve another
+            # (each has at most one: its responder answers Busy meanwhile)
+            rs = self.responders
+            nxt = low = None
+            for k in rs:
+                if rs[k].pending():
+                    if k > self._rr and (nxt is None or k < nxt):
+                        nxt = k
+                    if low is None or k < low:
+                        low = k
+            if nxt is None:
+                nxt = low
+            if nxt is not None:
+                self._rr = nxt
+                rs[nxt].work()
             else:
                 if self._background and self._bg_due():
                     self._background_step()

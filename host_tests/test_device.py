@@ -81,9 +81,9 @@ class FakeBoard:
 class Host:
     """A requester speaking DSP0253 frames straight into Device.feed()."""
 
-    def __init__(self, dev):
+    def __init__(self, dev, eid=8):
         self.dev = dev
-        self.rq = Requester(eid=8)
+        self.rq = Requester(eid=eid)
         self.dec = mserial.SerialDecoder()
 
     def request(self, body):
@@ -240,3 +240,50 @@ def test_versions_setting_limits_what_the_board_offers():
     n = rsp[5]
     entries = [rsp[6 + 2 * i + 1] for i in range(n)]   # VersionNumberEntry u16 LE: major/minor in the high byte
     assert entries == [0x10, 0x11, 0x12]
+
+
+def test_signing_served_in_turn_no_requester_starves():
+    """Issue 11.5: two requesters that send CHALLENGE again the moment they
+    collect their CHALLENGE_AUTH (so one of them always has a signature
+    pending) cannot starve a third: pending signatures get slices in turn."""
+    from device import Device
+
+    d = Device(FakeBoard(), log=lambda m: None)     # defer_signing=1: ResponseNotReady, RESPOND_IF_READY
+    v = 0x12
+    ch = bytes((v, 0x83, 0, 0)) + bytes(32)
+    peers = {}
+    for eid in (0x30, 0x10, 0x20):                  # not in EID order
+        h = Host(d, eid)
+        vca(h, v)
+        peers[eid] = h
+    tokens = {}
+    for eid in (0x30, 0x10):
+        rsp = peers[eid].spdm(ch)
+        assert rsp[1] == 0x7F and rsp[2] == 0x42
+        tokens[eid] = rsp[6]
+    rsp = peers[0x20].spdm(ch)
+    assert rsp[1] == 0x7F and rsp[2] == 0x42
+    # a second signing request from the same requester meanwhile: Busy (one pending each)
+    busy = peers[0x20].spdm(ch)
+    assert busy[1] == 0x7F and busy[2] == 0x03
+    c_token = rsp[6]
+    cycles = {0x30: 0, 0x10: 0}
+    for step in range(200000):
+        d.idle()
+        for eid in (0x30, 0x10):
+            r = d.responders[eid]
+            if r.pend is not None and r.pend.sig is not None:
+                got = peers[eid].spdm(bytes((v, 0xFF, 0x83, tokens[eid])))
+                assert got[1] == 0x03
+                cycles[eid] += 1
+                again = peers[eid].spdm(ch)                 # at once: again pending
+                tokens[eid] = again[6]
+        rc = d.responders[0x20]
+        if rc.pend is not None and rc.pend.sig is not None:
+            break
+    else:
+        raise AssertionError("the third requester's signature never finished")
+    auth = peers[0x20].spdm(bytes((v, 0xFF, 0x83, c_token)))
+    assert auth[1] == 0x03
+    # it waited behind at most about one signature of each other requester
+    assert cycles[0x30] <= 2 and cycles[0x10] <= 2, cycles
