@@ -44,11 +44,26 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    # Hermetic: the lab CA and other per-user files go to a folder of this run,
+    # never the user's ~/.config (a CA left there by an earlier run would change
+    # which root the commands trust by default).
+    if not os.environ.get("USPDM_TEST_KEEP_CONFIG"):
+        import tempfile
+
+        config._uspdm_config_home = os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="uspdm-test-config-")
     if config.getoption("--m0", default=None):
         os.environ["USPDM_SIM_M0"] = config.getoption("--m0")
         os.environ["USPDM_SIM_M0_LOAD"] = config.getoption("--m0-load")
     config.addinivalue_line("markers", "micropython_only: portable test that runs only on MicroPython")
     config.addinivalue_line("markers", "cpython_only: portable test that runs only on CPython")
+
+
+def pytest_unconfigure(config):
+    home = getattr(config, "_uspdm_config_home", None)
+    if home:
+        import shutil
+
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def pytest_sessionstart(session):
