@@ -22,6 +22,9 @@ CHUNK_IDLE_MS = const(5000)  # a CHUNK_SEND transfer silent this long is dropped
 EID_FILE = "uspdm/eid.bin"
 BG_BACKOFF_MS = 100        # first wait of background work that ran out of memory
 BG_BACKOFF_MAX_MS = 10000  # doubling up to this
+_BG_PAUSED = "fw: background work paused: out of memory; retrying later (backing off up to %d s)" % (
+    BG_BACKOFF_MAX_MS // 1000)
+_IDLE_OOM = "fw: out of memory in idle(); the slice is retried at the next call"
 
 
 class Device:
@@ -59,6 +62,7 @@ class Device:
         self._background = True    # background preparation still to do
         self._bg_fails = 0         # consecutive out-of-memory pauses of the background work
         self._bg_at = 0            # board ms when it may try again
+        self._oom_said = False     # "out of memory in idle" logged (once per boot)
         self.stats = {"messages": 0, "live_max": 0, "alloc_max": 0, "live": 0}
         self._answered = 0
         self._live_prev = gc.mem_alloc() if measure_heap else 0  # CPython has no gc.mem_alloc
@@ -211,21 +215,27 @@ class Device:
         except MemoryError as e:
             more, short = True, e
         if short:
-            from uspdm import demand
-
-            demand.drop()
-            gc.collect()
-            self._bg_fails += 1
-            wait = min(BG_BACKOFF_MS << min(self._bg_fails - 1, 8), BG_BACKOFF_MAX_MS)
-            td = getattr(self.board, "ticks_add", None)
-            self._bg_at = (self._now() + wait) if td is None else td(self._now(), wait)
-            if self._bg_fails == 1:
-                self.log("fw: background work paused: out of memory%s; retrying later (backing off up to %d s)"
-                         % ("" if short is True else " (%r)" % (short,), BG_BACKOFF_MAX_MS // 1000))
+            self._bg_pause()
         elif self._bg_fails:
             self.log("fw: background work resumed after %d out-of-memory pauses" % self._bg_fails)
             self._bg_fails = 0
         self._background = more
+
+    def _bg_pause(self):
+        """Background work ran out of memory: free what can be freed and wait, twice as
+        long each time; say so once. Nothing here needs more than a few bytes of heap
+        (the log line is built at import), so a nearly full heap cannot turn the pause
+        into an error of its own."""
+        from uspdm import demand
+
+        demand.drop()
+        gc.collect()
+        self._bg_fails += 1
+        wait = min(BG_BACKOFF_MS << min(self._bg_fails - 1, 8), BG_BACKOFF_MAX_MS)
+        td = getattr(self.board, "ticks_add", None)
+        self._bg_at = (self._now() + wait) if td is None else td(self._now(), wait)
+        if self._bg_fails == 1:
+            self.log(_BG_PAUSED)
 
     def idle(self):
         """Advance deferred work by one slice; return bytes to send (if any).
@@ -255,6 +265,17 @@ class Device:
             self._expire_chunks(self._now())
             if self._spdm is not None and self._spdm.sessions is not None:
                 self._spdm.sessions.tick(self._now())   # heartbeat timeouts
+        except MemoryError:
+            # the heap ran short in a slice (any of them): the background work backs off as if
+            # its own step had failed; a pending signature is retried at the next idle()
+            try:
+                if self._background:
+                    self._bg_pause()
+                elif not self._oom_said:
+                    self._oom_said = True
+                    self.log(_IDLE_OOM)
+            except MemoryError:
+                pass
         except Exception as e:
             self.log("fw: error in idle: %r" % (e,))
         return b""

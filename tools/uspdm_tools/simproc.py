@@ -40,6 +40,13 @@ class SimProcess:
         if verbose:
             cmd.append("-v")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            self._wait_started(start_timeout, wait_measurements)
+        except BaseException:   # Ctrl-C or a failed start: never leave the board running (it holds the flash lock)
+            self.stop()
+            raise
+
+    def _wait_started(self, start_timeout, wait_measurements):
         deadline = time.monotonic() + start_timeout
         while not os.path.exists(self.port_file):
             if self.proc.poll() is not None:
