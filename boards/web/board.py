@@ -92,10 +92,11 @@ def config():
     global _cfg
     if _cfg is None:
         try:
-            from boardlib import parse_settings
+            from boardlib import parse_settings, validate_settings
 
             raw = storage().read("uspdm/board.cfg")
             over = parse_settings(raw.decode()) if raw else {}
+            validate_settings(over)   # a bad setting is reported at boot, as on every board
         except ImportError:  # the provisioning runner has no firmware/ on its path
             over = {}
         cfg = dict(DEFAULTS)
