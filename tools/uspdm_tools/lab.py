@@ -108,6 +108,9 @@ def board_files():
 
 # ------------------------------------------------------------------ bridge
 
+BRIDGE_HANDOVER_S = 2.0   # how long a new page waits for the previous one to release the bridged board
+
+
 def open_bridge(target, timeout=5.0):
     """SERIAL_OR_TCP -> an object with read(n) (returns b'' on timeout), write(), close()."""
     t = target
@@ -262,7 +265,9 @@ class Handler(BaseHTTPRequestHandler):
 
         if not srv.bridge:
             return close(1008, "this uspdm lab has no --port-bridge")
-        if not srv.bridge_lock.acquire(blocking=False):
+        # the page closes its previous connection just before opening the next one: give that
+        # one a moment to let go of the board before telling this page it is busy
+        if not srv.bridge_lock.acquire(timeout=BRIDGE_HANDOVER_S):
             return close(1013, "busy: another page holds the bridged board")
         port = None
         stop = threading.Event()
