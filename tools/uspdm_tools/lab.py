@@ -35,7 +35,10 @@ from .paths import REPO_ROOT
 BUILD_DIR = os.path.join(REPO_ROOT, "build", "lab")
 SRC_DIR = os.path.join(REPO_ROOT, "tools", "lab")
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-BOARD_TREES = (("lib", "/lib"), ("firmware", "/firmware"), ("boards/web", "/board"))
+# (tree or file in the checkout, where the page's MicroPython sees it); the lab board
+# module reuses the simulated board's, mounted beside it as simboard.py
+BOARD_TREES = (("lib", "/lib"), ("firmware", "/firmware"), ("boards/web", "/board"),
+               ("boards/sim/board.py", "/board/simboard.py"))
 
 
 def register(sub):
@@ -94,6 +97,10 @@ def board_files():
     out = {}
     for rel, dst in BOARD_TREES:
         root = os.path.join(REPO_ROOT, rel)
+        if os.path.isfile(root):
+            with open(root, "rb") as fh:
+                out[dst] = base64.b64encode(fh.read()).decode()
+            continue
         for dp, dns, fns in os.walk(root):
             dns[:] = sorted(d for d in dns if d != "__pycache__" and not d.startswith("."))
             for f in sorted(fns):
