@@ -31,6 +31,7 @@ SCHEMA = {
     "enroll_in_clear": ("bool",),
     "lock_slot0": ("bool",),
     "cert_install_reset": ("bool",),
+    "multi_key": ("bool",),
     "openprot": ("bool",),
     "openprot_version": ("choice", "1.2 1.3"),
     # board role and I2C

@@ -149,6 +149,9 @@ class SpdmContext:
         c.enroll_in_clear = bool(cfg.get("enroll_in_clear", 0))
         c.lock_slot0 = bool(cfg.get("lock_slot0", 0))
         c.cert_install_reset = bool(cfg.get("cert_install_reset", 0))
+        # multi_key=1: SPDM 1.3 MULTI_KEY_CAP (negotiated): DIGESTS report each
+        # slot's KeyPairID, GET_CSR can make a slot a key pair of its own
+        c.multi_key = bool(cfg.get("multi_key", 0))
         # Requests up to one MCTP message; larger ones come by CHUNK_SEND.
         c.data_transfer_size = min(cfg.get("data_transfer_size", 1024), max_message - 1)
         c.max_spdm_msg_size = cfg.get("max_spdm_msg_size", 4096)

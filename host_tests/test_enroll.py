@@ -281,7 +281,7 @@ def malformed_cases(ca, r, v):
     ]
     if ver == 0x13:
         cases += [
-            ("csr KeyPairID", E.get_csr_request(ver, b"", p1=1), 0x01),
+            ("csr KeyPairID without multi-key", E.get_csr_request(ver, b"", p1=1), 0x01),
             ("csr cert model", E.get_csr_request(ver, b"", p2=1), 0x01),
             ("csr tag without reset flow", E.get_csr_request(ver, b"", p2=1 << 3), 0x01),
             ("set KeyPairID", bytes((ver, 0xEE, 1, 1)) + good, 0x01),
@@ -353,6 +353,144 @@ def test_unsupported_slot_refused(ca):
     with pytest.raises(R.ProtocolError) as ei:
         inner.exchange(E.set_certificate_request(0x13, 5, buf), E.SET_CERTIFICATE_RSP)
     assert ei.value.code == R.ERR_INVALID_REQUEST
+
+
+# -------------------------------------------- SPDM 1.3 multi-key, --new-key
+def _xy(pub):
+    return pub.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)[1:]
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_new_key_every_slot_1_3(ca, alg):
+    """GET_CSR with KeyPairID slot+2: the board makes a fresh key pair, the CSR
+    (checked with `cryptography`) holds it, SET_CERTIFICATE installs it, the
+    slot signs with it (the verifier checks CHALLENGE/MEASUREMENTS against the
+    new leaf), in 1.3 with the multi-key connection and in 1.2 without one."""
+    r, mgr, link = make_board(ca, multi_key=True)
+    device = r.identity.public_key(alg)
+    keys = set()
+    for slot in range(8):
+        rep = E.enroll(link, ca, slot=slot, alg=alg, version="1.3", sleep=lambda t: None, new_key=True)
+        assert rep["attest"]["verdict"] == "TRUSTED" and rep["key_pair_id"] == slot + 2, rep
+        assert rep["attest"]["key_pair_id"] == slot + 2
+        key = bytes.fromhex(rep["csr_key"])
+        assert key != device and key not in keys
+        keys.add(key)
+        assert r.identity.key_pair(slot + 2, alg)[1] == key
+    # the same slots attested by a 1.2 requester (no multi-key): each signs with its own key
+    for slot in (0, 5):
+        code, arep = __import__("uspdm_tools.verifier", fromlist=["attest"]).attest(
+            LoopbackTransport(r), ca.root_cert, version="1.2", slot=slot, algs=(alg,))
+        assert code == 0 and "key_pair_id" not in arep["identity"], arep
+        assert bytes.fromhex(arep["identity"]["key"].split()[-1]) == r.identity.key_pair(slot + 2, alg)[1]
+    # again into slot 3: its chain is on its own key pair, so it is erased first and a new key is made
+    rep = E.enroll(link, ca, slot=3, alg=alg, version="1.3", sleep=lambda t: None, new_key=True)
+    assert rep["erased_first"] and rep["attest"]["verdict"] == "TRUSTED"
+    assert bytes.fromhex(rep["csr_key"]) not in keys
+
+
+def test_new_key_refused_without_1_3_multi_key(ca):
+    r, mgr, link = make_board(ca)   # no multi_key setting
+    before = dict(r.identity.storage.files)
+    with pytest.raises(E.EnrollError) as ei:
+        E.enroll(link, ca, slot=2, alg="p384", version="1.3", sleep=lambda t: None, new_key=True)
+    assert "multi_key=1" in str(ei.value) and ei.value.code == E.EXIT_USAGE
+    r, mgr, link = make_board(ca, multi_key=True)
+    before = dict(r.identity.storage.files)
+    with pytest.raises(E.EnrollError) as ei:
+        E.enroll(link, ca, slot=2, alg="p384", version="1.2", sleep=lambda t: None, new_key=True)
+    assert "needs SPDM 1.3" in str(ei.value) and ei.value.code == E.EXIT_USAGE
+    assert dict(r.identity.storage.files) == before
+
+
+def test_multi_key_digests_certificate_layout(ca):
+    """Raw bytes: DIGESTS = header, Digest[n], KeyPairID[n], CertificateInfo[n],
+    KeyUsageMask[n] (u16 LE) in slot order; CERTIFICATE Param2 = CertificateInfo;
+    only when the requester asked for the multi-key connection."""
+    r, mgr, link = make_board(ca, multi_key=True)
+    E.enroll(link, ca, slot=2, alg="p384", version="1.3", sleep=lambda t: None, new_key=True)
+    E.enroll(link, ca, slot=5, alg="p384", version="1.3", sleep=lambda t: None)   # on the device key
+    for mk in (True, False):
+        q = R.Requester(LoopbackTransport(r), version="1.3", algs=("p384",), multi_key=mk)
+        q.init_connection()
+        assert q.rsp_flags & (3 << 26) == 2 << 26   # MULTI_KEY_CAP = 10b (negotiated)
+        rsp = q.t.spdm(bytes((0x13, 0x81, 0, 0)))
+        assert rsp[1] == 0x01 and rsp[3] == 0b100101
+        n, H = 3, 48
+        if mk:
+            assert len(rsp) == 4 + n * H + 4 * n
+            o = 4 + n * H
+            assert list(rsp[o:o + 3]) == [1, 4, 1]          # KeyPairID: device key, slot 2's own, device key
+            assert list(rsp[o + 3:o + 6]) == [1, 1, 1]      # CertificateInfo: DeviceCert
+            assert struct.unpack_from("<3H", rsp, o + 6) == (7, 7, 7)   # KeyEx | Challenge | Measurement
+        else:
+            assert len(rsp) == 4 + n * H
+        cert = q.t.spdm(bytes((0x13, 0x82, 2, 0)) + struct.pack("<HH", 0, 100))
+        assert cert[1] == 0x02 and cert[3] == (1 if mk else 0)
+    # a requester asking for the multi-key connection from a board without MULTI_KEY_CAP: InvalidRequest
+    r2, _, _ = make_board(ca)
+    q = R.Requester(LoopbackTransport(r2), version="1.3", algs=("p384",), multi_key=True)
+    q.get_version()
+    q.get_capabilities()
+    q.rsp_flags |= 2 << 26   # (pretend it offered it)
+    with pytest.raises(R.ProtocolError) as ei:
+        q.negotiate_algorithms()
+    assert ei.value.code == R.ERR_INVALID_REQUEST
+
+
+def test_multi_key_verifier_checks_digests_fields():
+    D = bytes(48)
+    good = bytes((0x13, 0x01, 0xFF, 0x03)) + b"\x11" * 96 + bytes((1, 3, 1, 1)) + struct.pack("<2H", 7, 7)
+    assert R.parse_key_pair_fields(good, 100, 0x03, {0: b"\x11" * 48, 1: b"\x11" * 48})[1] == {
+        "key_pair_id": 3, "cert_model": 1, "key_usage": 7}
+    for name, tail in (("model reserved", bytes((1, 3, 1, 4)) + struct.pack("<2H", 7, 7)),
+                       ("info reserved bits", bytes((1, 3, 1, 0x09)) + struct.pack("<2H", 7, 7)),
+                       ("slot 0 generic", bytes((1, 3, 3, 1)) + struct.pack("<2H", 7, 7)),
+                       ("slot 0 no usage", bytes((1, 3, 1, 1)) + struct.pack("<2H", 0x4000, 7)),
+                       ("usage reserved", bytes((1, 3, 1, 1)) + struct.pack("<2H", 7, 0x0107)),
+                       ("KeyPairID 0", bytes((1, 0, 1, 1)) + struct.pack("<2H", 7, 7))):
+        with pytest.raises(R.ProtocolError):
+            R.parse_key_pair_fields(good[:100] + tail, 100, 0x03, {0: b"\x11" * 48, 1: b"\x11" * 48})
+    with pytest.raises(R.ProtocolError):   # CertModel 0 (no certificate) with a non-zero digest
+        R.parse_key_pair_fields(good[:100] + bytes((1, 3, 1, 0)) + struct.pack("<2H", 7, 7), 100, 0x03,
+                                {0: b"\x11" * 48, 1: b"\x11" * 48})
+    assert D == bytes(48)
+
+
+def test_multi_key_malformed_get_their_error_and_leave_slots(ca):
+    r, mgr, link = make_board(ca, multi_key=True)
+    E.enroll(link, ca, slot=2, alg="p384", version="1.3", sleep=lambda t: None, new_key=True)
+    q, s, inner = session(link, "1.3", "p384", multi_key=True)
+    assert q.mk_conn
+    good = certs.chain_buffer(_chain(ca, r), hashes.SHA384)          # device key (KeyPairID 1)
+    own2 = certs.chain_buffer(ca.issue_leaf(certs.public_key_from_xy("p384", r.identity.key_pair(4, "p384")[1]),
+                                            "a:b:c"), hashes.SHA384)
+    ri = E.requester_info("x", "y")
+    cases = [
+        ("csr KeyPairID 0", E.get_csr_request(0x13, ri, p1=0, p2=1), 0x01),
+        ("csr KeyPairID past the last", E.get_csr_request(0x13, ri, p1=10, p2=1), 0x01),
+        ("csr model 0", E.get_csr_request(0x13, ri, p1=1, p2=0), 0x01),
+        ("csr AliasCert model", E.get_csr_request(0x13, ri, p1=1, p2=2), 0x01),
+        ("set KeyPairID 0", bytes((0x13, 0xEE, 0x11, 0)) + good, 0x01),
+        ("set model 0", bytes((0x13, 0xEE, 0x01, 1)) + good, 0x01),
+        ("set GenericCert model", bytes((0x13, 0xEE, 0x31, 1)) + good, 0x01),
+        ("set another slot's key pair", bytes((0x13, 0xEE, 0x11, 4)) + own2, 0x01),
+        ("set key pair not made yet", bytes((0x13, 0xEE, 0x13, 5)) + good, 0x01),
+        ("set erase with model", bytes((0x13, 0xEE, 0x92, 4)), 0x01),
+        ("set erase KeyPairID 0", bytes((0x13, 0xEE, 0x82, 0)), 0x01),
+        ("set KeyPairID 1 with slot 2's key", bytes((0x13, 0xEE, 0x13, 1)) + own2, 0x05),
+        ("set own KeyPairID with the device key", bytes((0x13, 0xEE, 0x12, 4)) + good, 0x05),
+    ]
+    before = dict(slot_files(r))
+    kps = {k: v for k, v in r.identity.storage.files.items() if "/kp" in k}
+    for name, req, code in cases:
+        rsp = inner.t.spdm(req) if len(req) <= q.rsp_dts else inner._send_maybe_chunked(req, False, {
+            "chunks": 0, "retries": 0})
+        assert rsp[1] == 0x7F and rsp[2] == code, (name, rsp.hex())
+        assert slot_files(r) == before, name
+        assert {k: v for k, v in r.identity.storage.files.items() if "/kp" in k} == kps, name
+    d = inner.get_digests()
+    assert inner.key_pairs[2]["key_pair_id"] == 4 and sorted(d) == [0, 2]
 
 
 # ------------------------------------------------------------ reset flow

@@ -131,6 +131,58 @@ def test_malformed_over_serial_leave_slots(board, version):
         link.close()
 
 
+@pytest.fixture(scope="module")
+def mk_board(tmp_path_factory):
+    """A simulated board with multi_key=1 (SPDM 1.3 MULTI_KEY_CAP)."""
+    from uspdm_tools.simproc import SimProcess
+
+    d = tmp_path_factory.mktemp("enroll_mk")
+    flash, ca = d / "flash", d / "ca"
+    rc, out, err = uspdm("provision", "--flash", flash, "--ca-dir", ca)
+    assert rc == 0, err
+    with SimProcess(flash=str(flash), extra_args=["--set", "multi_key=1"]) as sim:
+        c = certs.LabCA(str(ca))
+        c.load()
+        yield {"port": sim.port, "ca": c, "ca_dir": str(ca), "flash": str(flash), "sim": sim}
+
+
+@pytest.mark.parametrize("alg", ["p384", "p256"])
+def test_enroll_new_key_every_slot_over_serial(mk_board, alg):
+    """--new-key over serial, SPDM 1.3: each slot gets a key pair of its own
+    (KeyPairID slot+2 in DIGESTS), attested TRUSTED against it."""
+    link = _link(mk_board)
+    try:
+        keys = set()
+        for slot in range(8):
+            rep = E.enroll(link, mk_board["ca"], slot=slot, alg=alg, version="1.3", timeout=20, new_key=True)
+            assert rep["attest"]["verdict"] == "TRUSTED", rep
+            assert rep["key_pair_id"] == slot + 2 and rep["attest"]["key_pair_id"] == slot + 2
+            assert rep["csr_key"] not in keys
+            keys.add(rep["csr_key"])
+    finally:
+        link.close()
+    names = os.listdir(os.path.join(mk_board["flash"], "uspdm"))
+    assert all(("kp%d_%s.bin" % (k, alg)) in names for k in range(2, 10))
+
+
+def test_enroll_new_key_command_line(mk_board):
+    rc, out, err = uspdm("enroll", "--port", mk_board["port"], "--ca-dir", mk_board["ca_dir"], "--slot", 4,
+                         "--new-key", "--version", "1.3", "--json", "--timeout", 20)
+    assert rc == 0, out + err
+    rep = json.loads(out)
+    assert rep["key_pair_id"] == 6 and rep["attest"]["verdict"] == "TRUSTED"
+    rc, out, err = uspdm("attest", "--port", mk_board["port"], "--root",
+                         os.path.join(mk_board["ca_dir"], "ca.cert.pem"), "--slot", 4, "--json", "--timeout", 20)
+    assert rc == 0, out + err
+    assert json.loads(out)["identity"]["key"].split()[-1] == rep["csr_key"]
+    # SPDM 1.2 has no KeyPairID: a clear error, exit 1, nothing written
+    before = sorted(os.listdir(os.path.join(mk_board["flash"], "uspdm")))
+    rc, out, err = uspdm("enroll", "--port", mk_board["port"], "--ca-dir", mk_board["ca_dir"], "--slot", 5,
+                         "--new-key", "--version", "1.2", "--timeout", 20)
+    assert rc == 1 and "--new-key needs SPDM 1.3" in out, out + err
+    assert sorted(os.listdir(os.path.join(mk_board["flash"], "uspdm"))) == before
+
+
 def test_openprot_profile_reports_one_version(tmp_path):
     """Board setting openprot=1: VERSION lists a single SPDM version, 1.2 or later."""
     from uspdm_tools import link as link_mod

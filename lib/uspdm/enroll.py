@@ -268,6 +268,8 @@ def assemble(alg, cri, rs):
 
 
 # ---------------------------------------------------------------- GET_CSR
+_KEY_PAIRS = const(9)      # uspdm.identity.KEY_PAIRS: 1 device key, 2..9 slot 0..7's own
+_MODEL_DEVICE = const(1)   # CertificateInfo / CSRCertModel / SetCertModel: DeviceCert
 _GET_CSR = const(0xED)
 _CSR = const(0x6D)
 _CAP_CSR = const(0x00100000)
@@ -375,13 +377,23 @@ def get_csr(r, msg):
         return _err(r, C.ERR_INVALID_REQUEST)
     tag = 0
     overwrite = 0
+    kp = 1
     reset = getattr(c, "cert_install_reset", False)
     if v >= C.V13:
         p2 = msg[3]
         tag = (p2 >> 3) & 7
         overwrite = p2 & 0x80
-        # no multi-key connection: KeyPairID and CSRCertModel are 0 (libspdm)
-        if msg[2] or (p2 & 7) or (p2 & 0x40) or (tag and (overwrite or not reset)):
+        if (p2 & 0x40) or (tag and (overwrite or not reset)):
+            return _err(r, C.ERR_INVALID_REQUEST)
+        if getattr(r, "mk", False):
+            # multi-key connection: a KeyPairID we have (1, or a slot's own 2..9)
+            # and CSRCertModel DeviceCert (libspdm: 0 and models > 3 are InvalidRequest;
+            # we issue device certificates only)
+            kp = msg[2]
+            if not 1 <= kp <= _KEY_PAIRS or (p2 & 7) != _MODEL_DEVICE:
+                return _err(r, C.ERR_INVALID_REQUEST)
+        elif msg[2] or (p2 & 7):
+            # no multi-key connection: KeyPairID and CSRCertModel are 0 (libspdm)
             return _err(r, C.ERR_INVALID_REQUEST)
     try:
         subject, attrs = requester_info(ri)
@@ -396,7 +408,14 @@ def get_csr(r, msg):
     if ident.private_key(alg) is None:
         # a board without a key for this curve makes one now (enrolment of a blank board)
         ident.ensure_key(alg)
-    gen = _csr_gen(ident, alg, subject, attrs, r.drbg.generate(32), bytes((v, _CSR, 0, 0)))
+    new = None
+    if kp != 1 and ident.key_pair_of(kp - 2, alg) != kp:
+        # slot kp - 2's own key pair, not in use by its chain: a fresh one is
+        # made now (the CSR's key; SET_CERTIFICATE with this KeyPairID installs it)
+        from uspdm.crypto import ec
+
+        new = ec.generate_private_key(ec.P384 if alg == "p384" else ec.P256, r.drbg.generate)
+    gen = _csr_gen(ident, alg, subject, attrs, r.drbg.generate(32), bytes((v, _CSR, 0, 0)), kp, new)
     if c.defer_signing:
         # the public key (first use this boot) and the signature run in r.work() slices
         return _defer(r, _GET_CSR, gen)
@@ -407,8 +426,12 @@ def get_csr(r, msg):
     return e if e is not None else resp
 
 
-def _pub_iter(ident, alg):
-    """The device's public key, computed in slices the first time this boot."""
+def _pub_iter(ident, alg, kp=1):
+    """Key pair kp's public key: the device key's computed in slices the
+    first time this boot, a slot's own (kp 2..9) stored with it."""
+    if kp != 1:
+        return ident.key_pair(kp, alg)[1]
+        yield   # (a generator either way)
     pub = ident._pubs.get(alg)
     if pub is None:
         from uspdm.crypto import ec
@@ -418,14 +441,23 @@ def _pub_iter(ident, alg):
     return pub
 
 
-def _csr_gen(ident, alg, subject, attrs, extra, hdr):
+def _csr_gen(ident, alg, subject, attrs, extra, hdr, kp=1, new=None):
     # (everything it calls is bound here: the module is dropped after the request)
     from uspdm.crypto import ec
 
-    pub = yield from _pub_iter(ident, alg)
+    curve = ec.P384 if alg == "p384" else ec.P256
+    if new is not None:
+        # a fresh key pair for KeyPairID kp: stored before the CSR goes out
+        pub = yield from ec.public_key_iter(curve, new)
+        ident.set_key_pair(kp, alg, new, pub)
+        d = new
+    elif kp != 1:
+        d, pub = ident.key_pair(kp, alg)
+    else:
+        pub = yield from _pub_iter(ident, alg)
+        d = ident.private_key(alg)
     cri = request_info(alg, pub, subject, attrs)
-    rs = yield from ec.sign_iter(ec.P384 if alg == "p384" else ec.P256, ident.private_key(alg),
-                                 cri_digest(alg, cri), extra)
+    rs = yield from ec.sign_iter(curve, d, cri_digest(alg, cri), extra)
     csr = assemble(alg, cri, rs)
     return hdr + p16(len(csr)) + b"\x00\x00" + csr
 
@@ -464,7 +496,7 @@ def _tbs(buf, s, e):
     return t
 
 
-def check_leaf(buf, s, e, spki, version):
+def check_leaf(buf, s, e, spkis, version):
     """SPDM leaf profile on the DER certificate value [s, e); ValueError."""
     t = _tbs(buf, s, e)
     if t[0][0] != 0xA0 or buf[t[0][1]:t[0][2]] != b"\x02\x01\x02":
@@ -474,7 +506,7 @@ def check_leaf(buf, s, e, spki, version):
     k = t[6]
     # the SubjectPublicKeyInfo TLV (header included) must be exactly ours
     hdr = len(der_len(k[2] - k[1])) + 1
-    if buf[k[1] - hdr:k[2]] != spki:
+    if bytes(buf[k[1] - hdr:k[2]]) not in spkis:
         raise ValueError("leaf key is not the device key")
     ku = bc = eku = None
     for x in t[7:]:
@@ -518,8 +550,9 @@ def check_leaf(buf, s, e, spki, version):
             raise ValueError("leaf EKU is requester-authentication only")
 
 
-def check_chain(r, certs, root_hash, pub):
-    """ValueError unless `certs` (DER, root first) passes the checks above."""
+def check_chain(r, certs, root_hash, pubs):
+    """ValueError unless `certs` (DER, root first) passes the checks above;
+    the leaf holds one of the public keys `pubs` (X||Y each)."""
     from uspdm.identity import der_elements
 
     els = der_elements(certs)
@@ -537,7 +570,7 @@ def check_chain(r, certs, root_hash, pub):
         raise ValueError("RootHash is not the hash of the first certificate")
     off, ln = els[-1]
     s, e = expect(certs, off, off + ln, 0x30)
-    check_leaf(certs, s, e, spki(r.asym, pub), r.version)
+    check_leaf(certs, s, e, [spki(r.asym, p) for p in pubs], r.version)
 
 
 def set_certificate(r, msg):
@@ -550,10 +583,20 @@ def set_certificate(r, msg):
     p1 = msg[2]
     slot = p1 & 0x0F
     erase = False
+    kp = 0
     if v >= C.V13:
         model = (p1 >> 4) & 7
         erase = bool(p1 & 0x80)
-        if msg[3] or model:
+        kp = msg[3]
+        if getattr(r, "mk", False):
+            # multi-key connection: KeyPairID non-zero; to write, SetCertModel
+            # DeviceCert and a key pair this slot can hold (1 or its own, slot + 2)
+            if not kp or (erase and model):
+                return _err(r, C.ERR_INVALID_REQUEST)
+            if not erase and (model != _MODEL_DEVICE or kp not in (1, slot + 2)
+                              or (kp != 1 and r.identity.key_pair(kp, r.asym) is None)):
+                return _err(r, C.ERR_INVALID_REQUEST)
+        elif kp or model:
             return _err(r, C.ERR_INVALID_REQUEST)
     if slot >= 8 or not (c.supported_slots >> slot) & 1:
         return _err(r, C.ERR_INVALID_REQUEST)
@@ -577,8 +620,8 @@ def set_certificate(r, msg):
         except OSError:
             return _fail(r)
     else:
-        gen = _install_gen(r, slot, msg[8 + hsize:4 + length], msg[8:8 + hsize], at_boot)
-        if c.defer_signing and ident._pubs.get(r.asym) is None:
+        gen = _install_gen(r, slot, msg[8 + hsize:4 + length], msg[8:8 + hsize], at_boot, kp)
+        if c.defer_signing and ident._pubs.get(r.asym) is None and kp < 2:
             # the device's public key is not known yet this boot: computed in slices
             return _defer(r, _SET_CERTIFICATE, gen)
         from uspdm.crypto import ec
@@ -589,10 +632,20 @@ def set_certificate(r, msg):
     return bytes((v, _SET_CERTIFICATE_RSP, slot, 0))
 
 
-def _install_gen(r, slot, certs, root_hash, at_boot):
-    pub = yield from _pub_iter(r.identity, r.asym)
+def _install_gen(r, slot, certs, root_hash, at_boot, kp=0):
+    """kp: the KeyPairID named (multi-key connection), else 0: the leaf may
+    hold the device key or the slot's own key pair."""
+    ident = r.identity
+    if kp < 2:
+        pubs = [(yield from _pub_iter(ident, r.asym))]
+    else:
+        pubs = []
+    if kp != 1:
+        own = ident.key_pair(slot + 2, r.asym)
+        if own is not None:
+            pubs.append(own[1])
     try:
-        check_chain(r, certs, root_hash, pub)
+        check_chain(r, certs, root_hash, pubs)
     except (ValueError, IndexError):
         return _err(r, C.ERR_UNSPECIFIED)
     try:

@@ -7,10 +7,19 @@
     ident.install_chain(0, 'p384', der_certs_root_first)   # leaf must hold the device key
     ident.chain(0, 'p384')            # DER certificates concatenated, root first, or None
     ident.provisioned_mask('p384')    # bit N set when slot N holds a chain
+    ident.slot_key(N, 'p384')         # the private key slot N signs with (int)
+    ident.key_pair_of(N, 'p384')      # its SPDM 1.3 KeyPairID: 1 or N + 2
 
 `alg` is 'p384' or 'p256'.  Storage layout (see uspdm.storage):
   uspdm/key_<alg>.bin       raw big-endian private scalar (curve size bytes)
   uspdm/slot<N>_<alg>.der   DER certificates concatenated, root first, leaf last
+  uspdm/kp<K>_<alg>.bin     a key pair of its own for slot K - 2 (K = 2..9), made on
+                            the board by GET_CSR (SPDM 1.3 KeyPairID K): d || X || Y
+
+Key pairs (SPDM 1.3 multi-key): KeyPairID 1 is the device key (key_<alg>.bin);
+KeyPairID N + 2 is slot N's own key pair, which only slot N can use.  A slot
+signs with the key its leaf certificate holds: its own key pair when the
+leaf holds that one, else the device key.
 
 The SPDM certificate-chain buffer served by GET_CERTIFICATE
 (`Length u16 | Reserved u16 | RootHash[H] | certificates`) and its digest are
@@ -24,6 +33,8 @@ from uspdm.compat import p16
 ALGS = ("p384", "p256")
 _KEY = "uspdm/key_%s.bin"
 _SLOT = "uspdm/slot%d_%s.der"
+_KP = "uspdm/kp%d_%s.bin"
+KEY_PAIRS = 9   # KeyPairID 1 (device key) and 2..9 (slot 0..7's own)
 
 
 def _curve(alg):
@@ -73,6 +84,7 @@ class Identity:
         self._dig = {}   # (slot, alg, hashname) -> Hash(chain buffer), every slot used
         self._last = None  # (key, (chain buffer, digest)): only the last chain buffer stays on the heap
         self._masks = {}
+        self._kp = {}    # (slot, alg) -> KeyPairID the slot's leaf holds
         self.problems = {}  # (alg, slot or -1 for the key) -> why it is not usable
         self._recovered = False
         self.boot_id = None  # random per boot, set by whoever needs it (CERT_INSTALL_RESET flow)
@@ -166,6 +178,48 @@ class Identity:
             self._pubs[alg] = q
         return q
 
+    # key pairs (SPDM 1.3 KeyPairID) ----------------------------------------
+    def key_pair(self, kp, alg):
+        """(d, X||Y) of slot kp - 2's own key pair, or None (kp 2..9)."""
+        if not 2 <= kp <= KEY_PAIRS:
+            return None
+        raw = self.storage.read(_KP % (kp, alg))
+        n = _curve(alg).size
+        if raw is None or len(raw) != 3 * n:
+            return None
+        return int.from_bytes(raw[:n], "big"), bytes(raw[n:])
+
+    def set_key_pair(self, kp, alg, d, pub):
+        """Store a key pair made on the board (GET_CSR with a new KeyPairID)."""
+        n = _curve(alg).size
+        self.storage.write(_KP % (kp, alg), d.to_bytes(n, "big") + bytes(pub))
+        self._kp.clear()
+        self._masks.pop(alg, None)
+
+    def key_pair_of(self, slot, alg):
+        """KeyPairID slot `slot` uses: slot + 2 when its leaf holds the slot's
+        own key pair, else 1 (the device key)."""
+        k = self._kp.get((slot, alg))
+        if k is None:
+            k = 1
+            own = self.key_pair(slot + 2, alg)
+            if own is not None:
+                der = self.chain(slot, alg)
+                try:
+                    off, ln = der_elements(der or b"")[-1]
+                    if (b"\x04" + own[1]) in der[off:off + ln]:
+                        k = slot + 2
+                except ValueError:
+                    pass
+            self._kp[(slot, alg)] = k
+        return k
+
+    def slot_key(self, slot, alg):
+        """The private key slot `slot` signs with (None: no key)."""
+        if 0 <= slot < 8 and self.key_pair_of(slot, alg) != 1:
+            return self.key_pair(slot + 2, alg)[0]
+        return self.private_key(alg)
+
     # certificate chains ---------------------------------------------------
     def chain(self, slot, alg):
         if not 0 <= slot < 8:
@@ -204,6 +258,7 @@ class Identity:
 
     def _drop(self, slot, alg):
         self._masks.pop(alg, None)
+        self._kp.pop((slot, alg), None)
         for k in list(self._dig):
             if k[0] == slot and k[1] == alg:
                 del self._dig[k]
@@ -255,7 +310,7 @@ class Identity:
             try:
                 els = der_elements(der)
                 off, ln = els[-1]
-                if pub not in der[off:off + ln]:
+                if pub not in der[off:off + ln] and self.key_pair_of(s, alg) == 1:
                     raise ValueError("its leaf certificate does not hold the device key")
             except ValueError as e:
                 probs[(alg, s)] = "%s: %s; slot %d reported as not provisioned" % (_SLOT % (s, alg), e, s)

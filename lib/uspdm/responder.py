@@ -97,6 +97,7 @@ class Config:
         self.enroll_in_clear = False   # lab only: also outside a secure session
         self.lock_slot0 = False        # SET_CERTIFICATE never touches slot 0
         self.cert_install_reset = False  # CERT_INSTALL_RESET_CAP: changes take effect after a reset
+        self.multi_key = False         # SPDM 1.3 MULTI_KEY_CAP (negotiated): KeyPairIDs in DIGESTS
         self.max_requester_info = 512
         for k in kw:
             if not hasattr(self, k):
@@ -182,6 +183,8 @@ class Responder:
         self.l_mver = None
         self._ev = 0x10
         self.sel_dhe = self.sel_aead = self.sel_ks = 0   # selected in ALGORITHMS (1.1+)
+        self.mk = False        # SPDM 1.3 MULTI_KEY_CONN_RSP negotiated (uspdm.rsp_vca)
+        self.dig_d = None      # then: the last DIGESTS outside a session (D of the session TH)
 
     def pending(self):
         return self.pend is not None and self.pend.sig is None
@@ -349,6 +352,8 @@ class Responder:
                 f |= 0x00100000  # CSR_CAP
             if c.cert_install_reset and (c.set_cert_cap or c.csr_cap):
                 f |= 0x00200000  # CERT_INSTALL_RESET_CAP
+            if c.multi_key and v >= C.V13:
+                f |= 0x08000000  # MULTI_KEY_CAP = 10b: multi-key connection when the requester asks
         f &= C.CAP_MASK[v]
         if self.sessions is not None:
             f |= self.sessions.cap_flags(v) & C.CAP_MASK.get(v, 0)
@@ -368,12 +373,13 @@ class Responder:
             return sha2.new(self.hashname, C.signing_prefix(self.version, context) + tdigest).digest()
         return tdigest
 
-    def _signed(self, code, body, context, tdigest):
-        """Return body||signature, or ERROR ResponseNotReady with the signature deferred."""
+    def _signed(self, code, body, context, tdigest, slot=0):
+        """Return body||signature (with slot `slot`'s key), or ERROR
+        ResponseNotReady with the signature deferred."""
         from uspdm.crypto import ec
 
         curve = ec.P384 if self.asym == "p384" else ec.P256
-        d = self.identity.private_key(self.asym)
+        d = self.identity.slot_key(slot, self.asym)
         if d is None:
             return self._error(C.ERR_UNSPECIFIED)
         m = self._digest_to_sign(context, tdigest)

@@ -1,8 +1,16 @@
-"""GET_DIGESTS and GET_CERTIFICATE (loaded on demand by uspdm.responder)."""
+"""GET_DIGESTS and GET_CERTIFICATE (loaded on demand by uspdm.responder).
+
+SPDM 1.3 multi-key connection (r.mk, negotiated in NEGOTIATE_ALGORITHMS):
+DIGESTS = header, Digest[n], KeyPairID[n] (u8), CertificateInfo[n] (u8),
+KeyUsageMask[n] (u16), n = provisioned slots in slot order (libspdm's
+layout); CERTIFICATE Param2 = the slot's CertificateInfo.  The last DIGESTS
+outside a session is kept as D for the KEY_EXCHANGE transcript."""
 from uspdm import consts as C
 from uspdm.compat import const, p16, u16
 
 _ST_NEG = const(3)
+_CERT_MODEL_DEVICE = const(1)   # CertificateInfo: DeviceCert model (no ALIAS_CERT_CAP here)
+_KEY_USAGE = const(0x0007)      # KeyUsageMask: KeyExUse | ChallengeUse | MeasurementUse
 
 
 def get_digests(r, msg):
@@ -22,6 +30,14 @@ def get_digests(r, msg):
             if cd is None:
                 return r._error(C.ERR_UNSPECIFIED)
             parts.append(cd)
+    mk = v >= C.V13 and r.mk
+    if mk:
+        # SPDM 1.3 multi-key connection: KeyPairID[n], CertificateInfo[n] and
+        # KeyUsageMask[n] (u16) of each provisioned slot, in slot order
+        slots = [s for s in range(8) if mask & (1 << s)]
+        parts.append(bytes([r.identity.key_pair_of(s, r.asym) for s in slots]))
+        parts.append(bytes([_CERT_MODEL_DEVICE] * len(slots)))
+        parts.append(p16(_KEY_USAGE) * len(slots))
     resp = b"".join(parts)
     err = r._size_err(len(resp))
     if err is not None:
@@ -30,6 +46,8 @@ def get_digests(r, msg):
     h.update(msg[:4])
     h.update(resp)
     r.t.commit_m1(h)
+    if mk and getattr(r, "cur_session", None) is None:
+        r.dig_d = resp   # D: part of the TH of the next KEY_EXCHANGE (libspdm message_d)
     return resp
 
 
@@ -53,7 +71,7 @@ def get_certificate(r, msg):
         offset = 0
         length = 0
         if not provisioned:
-            resp = bytes((v, C.CERTIFICATE, slot, 0, 0, 0, 0, 0))
+            resp = bytes((v, C.CERTIFICATE, slot, 0, 0, 0, 0, 0))   # CertificateInfo 0: no certificate
             h = r.t.fork_m1()
             h.update(msg[:8])
             h.update(resp)
@@ -75,7 +93,8 @@ def get_certificate(r, msg):
         if r.req_dts:
             room = min(room, r.req_dts - 8)
     portion = min(length, total - offset, max(room, 0))
-    resp = (bytes((v, C.CERTIFICATE, slot, 0)) + p16(portion)
+    info = _CERT_MODEL_DEVICE if v >= C.V13 and r.mk else 0   # 1.3 multi-key: CertificateInfo
+    resp = (bytes((v, C.CERTIFICATE, slot, info)) + p16(portion)
             + p16(total - offset - portion) + buf[offset:offset + portion])
     err = r._size_err(len(resp))
     if err is not None:

@@ -40,7 +40,7 @@ def challenge(r, msg):
     h.update(msg[:need])
     h.update(body)
     tdigest = h.digest()
-    resp = r._signed(C.CHALLENGE, body, C.SIGN_CTX_CHALLENGE_AUTH, tdigest)
+    resp = r._signed(C.CHALLENGE, body, C.SIGN_CTX_CHALLENGE_AUTH, tdigest, slot)
     # success (or deferred): B and C are consumed by this CHALLENGE_AUTH
     r.t.end_m1()
     if resp[1] == C.CHALLENGE_AUTH:

@@ -78,4 +78,4 @@ def get_measurements(r, msg):
         return body
     tdigest = h.digest()
     r.t.reset_l()
-    return r._signed(C.GET_MEASUREMENTS, body, C.SIGN_CTX_MEASUREMENTS, tdigest)
+    return r._signed(C.GET_MEASUREMENTS, body, C.SIGN_CTX_MEASUREMENTS, tdigest, slot)

@@ -204,6 +204,12 @@ def negotiate_algorithms(r, msg):
             opaque_sel = C.OPAQUE_FMT_0
     if off != length:
         return r._error(C.ERR_INVALID_REQUEST)
+    mk = False
+    if v >= C.V13 and msg[7] & C.MULTI_KEY_CONN:
+        # ResponderMultiKeyConn asked for: only with our MULTI_KEY_CAP (libspdm: InvalidRequest)
+        if not (r.flags & C.CAP_MULTI_KEY_MASK):
+            return r._error(C.ERR_INVALID_REQUEST)
+        mk = True
     req_spec = msg[6]
     req_asym = u32(msg, 8)
     req_hash = u32(msg, 12)
@@ -272,6 +278,7 @@ def negotiate_algorithms(r, msg):
     r.meas_hashname = meas_hash
     r.meas_spec = meas_spec
     r.other_params = opaque_sel
+    r.mk = mk   # MULTI_KEY_CONN_RSP: DIGESTS carry KeyPairIDs, GET_CSR/SET_CERTIFICATE name one
     r.t.set_hash(hashname)
     # the session algorithms selected (uspdm.session checks them)
     r.sel_dhe = sel.get(C.ALG_TYPE_DHE, 0)

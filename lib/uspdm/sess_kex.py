@@ -47,7 +47,7 @@ def key_exchange(mgr, conn, msg, now):
     except ValueError:
         return mgr._err(conn, C.ERR_INVALID_REQUEST)
     cb = conn.identity.chain_buffer(slot, conn.asym, conn.hashname)
-    d_id = conn.identity.private_key(conn.asym)
+    d_id = conn.identity.slot_key(slot, conn.asym)
     if cb is None or d_id is None:
         return mgr._err(conn, C.ERR_UNSPECIFIED)
     if v >= C.V13 and msg[6] & POLICY_EVENT_ALL and not (conn.flags & C.CAP_EVENT):
@@ -101,6 +101,8 @@ def _kex_iter(mgr, conn, s, msg, peer, ct, d_id, summary):
         body = (bytes((v, KEY_EXCHANGE_RSP, hb, 0)) + p16(s.id >> 16) + b"\x00\x00"
                 + mgr.drbg.generate(32) + pub + summary + p16(len(opaque)) + opaque)
         th = mgr._th_start(conn)
+        if getattr(conn, "mk", False) and conn.dig_d is not None:
+            th.update(conn.dig_d)   # SPDM 1.3 multi-key connection: TH = A || D || Ct || K
         th.update(ct)
         th.update(msg)
         th.update(body)

@@ -1,6 +1,6 @@
 """uspdm enroll: give a running board a certificate over SPDM itself.
 
-    uspdm enroll --port P [--slot N] [--ca-dir DIR] [--alg p384|p256]
+    uspdm enroll --port P [--slot N] [--ca-dir DIR] [--alg p384|p256] [--new-key]
                  [--psk-hint H --psk-file F] [--version 1.2|1.3]
 
 1. Negotiates SPDM 1.2+ and opens a secure session: KEY_EXCHANGE/FINISH with
@@ -8,7 +8,10 @@
    first), or PSK_EXCHANGE with --psk-hint/--psk-file (a board with no
    certificate yet).
 2. Inside the session: GET_CSR with our RequesterInfo (subject, one
-   attribute).  The CSR is checked with `cryptography`: its signature, its
+   attribute).  With --new-key (SPDM 1.3, a board with multi_key=1): GET_CSR
+   names KeyPairID slot+2 and the board makes a fresh key pair for the slot
+   (a slot already on its own key pair is erased first); without a
+   multi-key connection there is no way to ask for one, and it says so.  The CSR is checked with `cryptography`: its signature, its
    subject and attribute, and that its key is the key the board attests with
    (the leaf key of the session's slot; a PSK-only board proves it in step 5).
 3. The lab CA (as `uspdm provision`) issues the leaf, with the same SPDM leaf
@@ -136,9 +139,11 @@ def check_csr(der, alg, subject_cn=None, attribute_text=None, expect_key=None):
 
 
 def enroll(link, ca, slot=0, alg="p384", version=None, psk_hint=None, psk=None, session_slot=None,
-           subject=None, device_info=None, timeout=10.0, log=None, attest=True, sleep=None):
+           subject=None, device_info=None, timeout=10.0, log=None, attest=True, sleep=None, new_key=False):
     """Run the enrolment over `link` (.spdm/.secured like link.SerialLink).
-    Returns a report dict; raises EnrollError / requester errors."""
+    Returns a report dict; raises EnrollError / requester errors.
+    new_key: the board makes slot `slot` a fresh key pair of its own (SPDM 1.3
+    multi-key connection, KeyPairID slot + 2) and the CSR is for that key."""
     from .session_requester import SessionRequester
 
     say = log or (lambda s: None)
@@ -146,7 +151,8 @@ def enroll(link, ca, slot=0, alg="p384", version=None, psk_hint=None, psk=None, 
     kw = {"timeout": timeout}
     if sleep is not None:
         kw["sleep"] = sleep
-    q = SessionRequester(link, version=version, algs=(alg,), **kw)
+    # a 1.3 multi-key connection when the board negotiates one: KeyPairIDs in DIGESTS
+    q = SessionRequester(link, version=version, algs=(alg,), multi_key=True, **kw)
     q.init_connection()
     v = q.version
     rep["version"] = R.version_str(v)
@@ -156,8 +162,18 @@ def enroll(link, ca, slot=0, alg="p384", version=None, psk_hint=None, psk=None, 
     if q.rsp_flags & need != need:
         raise EnrollError("the board does not offer GET_CSR and SET_CERTIFICATE (CSR_CAP/SET_CERT_CAP); "
                           "board setting enroll=1")
+    kp = 0   # KeyPairID of GET_CSR / SET_CERTIFICATE: 0 without a multi-key connection
+    if q.mk_conn:
+        kp = slot + 2 if new_key else 1
+        rep["key_pair_id"] = kp
+    elif new_key:
+        if v < 0x13:
+            raise EnrollError("--new-key needs SPDM 1.3: a 1.2 GET_CSR has no KeyPairID, so the board cannot be "
+                              "asked for a new key pair (this connection is SPDM %s)" % R.version_str(v), EXIT_USAGE)
+        raise EnrollError("--new-key: the board does not offer multiple key pairs (SPDM 1.3 MULTI_KEY_CAP); "
+                          "board setting multi_key=1", EXIT_USAGE)
     hash_algo = R.HASHES[q.hash][1]
-    attested_key = None
+    attested_key = session_key = None
     if psk is not None:
         say("opening a PSK session (hint %r)..." % psk_hint)
         s = q.open_session(psk_hint=psk_hint, psk=psk)
@@ -167,7 +183,14 @@ def enroll(link, ca, slot=0, alg="p384", version=None, psk_hint=None, psk=None, 
         if not digests:
             raise EnrollError("the board has no certificate yet: enroll it with --psk-hint/--psk-file, "
                               "or with `uspdm provision`", EXIT_USAGE)
-        sslot = session_slot if session_slot is not None else sorted(digests)[0]
+        if session_slot is not None:
+            sslot = session_slot
+        else:
+            # the lowest slot on the device key (its key is what GET_CSR KeyPairID 1 certifies),
+            # not the slot a --new-key enrolment is about to replace
+            cands = [sl for sl in sorted(digests) if q.key_pairs.get(sl, {}).get("key_pair_id", 1) == 1
+                     and not (new_key and sl == slot)] or [sl for sl in sorted(digests) if not (new_key and sl == slot)]
+            sslot = cands[0] if cands else sorted(digests)[0]
         if sslot not in digests:
             raise EnrollError("slot %d is not provisioned (provisioned: %s)" % (sslot, sorted(digests)), EXIT_USAGE)
         buf = q.get_certificate(sslot)
@@ -177,7 +200,9 @@ def enroll(link, ca, slot=0, alg="p384", version=None, psk_hint=None, psk=None, 
         except certs_mod.ChainError as e:
             raise EnrollError("the board's slot %d chain does not validate to the lab root: %s" % (sslot, e),
                               EXIT_UNTRUSTED)
-        attested_key = info["leaf_key"]
+        if not new_key and q.key_pairs.get(sslot, {}).get("key_pair_id", 1) == 1:
+            attested_key = info["leaf_key"]   # the device key: what the CSR must hold
+        session_key = info["leaf_key"]
         say("board identity (slot %d): %s; opening a session (KEY_EXCHANGE)..." % (sslot, info["leaf_subject"]))
         s = q.key_exchange(sslot)
         q.finish(s)
@@ -185,9 +210,21 @@ def enroll(link, ca, slot=0, alg="p384", version=None, psk_hint=None, psk=None, 
     inner = q.in_session(s)
     cn = subject or "uspdm enrolled slot %d" % slot
     attr = "uspdm enroll slot %d" % slot
-    say("GET_CSR...")
+    old_kp = q.key_pairs.get(slot, {}).get("key_pair_id")
+    if new_key and slot in (q.digests or {}) and old_kp == kp:
+        # the slot's chain is on its own key pair already: erased first, so that
+        # the board makes a fresh key pair (a key pair in use is never replaced)
+        if psk is None and slot == sslot:
+            raise EnrollError("slot %d opened this session: use --session-slot with another slot" % slot, EXIT_USAGE)
+        say("slot %d holds a chain on its own key pair: erasing it so the board makes a fresh one..." % slot)
+        rsp = inner.exchange(set_certificate_request(v, slot, b"", p1_extra=0x80, p2=kp), SET_CERTIFICATE_RSP,
+                             crypto=True, name="SET_CERTIFICATE (erase)")
+        rep["erased_first"] = True
+    say("GET_CSR%s..." % (" (KeyPairID %d: a new key pair for slot %d)" % (kp, slot) if new_key else ""))
     try:
-        rsp = inner.exchange(get_csr_request(v, requester_info(cn, attr, alg)), CSR, crypto=True, name="GET_CSR")
+        # 1.3 multi-key: Param1 KeyPairID, Param2 CSRCertModel DeviceCert (1)
+        rsp = inner.exchange(get_csr_request(v, requester_info(cn, attr, alg), p1=kp, p2=1 if kp else 0), CSR,
+                             crypto=True, name="GET_CSR")
     except R.ProtocolError as e:
         if e.code == ERR_RESET_REQUIRED:
             raise EnrollError("the board needs a reset before it answers GET_CSR (CERT_INSTALL_RESET): reset it "
@@ -195,6 +232,11 @@ def enroll(link, ca, slot=0, alg="p384", version=None, psk_hint=None, psk=None, 
         raise
     der = parse_csr_response(rsp)
     csr = check_csr(der, alg, cn, attr, attested_key)
+    if new_key:
+        raw = serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        got = csr.public_key().public_bytes(*raw)
+        if psk is None and got == session_key.public_bytes(*raw):
+            raise EnrollError("--new-key: the CSR's key is the session slot's key, not a new one", EXIT_UNTRUSTED)
     rep["csr_bytes"] = len(der)
     key_xy = csr.public_key().public_bytes(serialization.Encoding.X962,
                                            serialization.PublicFormat.UncompressedPoint)[1:]
@@ -207,8 +249,9 @@ def enroll(link, ca, slot=0, alg="p384", version=None, psk_hint=None, psk=None, 
     say("SET_CERTIFICATE slot %d (%d bytes)..." % (slot, len(buf)))
     reset = False
     try:
-        rsp = inner.exchange(set_certificate_request(v, slot, buf), SET_CERTIFICATE_RSP, crypto=True,
-                             name="SET_CERTIFICATE")
+        # 1.3 multi-key: Param1 bits 6:4 SetCertModel DeviceCert (1), Param2 KeyPairID
+        rsp = inner.exchange(set_certificate_request(v, slot, buf, p1_extra=0x10 if kp else 0, p2=kp),
+                             SET_CERTIFICATE_RSP, crypto=True, name="SET_CERTIFICATE")
         if rsp[2] & 0x0F != slot:
             raise R.ProtocolError("SET_CERTIFICATE_RSP names slot %d" % (rsp[2] & 0x0F))
     except R.ProtocolError as e:
@@ -225,10 +268,14 @@ def enroll(link, ca, slot=0, alg="p384", version=None, psk_hint=None, psk=None, 
         from . import verifier
 
         say("attesting against slot %d..." % slot)
+        opts = dict(kw)
+        opts["multi_key"] = bool(kp)
         code, arep = verifier.attest(link, ca.root_cert, version=version, slot=slot, algs=(alg,),
-                                     requester_opts=kw)
+                                     requester_opts=opts)
         rep["attest"] = {"verdict": arep.get("verdict"), "reason": arep.get("reason"),
                          "subject": (arep.get("identity") or {}).get("subject")}
+        if kp:
+            rep["attest"]["key_pair_id"] = (arep.get("identity") or {}).get("key_pair_id")
         if code != 0:
             raise EnrollError("attestation against the new slot: %s (%s)" % (arep.get("verdict"),
                                                                                 arep.get("reason")), code)
@@ -248,6 +295,9 @@ def register(sub):
     p.add_argument("--alg", choices=["p384", "p256"], default="p384", help="curve (default p384)")
     p.add_argument("--version", dest="spdm_version", choices=["1.2", "1.3"], default=None,
                    help="SPDM version (default: the highest both support)")
+    p.add_argument("--new-key", action="store_true",
+                   help="the board makes the slot a fresh key pair of its own (SPDM 1.3, board setting multi_key=1); "
+                        "the CSR and the new leaf are for that key")
     p.add_argument("--psk-hint", default=None, help="open a PSK session with this hint (with --psk-file)")
     p.add_argument("--psk-file", default=None, help="file holding the PSK bytes")
     p.add_argument("--subject", default=None, help="leaf common name (default: uspdm enrolled slot N)")
@@ -295,7 +345,7 @@ def cmd_enroll(args):
     try:
         rep.update(enroll(link, ca, slot=args.slot, alg=args.alg, version=args.spdm_version, psk_hint=hint,
                           psk=psk, session_slot=args.session_slot, subject=args.subject,
-                          device_info=args.device_info, timeout=args.timeout, log=log))
+                          device_info=args.device_info, timeout=args.timeout, log=log, new_key=args.new_key))
         code, verdict = EXIT_OK, rep["result"].upper() if rep["result"] != "enrolled" else (
             "ENROLLED: slot %d %s, attestation %s" % (args.slot, args.alg.upper(), rep["attest"]["verdict"]))
     except EnrollError as e:

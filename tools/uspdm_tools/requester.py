@@ -110,6 +110,11 @@ DHE_SECP384R1 = 0x10
 AEAD_AES_256_GCM = 0x02
 KEY_SCHEDULE_SPDM = 0x01
 OPAQUE_FMT1 = 0x02
+CAP_MULTI_KEY_MASK = 3 << 26     # 1.3 MULTI_KEY_CAP: 01b only multi-key, 10b negotiated
+CAP_MULTI_KEY_ONLY = 1 << 26
+CAP_MULTI_KEY_NEG = 2 << 26
+MULTI_KEY_CONN = 0x10            # NEGOTIATE_ALGORITHMS OtherParamsSupport: ResponderMultiKeyConn
+CERT_MODELS = {0: "none", 1: "DeviceCert", 2: "AliasCert", 3: "GenericCert"}
 
 ALG_TYPE_DHE, ALG_TYPE_AEAD, ALG_TYPE_REQ_ASYM, ALG_TYPE_KEY_SCHEDULE = 2, 3, 4, 5
 
@@ -310,11 +315,41 @@ class Timing:
                 "response_bytes": self.rsp_len, "not_ready_retries": self.retries, "chunks": self.chunks}
 
 
+def parse_key_pair_fields(rsp, o, mask, digests):
+    """SPDM 1.3 multi-key DIGESTS: KeyPairID[n], CertificateInfo[n], KeyUsageMask[n]
+    after the digests (n provisioned slots, slot order), checked as libspdm's
+    requester checks them.  Returns {slot: {...}}."""
+    slots = [s for s in range(8) if mask & (1 << s)]
+    n = len(slots)
+    out = {}
+    for i, slot in enumerate(slots):
+        kp = rsp[o + i]
+        info = rsp[o + n + i]
+        usage = _u16(rsp, o + 2 * n + 2 * i)
+        model = info & 0x07
+        if info & 0xF8:
+            raise ProtocolError("DIGESTS: slot %d CertificateInfo 0x%02X has reserved bits set" % (slot, info))
+        if model > 3:
+            raise ProtocolError("DIGESTS: slot %d CertModel %d is reserved" % (slot, model))
+        if usage & 0x3FF0:
+            raise ProtocolError("DIGESTS: slot %d KeyUsageMask 0x%04X has reserved bits set" % (slot, usage))
+        if slot == 0 and (model == 3 or not usage & 0x000F):
+            raise ProtocolError("DIGESTS: slot 0 must hold a DeviceCert/AliasCert chain usable for "
+                                "authentication (CertModel %d, KeyUsageMask 0x%04X)" % (model, usage))
+        if model == 0 and any(digests[slot]):
+            raise ProtocolError("DIGESTS: slot %d has no certificate (CertModel 0) but a digest" % slot)
+        if kp == 0:
+            raise ProtocolError("DIGESTS: slot %d KeyPairID 0 is reserved" % slot)
+        out[slot] = {"key_pair_id": kp, "cert_model": model, "key_usage": usage}
+    return out
+
+
 class Requester:
     def __init__(self, transport, version=None, algs=("p384", "p256"), timeout=5.0,
                  data_transfer_size=4096, max_spdm_msg_size=65536, cert_portion=1024,
                  rnr_retries=20, rnr_timeout=60.0, busy_retries=3, ct_exponent=0,
-                 structure_tables=True, rng=os.urandom, sleep=time.sleep, deadline=None, clock=time.monotonic):
+                 structure_tables=True, rng=os.urandom, sleep=time.sleep, deadline=None, clock=time.monotonic,
+                 multi_key=False):
         """deadline: seconds from now within which everything this requester does must complete
         (None: no overall bound); every message's timeout is cut to what is left."""
         self.t = transport
@@ -335,6 +370,7 @@ class Requester:
         self.busy_retries = busy_retries
         self.ct_exponent_req = ct_exponent
         self.structure_tables = structure_tables
+        self.multi_key = multi_key   # ask for a 1.3 multi-key connection when the responder negotiates one
         self.rng = rng
         self.sleep = sleep
         self.timings = []
@@ -362,6 +398,10 @@ class Requester:
         self.C = b""
         self.L = b""
         self.authenticated = False  # a CHALLENGE_AUTH verified since GET_VERSION
+        self.mk_conn = False        # SPDM 1.3 MULTI_KEY_CONN_RSP
+        self.D = b""                # then: the last DIGESTS outside a session (session TH)
+        self.key_pairs = {}         # slot -> {"key_pair_id", "cert_model", "key_usage"} (multi-key)
+        self.in_sess = False        # requests travel inside a session (in_session())
 
     @property
     def hash_size(self):
@@ -653,7 +693,7 @@ class Requester:
         self._offer_tables = {ALG_TYPE_DHE: 0, ALG_TYPE_AEAD: 0, ALG_TYPE_REQ_ASYM: 0, ALG_TYPE_KEY_SCHEDULE: 0}
         for i in range(ntab):
             self._offer_tables[tables[4 * i]] = _u16(tables, 4 * i + 2)
-        other = OPAQUE_FMT1 if v >= 0x12 else 0
+        other = self._other_offer()
         length = 32 + len(tables)
         req = (self._hdr(NEGOTIATE_ALGORITHMS, ntab) + struct.pack("<HBBII", length, 0x01, other, asym, hsh)
                + b"\x00" * 12 + bytes((0, 0, 0, 0)) + tables)
@@ -661,6 +701,22 @@ class Requester:
         self._parse_algorithms(rsp, other)
         self.A += req + rsp
         return self.asym, self.hash
+
+    def _other_offer(self):
+        """OtherParamsSupport: opaque format 1 (1.2+); 1.3: ResponderMultiKeyConn
+        when the responder only does multi-key connections, or negotiates them
+        and we asked for one (multi_key=True), as libspdm's requester does."""
+        v = self.version
+        other = OPAQUE_FMT1 if v >= 0x12 else 0
+        self.mk_conn = False
+        if v >= 0x13:
+            mk = self.rsp_flags & CAP_MULTI_KEY_MASK
+            if mk == CAP_MULTI_KEY_MASK:
+                raise ProtocolError("CAPABILITIES: MULTI_KEY_CAP has the reserved value 3")
+            if mk == CAP_MULTI_KEY_ONLY or (mk == CAP_MULTI_KEY_NEG and self.multi_key):
+                other |= MULTI_KEY_CONN
+                self.mk_conn = True
+        return other
 
     def _parse_algorithms(self, rsp, other_offer):
         if len(rsp) < 36:
@@ -745,8 +801,11 @@ class Requester:
         rsp = self.exchange(req, DIGESTS, crypto=True)
         mask = rsp[3]
         n = bin(mask).count("1")
-        if len(rsp) != 4 + n * self.hash_size:
-            raise ProtocolError("DIGESTS: %d bytes for %d digests of %d bytes" % (len(rsp), n, self.hash_size))
+        mk = self.version >= 0x13 and self.mk_conn
+        ext = 4 * n if mk else 0   # KeyPairID, CertificateInfo (u8 each), KeyUsageMask (u16) per slot
+        if len(rsp) != 4 + n * self.hash_size + ext:
+            raise ProtocolError("DIGESTS: %d bytes for %d digests of %d bytes%s" % (
+                len(rsp), n, self.hash_size, " with key pair fields" if mk else ""))
         if self.version >= 0x13:
             self.supported_slot_mask = rsp[2]
             if mask & ~rsp[2]:
@@ -758,6 +817,10 @@ class Requester:
             if mask & (1 << slot):
                 self.digests[slot] = rsp[o:o + self.hash_size]
                 o += self.hash_size
+        if mk:
+            self.key_pairs = parse_key_pair_fields(rsp, o, mask, self.digests)
+            if not self.in_sess:
+                self.D = bytes(rsp)   # D of the next KEY_EXCHANGE transcript
         self.B = req + rsp  # GET_DIGESTS resets B
         self.C = b""
         return dict(self.digests)
@@ -781,6 +844,14 @@ class Requester:
                 raise ProtocolError("CERTIFICATE too short")
             if rsp[2] & 0x0F != slot:
                 raise ProtocolError("CERTIFICATE for slot %d, asked slot %d" % (rsp[2] & 0x0F, slot))
+            if self.version >= 0x13:
+                model = self.key_pairs.get(slot, {}).get("cert_model", 0) if self.mk_conn else 0
+                if self.mk_conn and slot not in self.key_pairs:
+                    model = rsp[3] & 0x07   # no DIGESTS seen for it: nothing to compare with
+                if rsp[3] & 0x07 != model:
+                    raise ProtocolError("CERTIFICATE: slot %d CertificateInfo %d, %s" % (
+                        slot, rsp[3] & 0x07, "DIGESTS said %d" % model if self.mk_conn else
+                        "must be 0 without a multi-key connection"))
             plen, rem = _u16(rsp, 4), _u16(rsp, 6)
             if len(rsp) != 8 + plen:
                 raise ProtocolError("CERTIFICATE PortionLength %d but %d bytes follow" % (plen, len(rsp) - 8))

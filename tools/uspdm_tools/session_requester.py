@@ -347,7 +347,7 @@ class SessionRequester(R.Requester):
                               R.ALG_TYPE_KEY_SCHEDULE: 0}
         for i in range(ntab):
             self._offer_tables[tables[4 * i]] = R._u16(tables, 4 * i + 2)
-        other = R.OPAQUE_FMT1 if v >= 0x12 else 0
+        other = self._other_offer()
         length = 32 + len(tables)
         req = (self._hdr(R.NEGOTIATE_ALGORITHMS, ntab) + struct.pack("<HBBII", length, 0x01, other, asym, hsh)
                + b"\x00" * 12 + bytes((0, 0, 0, 0)) + tables)
@@ -448,7 +448,8 @@ class SessionRequester(R.Requester):
             raise R.ProtocolError("KEY_EXCHANGE_RSP is %d bytes, expected %d" % (len(rsp), o + S + vd_len))
         sig = rsp[o:o + S]
         ct = h_bytes(self.hash, self.chains[slot])
-        th = self.A + ct + req + rsp[:o]
+        # SPDM 1.3 multi-key connection: the last DIGESTS (D) comes before Ct
+        th = self.A + (self.D if self.mk_conn else b"") + ct + req + rsp[:o]
         key = public_key or self.leaf_public_key(slot)
         R.verify_spdm_signature(key, v, self.hash, SIGN_CTX_KEX, th, sig)
         th += sig
@@ -615,6 +616,7 @@ class SessionRequester(R.Requester):
         inner = copy.copy(self)
         inner.t = SecureTransport(self.link, s)
         inner.L = b""
+        inner.in_sess = True
         inner.timings = self.timings
         return inner
 

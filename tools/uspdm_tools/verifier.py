@@ -17,7 +17,7 @@ import time
 from . import certs as certs_mod
 from .screen import escape, line as screen_line, say
 from .requester import (
-    ASYM_NAMES, ASYM_TO_ALG, CAP_MEAS_MASK, CAP_MEAS_SIG, HASHES, MEAS_HASH_NAMES, MEAS_TYPES,
+    ASYM_NAMES, ASYM_TO_ALG, CERT_MODELS, CAP_MEAS_MASK, CAP_MEAS_SIG, HASHES, MEAS_HASH_NAMES, MEAS_TYPES,
     DeadlineExceeded, ProtocolError, Requester, SpdmError, Unreachable, VerificationError, cap_names, measurement_summary,
     version_str,
 )
@@ -281,6 +281,20 @@ def attest(transport, root_cert, golden=None, version=None, slot=0, algs=("p384"
             "profile_notes": info["notes"],
             "root": root_cert.subject.rfc4514_string(),
         }
+        kpi = r.key_pairs.get(slot) if r.mk_conn else None
+        if kpi is not None:
+            # SPDM 1.3 multi-key connection: what DIGESTS said of the slot (parsed
+            # and checked by the requester); the uses we make of it must be allowed
+            rep["identity"]["key_pair_id"] = kpi["key_pair_id"]
+            rep["identity"]["cert_model"] = CERT_MODELS.get(kpi["cert_model"], kpi["cert_model"])
+            rep["identity"]["key_usage"] = "0x%04X" % kpi["key_usage"]
+            if kpi["cert_model"] == 0:
+                raise ProtocolError("slot %d: DIGESTS says it holds no certificate (CertModel 0)" % slot)
+            if not kpi["key_usage"] & 0x0002:
+                raise ProtocolError("slot %d: KeyUsageMask 0x%04X does not allow CHALLENGE" % (slot, kpi["key_usage"]))
+            if r.rsp_flags & CAP_MEAS_SIG and not kpi["key_usage"] & 0x0004:
+                raise ProtocolError("slot %d: KeyUsageMask 0x%04X does not allow signed measurements" % (
+                    slot, kpi["key_usage"]))
         stage = "challenge"
         ch = r.challenge(slot)
         rep["challenge"] = {"signature": "valid", "m1_bytes": ch["m1_len"],
