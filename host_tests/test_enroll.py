@@ -192,6 +192,67 @@ def test_deferred_csr_signature_respond_if_ready(ca):
     assert x509.load_der_x509_csr(E.parse_csr_response(rsp)).is_signature_valid
 
 
+class SlicedLink(Link):
+    """As the board's loop: the deferred work runs between messages, a few slices
+    per message at most (so a RESPOND_IF_READY can find it not ready yet)."""
+
+    def __init__(self, r, mgr, per=40):
+        Link.__init__(self, r, mgr)
+        self.slices = 0
+        self.per = per
+
+    def _slice(self):
+        for _ in range(self.per):
+            if not self.r.pending():
+                break
+            self.r.work()
+            self.slices += 1
+
+    def spdm(self, req, timeout=None):
+        self._slice()
+        rsp = self.r.handle(bytes(req))
+        if rsp is None:
+            raise TimeoutError("no answer")
+        return rsp
+
+    def secured(self, body, timeout=None):
+        self._slice()
+        return Link.secured(self, body, timeout)
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_deferred_csr_in_session(ca, alg):
+    """Inside a KEY_EXCHANGE session with deferred signing (as on the chip): GET_CSR
+    answers ResponseNotReady, its key and signature work runs in work() slices, and
+    a RESPOND_IF_READY inside the session collects the CSR; outside the session
+    (or in another) it is not collectable; ending the session drops it."""
+    r, mgr, _ = make_board(ca, defer_signing=True)
+    link = SlicedLink(r, mgr)
+    r.identity._pubs.clear()   # the device key's public key not computed yet this boot
+    rep = E.enroll(link, ca, slot=3, alg=alg, version="1.3", sleep=lambda t: None, timeout=5)
+    assert rep["attest"]["verdict"] == "TRUSTED"
+    assert link.slices > 10   # (the work came in slices, not in one step)
+    # raw: the pending CSR belongs to the session
+    q, s, inner = session(link, "1.3", alg)
+    req = E.get_csr_request(0x13, E.requester_info("a", "b", alg))
+    rsp = inner.t.spdm(req)
+    assert rsp[1] == 0x7F and rsp[2] == R.ERR_RESPONSE_NOT_READY
+    rif = bytes((0x13, 0xFF, rsp[5], rsp[6]))
+    assert r.pend is not None and r.pend.sess is not None
+    while r.pending():
+        r.work()
+    out = q.t.spdm(rif)                      # outside the session: not its answer
+    assert out[1] == 0x7F and out[2] == R.ERR_UNEXPECTED_REQUEST
+    got = inner.t.spdm(rif)                  # inside: the CSR
+    assert got[1] == 0x6D and x509.load_der_x509_csr(E.parse_csr_response(got)).is_signature_valid
+    # a session that ends with a CSR pending takes it along: the connection is not left Busy
+    rsp = inner.t.spdm(req)
+    assert rsp[2] == R.ERR_RESPONSE_NOT_READY and r.pend is not None
+    q.end_session(s)
+    assert r.pend is None
+    assert q.get_digests()
+
+
 # ------------------------------------------------------------------ refusals
 def _err(rsp):
     assert rsp[1] == 0x7F, rsp.hex()

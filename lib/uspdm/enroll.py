@@ -416,7 +416,8 @@ def get_csr(r, msg):
 
         new = ec.generate_private_key(ec.P384 if alg == "p384" else ec.P256, r.drbg.generate)
     gen = _csr_gen(ident, alg, subject, attrs, r.drbg.generate(32), bytes((v, _CSR, 0, 0)), kp, new)
-    if c.defer_signing:
+    if c.defer_signing or getattr(r, "sess_defer", False):
+        # (inside a session too: the board's own policy, not the session's "answer at once")
         # the public key (first use this boot) and the signature run in r.work() slices
         return _defer(r, _GET_CSR, gen)
     from uspdm.crypto import ec
@@ -621,7 +622,7 @@ def set_certificate(r, msg):
             return _fail(r)
     else:
         gen = _install_gen(r, slot, msg[8 + hsize:4 + length], msg[8:8 + hsize], at_boot, kp)
-        if c.defer_signing and ident._pubs.get(r.asym) is None and kp < 2:
+        if (c.defer_signing or getattr(r, "sess_defer", False)) and ident._pubs.get(r.asym) is None and kp < 2:
             # the device's public key is not known yet this boot: computed in slices
             return _defer(r, _SET_CERTIFICATE, gen)
         from uspdm.crypto import ec

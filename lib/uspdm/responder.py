@@ -141,6 +141,7 @@ class _Pending:
         self.body = body
         self.gen = gen
         self.sig = None
+        self.sess = None   # the session a deferred in-session request (GET_CSR) belongs to
 
 
 class Responder:
@@ -156,6 +157,7 @@ class Responder:
         self.now = 0                # ms, set by the board before handle() (session timers)
         self.eid = None
         self.cur_session = None     # the session whose request is being handled (session_request)
+        self.sess_defer = False     # while in a session: the board's defer_signing (GET_CSR uses it)
         self.t = Transcript()
         self.reset()
 
@@ -400,6 +402,10 @@ class Responder:
         p = self.pend
         if p is None:
             return self._error(C.ERR_UNEXPECTED_REQUEST)
+        if p.sess is not self.cur_session:
+            # a deferred in-session answer is collected inside that session only (and
+            # a plain one outside any session): nobody else gets to read it
+            return self._error(C.ERR_UNEXPECTED_REQUEST)
         if len(msg) != 4 or msg[2] != p.code or msg[3] != p.token:
             # RESPOND_IF_READY is a bare header (libspdm: any other size is InvalidRequest)
             return self._error(C.ERR_INVALID_REQUEST)
@@ -450,10 +456,12 @@ class Responder:
 
     # ------------------------------------------------------------- sessions
     def session_request(self, msg, s):
-        """GET_MEASUREMENTS / GET_DIGESTS / GET_CERTIFICATE / CHUNK_* inside
-        session s (uspdm.session): the session's own L transcript, M1 left as
-        it was, and the signature computed at once (no ResponseNotReady
-        inside a session)."""
+        """GET_MEASUREMENTS / GET_DIGESTS / GET_CERTIFICATE / CHUNK_* /
+        GET_CSR / SET_CERTIFICATE / RESPOND_IF_READY inside session s
+        (uspdm.session): the session's own L transcript, M1 left as it was,
+        and a measurement signature computed at once; GET_CSR's key and
+        signature work is deferred as the board defers signing (sess_defer:
+        ResponseNotReady, collected by a RESPOND_IF_READY inside s)."""
         t = self.t
         saved = (t.l, t.m1, self.l_mver, self.cfg.defer_signing, self.out, self.inc, self.cur_session)
         t.l, self.l_mver = s.l, s.l_mver
@@ -464,12 +472,14 @@ class Responder:
         self.out = s.out if code == C.CHUNK_GET else None
         self.inc = s.inc if code == C.CHUNK_SEND else None
         self.cur_session = s
+        self.sess_defer = saved[3]
         try:
             resp = self._deliver(self._dispatch(msg))
             s.l, s.l_mver = t.l, self.l_mver
             s.out, s.inc = self.out, self.inc
         finally:
             t.l, t.m1, self.l_mver, self.cfg.defer_signing, self.out, self.inc, self.cur_session = saved
+            self.sess_defer = False
         return resp
 
     def defer_work(self, code, gen):
@@ -477,4 +487,5 @@ class Responder:
         (KEY_EXCHANGE's EC work); RESPOND_IF_READY collects its result."""
         self._token = (self._token + 1) & 0xFF
         self.pend = _Pending(code, self._token, b"", gen)
+        self.pend.sess = self.cur_session   # in a session (GET_CSR): collected inside it
         return self._not_ready()

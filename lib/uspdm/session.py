@@ -304,6 +304,9 @@ class SessionManager:
     def end(self, s, why=""):
         if self.sessions.get(s.id) is s:
             del self.sessions[s.id]
+        p = getattr(s.conn, "pend", None)
+        if p is not None and getattr(p, "sess", None) is s:
+            s.conn.pend = None   # a deferred in-session answer dies with its session
         for k in list(self.latest):
             if self.latest[k] == s.id:
                 del self.latest[k]
@@ -615,7 +618,7 @@ class SessionManager:
                 self.end(s, "END_SESSION")
             return out
         if code in (C.GET_MEASUREMENTS, C.GET_DIGESTS, C.GET_CERTIFICATE, C.CHUNK_GET, C.CHUNK_SEND,
-                    0xED, 0xEE):  # + GET_CSR, SET_CERTIFICATE
+                    0xED, 0xEE, C.RESPOND_IF_READY):  # + GET_CSR, SET_CERTIFICATE (deferred: RESPOND_IF_READY)
             fn = getattr(conn, "session_request", None)
             if fn is None:
                 return self._encode(s, self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code))
