@@ -59,6 +59,7 @@ class Device:
         self._order = []           # LRU of requester EIDs
         self._rr = -1              # EID whose signature got the last slice (round robin)
         self._spdm = None          # shared SPDM context (identity, measurements), built on first use
+        self._imported = False     # spdm_setup imported by a background step
         self._background = True    # background preparation still to do
         self._bg_fails = 0         # consecutive out-of-memory pauses of the background work
         self._bg_at = 0            # board ms when it may try again
@@ -208,10 +209,22 @@ class Device:
         again later, waiting twice as long each time (up to BG_BACKOFF_MAX_MS),
         and says so once in the log instead of retrying in a loop."""
         try:
-            ctx = self._spdm_context()
-            more = ctx.background()
-            short = ctx.short_of_memory
-            ctx.short_of_memory = False
+            ctx = self._spdm
+            if ctx is None:
+                # in slices of at most ~15 M instructions on the emulated
+                # Cortex-M0 (the board keeps answering MCTP meanwhile): the
+                # import first, then the context in stages, then the digests
+                import spdm_setup
+
+                if self._imported:
+                    ctx = self._spdm = spdm_setup.build_context(self.board, self.log, self.ep.reasm.max_message,
+                                                                staged=True, buffer_room=self._buffer_room)
+                self._imported = True
+            more, short = True, False
+            if ctx is not None:
+                more = ctx.background()
+                short = ctx.short_of_memory
+                ctx.short_of_memory = False
         except MemoryError as e:
             more, short = True, e
         if short:
@@ -318,12 +331,15 @@ class Device:
 
     # -- SPDM -------------------------------------------------------------
     def _spdm_context(self):
-        if self._spdm is None:
+        ctx = self._spdm
+        if ctx is None:
             from spdm_setup import build_context
 
-            self._spdm = build_context(self.board, self.log, self.ep.reasm.max_message)
-            self._spdm.config.buffer_room = self._buffer_room   # CHUNK_SEND within the cap
-        return self._spdm
+            ctx = self._spdm = build_context(self.board, self.log, self.ep.reasm.max_message,
+                                             buffer_room=self._buffer_room)
+        elif ctx._stages is not None:
+            ctx.finish()   # a request came before the background work had built it
+        return ctx
 
     def _responder(self, src):
         r = self.responders.get(src)

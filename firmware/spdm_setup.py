@@ -114,15 +114,48 @@ def _exponent(us):
 
 
 class SpdmContext:
-    def __init__(self, board, log=print, max_message=4160):
+    def __init__(self, board, log=print, max_message=4160, staged=False, buffer_room=None):
+        """staged: build in slices of at most ~15 M instructions on the
+        emulated Cortex-M0 (background() advances them, finish() completes
+        them at once when a request needs the context)."""
         self.board = board
         self.log = log
+        self.sessions = None
+        self.short_of_memory = False   # set by a background step that ran out of memory
+        self._prep = None
+        self._buffer_room = buffer_room
+        self._max_message = max_message
+        self._stages = self._build()
+        if not staged:
+            self.finish()
+
+    def finish(self):
+        """Complete the construction now (a request needs the context)."""
+        while self._stages is not None:
+            self._stage()
+
+    def _stage(self):
+        try:
+            next(self._stages)
+        except StopIteration:
+            self._stages = None
+        except BaseException:
+            # (out of memory, most likely): the next attempt starts over
+            self._stages = self._build()
+            raise
+
+    def _build(self):
+        board = self.board
+        log = self.log
+        max_message = self._max_message
         self.drbg = board.drbg()
         from uspdm.crypto import ec
 
         ec.set_rng(self.drbg.generate)   # fresh randomness for scalar blinding
         self.identity = Identity(board.storage(), self.drbg)
+        yield
         self.measurements = build_measurements(board)
+        yield
         cfg = board.config()
         c = Config()
         if "asym_priority" in cfg:
@@ -168,8 +201,8 @@ class SpdmContext:
         # and may wait up to RDTM x RDT).
         c.ct_exponent = cfg.get("ct_exponent", _exponent(sign_ms * 1000))
         c.rdt_exponent = cfg.get("rdt_exponent", _exponent(sign_ms * 1000))
+        c.buffer_room = self._buffer_room   # CHUNK_SEND within the device's cap
         self.config = c
-        self.sessions = None
         if cfg.get("sessions", True):
             # Secure sessions: the stack (about 28 KB of heap as .mpy in RAM) is
             # loaded with the first KEY_EXCHANGE/PSK_EXCHANGE and dropped after
@@ -184,7 +217,6 @@ class SpdmContext:
             self.sessions = SessionGate(self.drbg, board.storage(), cfg, log=log,
                                         vendor_hook=getattr(board, "vendor_defined", None),
                                         ticks_diff=getattr(board, "ticks_diff", None))
-        self.short_of_memory = False   # set by a background step that ran out of memory
         self._prep = self._prepare_steps()
         log("spdm: signing takes ~%d ms here: CT exponent %d, RDT exponent %d, %s" % (
             sign_ms, c.ct_exponent, c.rdt_exponent,
@@ -228,6 +260,12 @@ class SpdmContext:
             h = HASH_OF.get(a)
             if h and h not in hashes:
                 hashes.append(h)
+        if self.identity.keys_unchecked():
+            # the first boot after provisioning: the leaf certificates' keys
+            # against d*G, in slices (later boots find the result on the flash)
+            for a in (yield from self.identity.check_keys_iter()):
+                self.log("spdm: identity problem: the %s leaf certificate does not hold the device key; %s" % (
+                    a, "; ".join(v for k, v in self.identity.problems.items() if k[0] == a) or "no usable slot"))
         from uspdm.crypto import sha2
 
         buf = bytearray(_CHUNK)
@@ -272,6 +310,9 @@ class SpdmContext:
 
     def background(self):
         """One slice of background work; True while more remains."""
+        if self._stages is not None:
+            self._stage()
+            return True
         if self._prep is None:
             return False
         try:
@@ -288,5 +329,5 @@ class SpdmContext:
         return r
 
 
-def build_context(board, log=print, max_message=4160):
-    return SpdmContext(board, log, max_message)
+def build_context(board, log=print, max_message=4160, staged=False, buffer_room=None):
+    return SpdmContext(board, log, max_message, staged, buffer_room)

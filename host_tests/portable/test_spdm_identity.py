@@ -83,6 +83,44 @@ def test_damaged_identity_is_not_provisioned():
         assert "slot 0 reported as not provisioned" in ident.problems[("p384", 0)]
 
 
+def test_boot_takes_the_key_from_the_leaf_and_checks_it_once():
+    """Boot computes no d*G: the leaf certificate's key is used, checked against
+    d*G once in slices (check_keys_iter), and the result kept on the storage."""
+    d, chain = ids()["p384"]
+    st = MemoryStorage()
+    st.write("uspdm/key_p384.bin", d.to_bytes(48, "big"))
+    st.write("uspdm/slot0_p384.der", chain)
+    ident = Identity(st, None)
+    assert ident.provisioned_mask("p384") == 0x01 and ident.keys_unchecked()
+    assert ident._pubs == {} and st.read("uspdm/keychk_p384.bin") is None
+    gen = ident.check_keys_iter()
+    steps = 0
+    try:
+        while True:
+            next(gen)
+            steps += 1
+    except StopIteration as e:
+        assert e.value == []
+    assert steps > 3 and not ident.keys_unchecked()
+    assert ident._pubs["p384"] == ec.public_key(ec.P384, d) and len(st.read("uspdm/keychk_p384.bin")) == 16
+    again = Identity(st, None)   # the next boot: checked already, nothing computed
+    assert again.provisioned_mask("p384") == 0x01 and not again.keys_unchecked()
+    assert again._pubs["p384"] == ec.public_key(ec.P384, d)
+    # a new key with the old leaf: used until the check, which reports it and takes the slot out
+    st.write("uspdm/key_p384.bin", (d ^ 1).to_bytes(48, "big"))
+    other = Identity(st, None)
+    assert other.provisioned_mask("p384") == 0x01 and other.keys_unchecked()
+    assert ec.run_iter(other.check_keys_iter()) == ["p384"]
+    assert other.provisioned_mask("p384") == 0 and "does not hold the device key" in other.problems[("p384", 0)]
+    later = Identity(st, None)   # a failed check is not kept: the next boot checks again
+    assert later.provisioned_mask("p384") == 0x01 and later.keys_unchecked()
+    # a leaf without a P-384 key in its SubjectPublicKeyInfo
+    st.write("uspdm/key_p256.bin", ids()["p256"][0].to_bytes(32, "big"))
+    st.write("uspdm/slot0_p256.der", chain)
+    bad = Identity(st, None)
+    assert bad.provisioned_mask("p256") == 0 and "holds no p256 key" in bad.problems[("p256", 0)]
+
+
 def test_measurement_blocks_and_summary():
     m = Measurements([(3, 1, "digest", b"abc"), (1, 6, "raw", b"v1")])
     m.add_svn(0x43, 0x0102)

@@ -34,6 +34,14 @@ ALGS = ("p384", "p256")
 _KEY = "uspdm/key_%s.bin"
 _SLOT = "uspdm/slot%d_%s.der"
 _KP = "uspdm/kp%d_%s.bin"
+_KEYCHK = "uspdm/keychk_%s.bin"   # proof that key_<alg>.bin's d*G was checked once (see leaf_key)
+# DER prefix of a leaf's SubjectPublicKeyInfo up to the uncompressed point 04||X||Y
+_SPKI = {
+    "p384": b"\x30\x76\x30\x10\x06\x07\x2a\x86\x48\xce\x3d\x02\x01\x06\x05\x2b\x81\x04\x00\x22"
+            b"\x03\x62\x00\x04",
+    "p256": b"\x30\x59\x30\x13\x06\x07\x2a\x86\x48\xce\x3d\x02\x01\x06\x08\x2a\x86\x48\xce\x3d"
+            b"\x03\x01\x07\x03\x42\x00\x04",
+}
 KEY_PAIRS = 9   # KeyPairID 1 (device key) and 2..9 (slot 0..7's own)
 
 
@@ -80,7 +88,8 @@ class Identity:
         self.storage = storage
         self.drbg = drbg
         self._keys = {}
-        self._pubs = {}
+        self._pubs = {}     # alg -> X||Y known to be d*G (computed, or checked once: _KEYCHK)
+        self._unchecked = {}  # alg -> X||Y taken from a leaf certificate, d*G not checked yet
         self._dig = {}   # (slot, alg, hashname) -> Hash(chain buffer), every slot used
         self._last = None  # (key, (chain buffer, digest)): only the last chain buffer stays on the heap
         self._masks = {}
@@ -154,6 +163,7 @@ class Identity:
         self.storage.write(_KEY % alg, d.to_bytes(c.size, "big"))
         self._keys[alg] = d
         self._pubs.pop(alg, None)
+        self._unchecked.pop(alg, None)
         self._masks.pop(alg, None)
 
     def private_key(self, alg):
@@ -177,6 +187,83 @@ class Identity:
             q = ec.public_key(_curve(alg), d)
             self._pubs[alg] = q
         return q
+
+    # the device key as the leaf certificates hold it ----------------------
+    # Computing d*G at every boot costs a fixed-base scalar multiplication per
+    # curve (about 74 M + 30 M instructions on the emulated Cortex-M0), so the
+    # boot takes the public key from the provisioned leaf certificate instead.
+    # Whether it is d*G is checked once, in slices (check_keys_iter, the
+    # board's background work), and the result kept on the flash as
+    # keychk_<alg>.bin = SHA-256("uspdm-keychk" | d | X||Y)[:16]: a later
+    # boot with the same key and leaf finds it and computes nothing.  Until
+    # the check ran (the first boot after provisioning), slots whose leaf
+    # holds the certificate's key count as provisioned; a leaf that does not
+    # hold d*G only makes signatures that do not verify (nothing leaks), and
+    # the check then reports it and takes the slots out.
+    def _chk_tag(self, alg, pub):
+        from uspdm.crypto import sha2
+
+        d = self.private_key(alg)
+        return sha2.new("sha256", b"uspdm-keychk" + d.to_bytes(_curve(alg).size, "big") + pub).digest()[:16]
+
+    def _leaf_pub(self, alg, der):
+        """X||Y from the leaf's SubjectPublicKeyInfo (the last certificate of der), or None."""
+        off, ln = der_elements(der)[-1]
+        pre = _SPKI[alg]
+        i = der.find(pre, off, off + ln)
+        sz = 2 * _curve(alg).size
+        if i < 0 or i + len(pre) + sz > off + ln:
+            return None
+        i += len(pre)
+        return der[i:i + sz]
+
+    def leaf_key(self, alg, der):
+        """The device key for alg as far as boot needs it: d*G when known,
+        else the leaf certificate's key (checked against d*G once, later)."""
+        q = self._pubs.get(alg)
+        if q is not None:
+            return q
+        q = self._unchecked.get(alg)
+        if q is not None:
+            return q
+        q = self._leaf_pub(alg, der)
+        if q is None:
+            return None
+        if self.storage.read(_KEYCHK % alg) == self._chk_tag(alg, q):
+            self._pubs[alg] = q
+        else:
+            self._unchecked[alg] = q
+        return q
+
+    def keys_unchecked(self):
+        return bool(self._unchecked)
+
+    def check_keys_iter(self):
+        """Check the leaf certificates' keys against d*G in slices (a
+        generator: one fixed-base comb slice per next()); on a match the
+        result is kept on the flash, on a mismatch the slots are rebuilt
+        (self.problems says why).  Returns the algorithms that failed."""
+        from uspdm.crypto import ec
+
+        bad = []
+        for alg in list(self._unchecked):
+            q = self._unchecked.get(alg)
+            d = self.private_key(alg)
+            if q is None or d is None:
+                continue
+            real = yield from ec.public_key_iter(_curve(alg), d)
+            self._unchecked.pop(alg, None)
+            self._pubs[alg] = real
+            if real == q:
+                try:
+                    self.storage.write(_KEYCHK % alg, self._chk_tag(alg, q))
+                except Exception:
+                    pass   # checked again at the next boot
+            else:
+                bad.append(alg)
+                self._masks.pop(alg, None)
+                self.provisioned_mask(alg)
+        return bad
 
     # key pairs (SPDM 1.3 KeyPairID) ----------------------------------------
     def key_pair(self, kp, alg):
@@ -302,7 +389,7 @@ class Identity:
                 _KEY % alg, why)
             self._keys.pop(alg, None)
             return 0
-        pub = b"\x04" + bytes(self.public_key(alg))
+        pub = None
         for s in range(8):
             if not m & (1 << s):
                 continue
@@ -310,8 +397,14 @@ class Identity:
             try:
                 els = der_elements(der)
                 off, ln = els[-1]
-                if pub not in der[off:off + ln] and self.key_pair_of(s, alg) == 1:
-                    raise ValueError("its leaf certificate does not hold the device key")
+                if self.key_pair_of(s, alg) == 1:   # the device key (not the slot's own pair)
+                    if pub is None:
+                        q = self.leaf_key(alg, der)
+                        if q is None:
+                            raise ValueError("its leaf certificate holds no %s key" % alg)
+                        pub = b"\x04" + bytes(q)
+                    if pub not in der[off:off + ln]:
+                        raise ValueError("its leaf certificate does not hold the device key")
             except ValueError as e:
                 probs[(alg, s)] = "%s: %s; slot %d reported as not provisioned" % (_SLOT % (s, alg), e, s)
                 m &= ~(1 << s)
