@@ -171,7 +171,7 @@ for name in ('p384', 'p256'):
     q = 0xABCDEF * (c.n // 0x1FEDCB) % c.n
     dig = bytes(range(c.size))
     print('R', name, ec.public_key(c, d).hex(), ec.sign(c, d, dig, rng.generate(32)).hex(),
-          ec.ecdh(c, d, ec.public_key(c, q)).hex())
+          ec.ecdh(c, d, ec.public_key(c, q)).hex(), ec.ecdh(c, d, ec.public_key(c, q), True).hex())
 print('KERNEL-OK')
 """
     out = _run(engine, src)
@@ -179,7 +179,8 @@ print('KERNEL-OK')
     for line in out.splitlines():
         if not line.startswith("R "):
             continue
-        _, name, pub, sig, z = line.split()
+        _, name, pub, sig, z, ze = line.split()
+        assert ze == z   # the ephemeral (unblinded) ECDH agrees
         curve, h, size = curves[name]
         order = {"p384": 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973,
                  "p256": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551}[name]

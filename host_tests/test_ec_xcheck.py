@@ -112,6 +112,7 @@ def test_ecdh_both_ways(c, curve, h, hf):
         z1 = ec.ecdh(c, b, _raw_pub(a))
         z2 = a.exchange(cec.ECDH(), _their_pub(curve, b_pub))
         assert z1 == z2 and len(z1) == c.size
+        assert ec.ecdh(c, b, _raw_pub(a), ephemeral=True) == z2   # KEY_EXCHANGE's unblinded one-time key
 
 
 @pytest.mark.parametrize("c,curve,h,hf", CASES, ids=IDS)

@@ -117,6 +117,7 @@ def test_cavp_ecc_cdh(section):
         assert ec.public_key(c, d) == unhex(b["QIUTx"]) + unhex(b["QIUTy"])
         peer = unhex(b["QCAVSx"]) + unhex(b["QCAVSy"])
         assert ec.ecdh(c, d, peer) == unhex(b["ZIUT"]), b["COUNT"]
+        assert ec.ecdh(c, d, peer, True) == unhex(b["ZIUT"]), b["COUNT"]   # ephemeral: no scalar blinding
         n += 1
     assert n == 3
 

@@ -90,7 +90,7 @@ def _kex_iter(mgr, conn, s, msg, peer, ct, d_id, summary):
     try:
         dk = ec.generate_private_key(ec.P384, mgr.drbg.generate)
         pub = yield from ec.public_key_iter(ec.P384, dk)
-        z = yield from ec.ecdh_iter(ec.P384, dk, peer)
+        z = yield from ec.ecdh_iter(ec.P384, dk, peer, True)   # dk is used once: no scalar blinding
         z = bytearray(z)
         dk = 0
         if mgr.sessions.get(s.id) is not s:

@@ -45,7 +45,7 @@ the module keeps about 11 KB (as .mpy), a table 6 KB (P-384) or 4 KB.
 
 Side channels: what this code does and does not do.
 - Scalar level (done): the nonce k (sign) and the private key (keygen,
-  ECDH) are blinded as k + m*n with a fresh 64-bit m and made odd by adding
+  ECDH; not an ephemeral ECDH key used once, see ecdh_iter) are blinded as k + m*n with a fresh 64-bit m and made odd by adding
   n when even (selected by index, no branch).  The recoded scalar always
   has the same number of digits for a curve, each digit nonzero, so the
   number and order of doublings and additions is the same for every scalar:
@@ -487,11 +487,17 @@ def public_key(curve, d):
 # ---------------------------------------------------------------- ECDH
 
 
-def ecdh_iter(curve, d, peer_pub):
+def ecdh_iter(curve, d, peer_pub, ephemeral=False):
+    """ephemeral=True: d is used for this one ECDH only (SPDM KEY_EXCHANGE's
+    DHE key), so the scalar is not blinded: blinding defends against attacks
+    that average many traces of the same scalar, which a key used once never
+    gives; the operation sequence is still fixed and the coordinates and
+    the final inversion still randomized.  It saves 64 of the 450 scalar
+    bits: 12 of 90 windows (about 13% of a P-384 ECDH)."""
     _check_d(curve, d)
     x, y = validate_public_key(curve, peer_pub)
     mb, zr, ib = _blinds(curve, d.to_bytes(curve.size, "big") + peer_pub)
-    k, T = _prep_scalar(curve, d, mb)
+    k, T = _prep_scalar(curve, d, None if ephemeral else mb)
     X, Y, Z = yield from _window_iter(curve, k, T, x, y, zr)
     if not Z:
         raise ValueError("shared secret is the point at infinity")
@@ -499,8 +505,8 @@ def ecdh_iter(curve, d, peer_pub):
     return x.to_bytes(curve.size, "big")
 
 
-def ecdh(curve, d, peer_pub):
-    return run_iter(ecdh_iter(curve, d, peer_pub))
+def ecdh(curve, d, peer_pub, ephemeral=False):
+    return run_iter(ecdh_iter(curve, d, peer_pub, ephemeral))
 
 
 # ---------------------------------------------------------------- ECDSA
