@@ -450,6 +450,41 @@ def test_in_session_measurements_and_vendor():
     is_err(q.call(bytes((0x12, 0xE4, 0, 0)) + bytes(200)), 0x04)  # no KEY_EXCHANGE inside one
 
 
+def test_in_session_signed_measurements_deferred():
+    """With defer_signing, a signed GET_MEASUREMENTS inside a session answers
+    ResponseNotReady (inside the session), is signed in work() slices, and
+    RESPOND_IF_READY inside that session collects exactly what the direct path
+    answers (twin responders, same seeds); the clear side and other requests
+    never see it, and an ended session's pending work is dropped."""
+    req = bytes((0x12, 0xE0, 0x01, 0x01)) + bytes(range(32)) + b"\x00"   # signed, index 1, slot 0
+    direct = established()
+    mgr, r, q = established()
+    r.cfg.defer_signing = True
+    want = direct[2].call(req)
+    assert want[1] == 0x60 and len(want) > 96
+    rsp = q.call(req)
+    assert rsp[1] == 0x7F and rsp[2] == 0x42 and rsp[5] == 0xE0 and r.pending()
+    rir = bytes((0x12, 0xFF, 0xE0, rsp[6]))
+    is_err(r.handle(rir), 0x04)                          # not in the clear
+    is_err(r.handle(bytes((0x12, 0x81, 0, 0))), 0x03)    # Busy meanwhile
+    is_err(q.call(bytes((0x12, 0xFF, 0xE0, rsp[6] ^ 1))), 0x01)   # wrong token
+    steps = 0
+    while r.work():
+        steps += 1
+    assert steps > 3
+    assert q.call(rir) == want                           # identical to the direct answer
+    rsp = q.call(req)                                    # and the next one goes on the same way
+    while r.work():
+        pass
+    want = direct[2].call(req)
+    assert want[1] == 0x60 and q.call(bytes((0x12, 0xFF, 0xE0, rsp[6]))) == want
+    # the session ends while its signature is pending: nobody is left Busy
+    rsp = q.call(req)
+    assert rsp[1] == 0x7F and rsp[2] == 0x42 and r.pending()
+    assert q.call(bytes((0x12, 0xEC, 0, 0))) == bytes((0x12, 0x6C, 0, 0))
+    assert r.handle(bytes((0x12, 0x81, 0, 0)))[1] == 0x01 and not r.pending()
+
+
 def test_get_version_ends_sessions_and_wipes():
     mgr, r, q = established()
     s = mgr.sessions[q.sid]

@@ -386,9 +386,11 @@ class Responder:
             return self._error(C.ERR_UNSPECIFIED)
         m = self._digest_to_sign(context, tdigest)
         extra = self.drbg.generate(32)
-        if self.cfg.defer_signing:
+        # inside a session (signed GET_MEASUREMENTS) as outside: the board's defer_signing
+        if self.cfg.defer_signing or self.sess_defer:
             self._token = (self._token + 1) & 0xFF
             self.pend = _Pending(code, self._token, body, ec.sign_iter(curve, d, m, extra))
+            self.pend.sess = self.cur_session   # in a session: collected inside it only
             return self._not_ready()
         return body + ec.sign(curve, d, m, extra)
 
@@ -459,9 +461,9 @@ class Responder:
         """GET_MEASUREMENTS / GET_DIGESTS / GET_CERTIFICATE / CHUNK_* /
         GET_CSR / SET_CERTIFICATE / RESPOND_IF_READY inside session s
         (uspdm.session): the session's own L transcript, M1 left as it was,
-        and a measurement signature computed at once; GET_CSR's key and
-        signature work is deferred as the board defers signing (sess_defer:
-        ResponseNotReady, collected by a RESPOND_IF_READY inside s)."""
+        a signed GET_MEASUREMENTS and GET_CSR's key and signature work deferred
+        as the board defers signing (sess_defer: ResponseNotReady, signed in
+        slices, collected by a RESPOND_IF_READY inside s)."""
         t = self.t
         saved = (t.l, t.m1, self.l_mver, self.cfg.defer_signing, self.out, self.inc, self.cur_session)
         t.l, self.l_mver = s.l, s.l_mver

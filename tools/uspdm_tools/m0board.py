@@ -649,7 +649,10 @@ class Board:
         a = self.acc
         self.acc = self._fresh()
         rsps = describe(out)
-        self.deferred = any(mt == 0x05 and c == 0x7F and p1 == 0x42 for mt, c, p1, _v in rsps)
+        # ResponseNotReady: in the clear, or inside a session (encrypted: a secured answer
+        # that leaves work pending, the deferred in-session signature)
+        self.deferred = any((mt == 0x05 and c == 0x7F and p1 == 0x42) or (mt == 0x06 and self.pending)
+                            for mt, c, p1, _v in rsps)
         rsp = ", ".join(label(mt, c, p1, rsp=True) for mt, c, p1, _v in rsps) or "?"
         req = self.requests[-1] if self.requests else "?"
         self.requests = []
