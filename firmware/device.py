@@ -260,17 +260,32 @@ class Device:
             # (each has at most one: its responder answers Busy meanwhile)
             rs = self.responders
             nxt = low = None
+            late = False   # a request to be answered directly when its work is done (workq)
             for k in rs:
                 if rs[k].pending():
                     if k > self._rr and (nxt is None or k < nxt):
                         nxt = k
                     if low is None or k < low:
                         low = k
+                    if rs[k].pend.tag >= 0:
+                        late = True
             if nxt is None:
                 nxt = low
+            out = b""
+            if late:
+                import workq
+
+                out = workq.overdue(self, self._now())
             if nxt is not None:
                 self._rr = nxt
-                rs[nxt].work()
+                r = rs[nxt]
+                p = r.pend
+                r.work()
+                if p.tag >= 0 and (r.pend is not p or p.sig is not None):
+                    import workq
+
+                    out += workq.finish(self, r, nxt, p)
+                p = r = None
             else:
                 if self._background and self._bg_due():
                     self._background_step()
@@ -278,6 +293,7 @@ class Device:
             self._expire_chunks(self._now())
             if self._spdm is not None and self._spdm.sessions is not None:
                 self._spdm.sessions.tick(self._now())   # heartbeat timeouts
+            return out
         except MemoryError:
             # the heap ran short in a slice (any of them): the background work backs off as if
             # its own step had failed; a pending signature is retried at the next idle()
@@ -386,7 +402,16 @@ class Device:
             v = body[1] if len(body) > 2 and body[2] != 0x84 and 0x10 <= body[1] <= 0x1F else 0x10
             return bytes((0x05, v, 0x7F, 0x03, 0x00))
         r.now = self._now()
+        before = r.pend
         rsp = r.handle(body[1:])
+        p = r.pend
+        if p is not None and p is not before and p.sig is None and self._spdm.slow_board:
+            # signing work started on a slow board: answered directly when done
+            # (within CT), or ResponseNotReady (firmware/workq.py)
+            import workq
+
+            rsp = workq.admit(self, r, p, src, rsp)
+        p = before = None
         if self.verbose:
             self.log("spdm: EID %d req %02x -> %s" % (
                 src, body[2] if len(body) > 2 else 0, ("%02x" % rsp[1]) if rsp and len(rsp) > 1 else "none"))

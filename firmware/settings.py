@@ -21,6 +21,7 @@ SCHEMA = {
     "defer_signing": ("choice", "auto 0 1"),
     "ct_exponent": ("int", 0, 31),
     "rdt_exponent": ("int", 0, 31),
+    "slow_sign_ms": ("int", 0, 600000),        # lab/test: every signing job takes at least this long
     "data_transfer_size": ("int", 42, 65536),
     "max_spdm_msg_size": ("int", 42, 65536),
     "svn": ("int", 0, 0x3FFFFFFF),

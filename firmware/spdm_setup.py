@@ -82,7 +82,11 @@ def _config_bytes(cfg):
     return ";".join("%s=%r" % (k, cfg[k]) for k in keys).encode()
 
 
-DEFER_AUTO_MS = 250
+DEFER_AUTO_MS = 250   # defer_signing=auto: signing work in slices when a signature takes longer
+CT_MARGIN = 2         # CT covers twice the longest job (a board a bit slower than measured, or a
+                      # requester's job queued ahead)
+KEX_SIGNATURES = 2    # KEY_EXCHANGE (key pair, variable-base ECDH, signature, key schedule) counts
+                      # as this many signing times (each already twice a bare signature)
 
 
 def parse_versions(setting):
@@ -99,10 +103,16 @@ def parse_versions(setting):
 
 
 def defer_policy(setting, sign_ms):
-    """defer_signing setting (1/0/True/False/"auto") -> bool."""
+    """defer_signing setting (1/0/True/False/"auto") -> (defer, direct):
+    defer: the signing work runs in idle-loop slices (the board keeps serving);
+    direct: its response is sent when done, within CT, instead of ResponseNotReady.
+      "auto" (default): in slices and direct when a signature takes over
+             DEFER_AUTO_MS, else signed at once;
+      1: ResponseNotReady, collected with RESPOND_IF_READY;  0: signed at once."""
     if setting == "auto":
-        return sign_ms > DEFER_AUTO_MS
-    return bool(setting)
+        d = sign_ms > DEFER_AUTO_MS
+        return d, d
+    return bool(setting), False
 
 
 def _exponent(us):
@@ -188,19 +198,32 @@ class SpdmContext:
         # Requests up to one MCTP message; larger ones come by CHUNK_SEND.
         c.data_transfer_size = min(cfg.get("data_transfer_size", 1024), max_message - 1)
         c.max_spdm_msg_size = cfg.get("max_spdm_msg_size", 4096)
-        sign_ms = self._sign_ms(c.asym_priority[0])
-        # A signature takes long on a small board: answer ResponseNotReady and
-        # sign in slices from the idle loop, so MCTP keeps being served.
-        # "auto" (the default) defers only when signing would hold the link
-        # for long; a requester that does not handle ResponseNotReady (the
-        # DMTF validator's raw sends) wants defer_signing=0.
-        c.defer_signing = defer_policy(cfg.get("defer_signing", "auto"), sign_ms)
-        # CT: the worst-case time of a signed response (the measured signing
-        # time, which already counts the hashing around it twice); RDT
-        # likewise, for the deferred answer (the requester retries after RDT,
-        # and may wait up to RDTM x RDT).
-        c.ct_exponent = cfg.get("ct_exponent", _exponent(sign_ms * 1000))
-        c.rdt_exponent = cfg.get("rdt_exponent", _exponent(sign_ms * 1000))
+        # measured for the preferred curve only (measuring another would load its
+        # tables into the heap for good); a P-256-first board that may still
+        # negotiate P-384 counts P-384 as three times slower
+        first = c.asym_priority[0]
+        sign_ms = self._sign_ms(first)
+        if first == "p256" and "p384" in c.asym_priority:
+            sign_ms *= 3
+        # slow_sign_ms (lab/test): every signing job takes at least that long
+        self.slow_ms = int(cfg.get("slow_sign_ms", 0) or 0)
+        self.sign_ms = max(sign_ms, self.slow_ms)
+        self.kex_ms = max(sign_ms * KEX_SIGNATURES, self.slow_ms)
+        # A signature takes long on a small board: its work runs in slices from
+        # the idle loop, so MCTP control, heartbeats and other requesters keep
+        # being served, and by default (defer_signing=auto) the response itself
+        # goes out when it is done, within the CT advertised below
+        # (firmware/workq.py); defer_signing=1 answers ResponseNotReady instead.
+        c.defer_signing, self.answer_late = defer_policy(cfg.get("defer_signing", "auto"), self.sign_ms)
+        self.slow_board = bool(self.answer_late or self.slow_ms)   # Device loads workq
+        # CT: the longest job (KEY_EXCHANGE) with a margin, as a power of two of
+        # us; RDT: the signing time, for ResponseNotReady (the requester retries
+        # after RDT and may wait up to RDTM x RDT).
+        ct = cfg.get("ct_exponent")
+        c.ct_exponent = int(ct) if ct is not None else _exponent(max(self.kex_ms, self.sign_ms) * CT_MARGIN * 1000)
+        rdt = cfg.get("rdt_exponent")
+        c.rdt_exponent = int(rdt) if rdt is not None else _exponent(self.sign_ms * 1000)
+        self.ct_ms = (1 << c.ct_exponent) // 1000
         c.buffer_room = self._buffer_room   # CHUNK_SEND within the device's cap
         self.config = c
         if cfg.get("sessions", True):
@@ -218,9 +241,11 @@ class SpdmContext:
                                         vendor_hook=getattr(board, "vendor_defined", None),
                                         ticks_diff=getattr(board, "ticks_diff", None))
         self._prep = self._prepare_steps()
-        log("spdm: signing takes ~%d ms here: CT exponent %d, RDT exponent %d, %s" % (
-            sign_ms, c.ct_exponent, c.rdt_exponent,
-            "deferred (ResponseNotReady)" if c.defer_signing else "answered directly"))
+        self.kex_not_ready = bool(self.sessions is not None and self.sessions.settings.get("defer_key_exchange"))
+        log("spdm: signing takes ~%d ms here (KEY_EXCHANGE ~%d ms): CT exponent %d (%d ms), RDT exponent %d, %s" % (
+            self.sign_ms, self.kex_ms, c.ct_exponent, self.ct_ms, c.rdt_exponent,
+            ("answered directly within CT (work in slices)" if self.answer_late else "deferred (ResponseNotReady)")
+            if c.defer_signing else "signed at once"))
         provisioned = [a for a in ("p384", "p256") if self.identity.provisioned_mask(a)]
         for why in self.identity.problems.values():   # a damaged key or chain, found at boot
             log("spdm: identity problem: " + why)

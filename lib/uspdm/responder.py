@@ -142,6 +142,8 @@ class _Pending:
         self.gen = gen
         self.sig = None
         self.sess = None   # the session a deferred in-session request (GET_CSR) belongs to
+        self.tag = -1   # >= 0: answered directly when done, as the request's MCTP tag (firmware/workq.py)
+        self.t0 = 0     # board ms when the request came
 
 
 class Responder:
