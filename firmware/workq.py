@@ -110,6 +110,8 @@ def overdue(dev, now):
                 dev.log("spdm: EID %d request 0x%02x not done after %d ms (CT %d ms): ResponseNotReady" % (
                     src, p.code, waited, ctx.ct_ms))
                 out += _send(dev, r, src, tag, r._not_ready())
+    if out:
+        _unload(dev)
     return out
 
 
@@ -122,18 +124,31 @@ def finish(dev, r, src, p):
     if waited > stats["max_ms"]:
         stats["max_ms"] = waited
     if r.pend is not p:
-        return _send(dev, r, src, tag, r._error(_UNSPECIFIED))   # the signing failed
-    code, token = p.code, p.token
-    p = None
-    gc.collect()          # the signature's temporaries: room for the answer
-    r.now = dev._now()
-    # the responder delivers it as for RESPOND_IF_READY (transcript, chunking of
-    # a large answer) and lets the pending work go
-    rsp = r.handle(bytes((r.version, _RESPOND_IF_READY, code, token)))
-    if dev.verbose:
-        dev.log("spdm: EID %d request 0x%02x answered after %d ms (CT %d ms)" % (
-            src, code, waited, dev._spdm.ct_ms))
-    return _send(dev, r, src, tag, rsp)
+        rsp = r._error(_UNSPECIFIED)   # the signing failed
+    else:
+        code, token = p.code, p.token
+        p = None
+        r.now = dev._now()
+        # the responder delivers it as for RESPOND_IF_READY (transcript, chunking of
+        # a large answer) and lets the pending work go
+        rsp = r.handle(bytes((r.version, _RESPOND_IF_READY, code, token)))
+        if dev.verbose:
+            dev.log("spdm: EID %d request 0x%02x answered after %d ms (CT %d ms)" % (
+                src, code, waited, dev._spdm.ct_ms))
+    out = _send(dev, r, src, tag, rsp)
+    _unload(dev)
+    return out
+
+
+def _unload(dev):
+    """No direct job left: this module's code leaves the heap until the next one."""
+    for k in dev.responders:
+        q = dev.responders[k].pend
+        if q is not None and q.tag >= 0:
+            return
+    import sys
+
+    sys.modules.pop("workq", None)
 
 
 def _send(dev, r, src, tag, rsp):
