@@ -103,7 +103,7 @@ def test_challenge_answered_directly_within_ct(slow):
     a, caps = vca(h, v)
     ct_us = 1 << caps[5]
     # CT covers the measured work (KEY_EXCHANGE: at least the slowed signature) with a margin
-    assert ct_us >= 2 * SLOW * 1000, caps[5]
+    assert ct_us >= SLOW * 1000 * 5 // 4, caps[5]
     ch = bytes((v, 0x83, 0, 0)) + bytes(range(32))
     tag, rsp = h.send(b"\x05" + ch)
     assert rsp is None                 # no ResponseNotReady: the answer comes later
@@ -126,13 +126,17 @@ def test_challenge_answered_directly_within_ct(slow):
     assert m[2] == 0x60, m.hex()
 
 
-def test_other_requesters_served_and_ct_respected(slow):
+def test_other_requesters_served_and_ct_respected():
+    from device import Device
+
+    # CT set to 2^20 us (about 1 s): two 400 ms jobs fit in 90 % of it, three do not
+    slow = Device(SlowBoard(ct_exponent=20), log=lambda m: None)
     v = 0x12
     hs = [LateHost(slow, eid=e) for e in (8, 9, 10)]
     for h in hs:
         vca(h, v)
     ct_ms = slow._spdm.ct_ms
-    assert ct_ms >= 2 * SLOW
+    assert ct_ms == 1048
     ch = bytes((v, 0x83, 0, 0)) + bytes(32)
     t1, r1 = hs[0].send(b"\x05" + ch)
     assert r1 is None
@@ -140,12 +144,11 @@ def test_other_requesters_served_and_ct_respected(slow):
     new = LateHost(slow, eid=11)
     vca(new, v)
     # a second job fits in CT (two estimates) when CT allows it; a third does not: ResponseNotReady now
-    fits = 2 * SLOW * 100 <= ct_ms * 90
     t2, r2 = hs[1].send(b"\x05" + ch)
-    assert (r2 is None) == fits
+    assert r2 is None
     t3, r3 = hs[2].send(b"\x05" + ch)
     assert r3 is not None and r3[2] == 0x7F and r3[3] == 0x42, r3   # ResponseNotReady
-    waiting = [(hs[0], t1)] + ([(hs[1], t2)] if fits else [])
+    waiting = [(hs[0], t1), (hs[1], t2)]
     got = _run_until(slow, waiting)
     for i in got:
         assert got[i][0][2] == 0x03 and got[i][1] < ct_ms, (got[i][0].hex(), got[i][1], ct_ms)
