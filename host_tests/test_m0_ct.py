@@ -151,7 +151,8 @@ def test_m0_signed_flows_through_the_emu_port(m0):
 
 @pytest.fixture(scope="module")
 def m0_rom(request, tmp_path_factory):
-    sim, root = _board(request, tmp_path_factory, "m0ctrom", ["--m0-load", "rom"])
+    sim, root = _board(request, tmp_path_factory, "m0ctrom", ["--m0-load", "rom", "--emu-port", "0",
+                                                               "--emu-keep-serving"])
     with sim:
         yield {"sim": sim, "root": root}
         if os.environ.get("USPDM_M0CT_LOG"):
@@ -160,12 +161,15 @@ def m0_rom(request, tmp_path_factory):
 
 
 def test_m0_key_exchange_answered_within_ct(m0_rom):
+    """A session opened as DMTF's requester opens it (through the emu port, no
+    RESPOND_IF_READY): KEY_EXCHANGE_RSP comes directly, within CT."""
+    from uspdm_tools import emu
     from uspdm_tools.cmd_session import LinkAdapter
     from uspdm_tools.session_requester import SessionRequester
 
-    link = SerialLink(m0_rom["sim"].port, timeout=60)
+    c = emu.EmuClient(*m0_rom["sim"].emu_addr, timeout=60)
     try:
-        q = SessionRequester(LinkAdapter(link, Unreachable), algs=("p384",), rnr_retries=0, timeout=60)
+        q = SessionRequester(LinkAdapter(c, emu.Unreachable), algs=("p384",), rnr_retries=0, timeout=60)
         q.init_connection()
         q.get_digests()
         q.get_certificate(0)
@@ -174,7 +178,7 @@ def test_m0_key_exchange_answered_within_ct(m0_rom):
         q.heartbeat(s)
         q.end_session(s)
     finally:
-        link.close()
+        c.close()
     assert [t.retries for t in q.timings if t.name == "KEY_EXCHANGE"] == [0]
     log = m0_rom["sim"].log_text()
     k, line = _kinstr(log, "KEY_EXCHANGE -> KEY_EXCHANGE_RSP")

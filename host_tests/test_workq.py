@@ -211,3 +211,26 @@ def test_restart_drops_the_late_answer(slow):
     assert not _signing(slow)
     for _ in range(50):
         assert slow.idle() == b""
+
+
+def test_late_answer_goes_back_over_i2c(slow):
+    """A request that came over I2C (DSP0237) gets its late answer there too:
+    master-written back to the requester's SMBus address."""
+    h = LateHost(slow)
+    v = 0x12
+    vca(h, v)     # over serial first; the I2C request below moves EID 8 to I2C
+    rq = h.rq
+    tag, pkts = rq.request(0, b"\x05" + bytes((v, 0x83, 0, 0)) + bytes(32))
+    out = []
+    for p in pkts:
+        out += slow.feed_i2c(0x21, p)
+    assert out == []          # answered later
+    for _ in range(200000):
+        assert slow.idle() == b""     # nothing on the serial line
+        if slow.i2c_out:
+            break
+    msg = None
+    for addr, p in slow.i2c_out:
+        assert addr == 0x21
+        msg = rq.receive_packet(p) or msg
+    assert msg is not None and msg[1] == tag and msg[2][2] == 0x03, msg
