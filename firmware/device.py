@@ -377,6 +377,8 @@ class Device:
                 self.responders.pop(old, None)
             r = ctx.new_responder()
             r.eid = src
+            if ctx.slow_board:
+                r.on_defer = self._on_defer   # signing work inside a session (workq)
             self.responders[src] = r
         if src in self._order:
             self._order.remove(src)
@@ -418,6 +420,11 @@ class Device:
         if rsp is None:
             return None
         return b"\x05" + rsp
+
+    def _on_defer(self, r, p, rsp):
+        import workq
+
+        return workq.admit(self, r, p, r.eid, rsp)
 
     def _on_secured(self, src, body):
         """MCTP type 0x06 (secured SPDM): routed by session ID to the session,

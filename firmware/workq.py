@@ -109,7 +109,7 @@ def overdue(dev, now):
                 stats["overdue"] += 1
                 dev.log("spdm: EID %d request 0x%02x not done after %d ms (CT %d ms): ResponseNotReady" % (
                     src, p.code, waited, ctx.ct_ms))
-                out += _send(dev, r, src, tag, r._not_ready())
+                out += _send(dev, r, src, tag, r._not_ready(), p.sess)
     if out:
         _unload(dev)
     return out
@@ -123,19 +123,24 @@ def finish(dev, r, src, p):
     waited = _diff(dev, dev._now(), p.t0)
     if waited > stats["max_ms"]:
         stats["max_ms"] = waited
+    s = p.sess
     if r.pend is not p:
+        if s is not None:
+            _unload(dev)
+            return b""     # the session ended (its pending work went with it): nothing to answer
         rsp = r._error(_UNSPECIFIED)   # the signing failed
     else:
         code, token = p.code, p.token
         p = None
         r.now = dev._now()
         # the responder delivers it as for RESPOND_IF_READY (transcript, chunking of
-        # a large answer) and lets the pending work go
-        rsp = r.handle(bytes((r.version, _RESPOND_IF_READY, code, token)))
+        # a large answer; inside its session) and lets the pending work go
+        rir = bytes((r.version, _RESPOND_IF_READY, code, token))
+        rsp = r.session_request(rir, s) if s is not None else r.handle(rir)
         if dev.verbose:
             dev.log("spdm: EID %d request 0x%02x answered after %d ms (CT %d ms)" % (
                 src, code, waited, dev._spdm.ct_ms))
-    out = _send(dev, r, src, tag, rsp)
+    out = _send(dev, r, src, tag, rsp, s)
     _unload(dev)
     return out
 
@@ -151,9 +156,18 @@ def _unload(dev):
     sys.modules.pop("workq", None)
 
 
-def _send(dev, r, src, tag, rsp):
+def _send(dev, r, src, tag, rsp, s=None):
+    """rsp as the MCTP answer to tag: plain SPDM, or secured in session s."""
     try:
-        body = b"\x05" + rsp
+        if s is not None:
+            # encrypted now, with the session's next response sequence number
+            sec = dev._spdm.sessions._encode(s, rsp) if rsp is not None else None
+            if sec is None:
+                return b""    # the session ended (sequence numbers exhausted)
+            body = b"\x06" + sec
+            sec = None
+        else:
+            body = b"\x05" + rsp
         rsp = None
         data = dev.emit(src, dev.ep.respond(src, tag, body))
     except MemoryError:
@@ -161,6 +175,14 @@ def _send(dev, r, src, tag, rsp):
         body = rsp = None
         gc.collect()
         stats["busy"] += 1
-        data = dev.emit(src, dev.ep.respond(src, tag, bytes((0x05, r.version or 0x10, 0x7F, 0x03, 0))))
+        busy = bytes((r.version or 0x10, 0x7F, 0x03, 0))
+        if s is not None:
+            sec = dev._spdm.sessions._encode(s, busy)
+            if sec is None:
+                return b""
+            body = b"\x06" + sec
+        else:
+            body = b"\x05" + busy
+        data = dev.emit(src, dev.ep.respond(src, tag, body))
     dev._answered += 1
     return data

@@ -152,7 +152,8 @@ def test_key_exchange_answered_directly_within_ct(slow_board):
         kex_s = time.monotonic() - t0
         q.finish(s)
         inner = q.in_session(s)
-        inner.get_measurements(0, False)
+        m = inner.get_measurements(1, True)     # signed, inside the session: answered directly too
+        assert len(m["blocks"]) == 1
         q.end_session(s)
     finally:
         link.close()

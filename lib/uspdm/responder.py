@@ -159,6 +159,8 @@ class Responder:
         self.now = 0                # ms, set by the board before handle() (session timers)
         self.eid = None
         self.cur_session = None     # the session whose request is being handled (session_request)
+        self.on_defer = None        # board hook for work deferred inside a session: f(r, pend, rsp) ->
+                                    # rsp, or None when the answer is sent later (firmware/workq.py)
         self.sess_defer = False     # while in a session: the board's defer_signing (GET_CSR uses it)
         self.t = Transcript()
         self.reset()
@@ -477,8 +479,15 @@ class Responder:
         self.inc = s.inc if code == C.CHUNK_SEND else None
         self.cur_session = s
         self.sess_defer = saved[3]
+        before = self.pend
         try:
             resp = self._deliver(self._dispatch(msg))
+            p = self.pend
+            if p is not None and p is not before and p.sig is None and self.on_defer is not None:
+                # the board may answer it directly when done (nothing is encrypted now,
+                # so the session's response sequence numbers stay in step)
+                resp = self.on_defer(self, p, resp)
+            p = before = None
             s.l, s.l_mver = t.l, self.l_mver
             s.out, s.inc = self.out, self.inc
         finally:
