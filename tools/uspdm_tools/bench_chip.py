@@ -123,37 +123,21 @@ def per(name, fn, n):
     print(name + '_bytes', (m1 - m0) / n)
 rng = drbg.HmacDrbg(bytes(32), b'bench-profile', b'', 'sha256')
 ec.set_rng(rng.generate)
-c = ec.P384
-p = c.p
-h, v, b = c.comb
-print('comb_h', h); print('comb_v', v); print('comb_b', b)
-print('nbits', c.nbits)
-a = int.from_bytes(rng.generate(c.size), 'big') %% p
-bb = int.from_bytes(rng.generate(c.size), 'big') %% p
-ab = a * bb
-X, Y, Z = a, bb, (a + bb) %% p
-per('mul', lambda: a * bb, 40)
-per('mod', lambda: ab %% p, 40)
-per('addsub', lambda: a - bb, 40)
-per('dbl', lambda: ec._dbl(X, Y, Z, p), 12)
-per('madd', lambda: ec._madd(X, Y, Z, bb, a, p), 12)
-per('jadd', lambda: ec._add(X, Y, Z, bb, a, Z, p), 8)
-gc.collect(); t0 = T(); ec._inv(a, p); print('inv', D(T(), t0))
 import micropython, array
 @micropython.viper
-def vmul(r: ptr32, x: ptr16, y: ptr16):
-    # the product alone as a viper kernel would compute it: 24 x 24 16-bit limbs,
+def vmul(r: ptr32, x: ptr16, y: ptr16, n: int):
+    # the product alone as a viper kernel would compute it: n x n 16-bit limbs,
     # column by column, split accumulators (the M0 multiplies 32 x 32 -> 32 only)
     carry = 0
     k = 0
-    while k < 47:
+    while k < 2 * n - 1:
         lo = carry
         hi = 0
-        i = k - 23
+        i = k - n + 1
         if i < 0:
             i = 0
         j = k - i
-        while i < 24 and j >= 0:
+        while i < n and j >= 0:
             t = x[i] * y[j]
             lo += t & 0xFFFF
             hi += (t >> 16) & 0xFFFF
@@ -163,28 +147,46 @@ def vmul(r: ptr32, x: ptr16, y: ptr16):
         r[k] = lo & 0xFFFF
         carry = ((lo >> 16) & 0xFFFF) + (hi >> 16)
         k += 1
-    r[47] = carry
-va = array.array('H', a.to_bytes(48, 'little'))
-vb = array.array('H', bb.to_bytes(48, 'little'))
-vr = array.array('I', [0] * 48)
-t0 = T()
-for i in range(10):
-    vmul(vr, va, vb)
-print('viper_mul', D(T(), t0) / 10)
-c.table()
-d = ec.generate_private_key(c, rng.generate)
-peer = ec.public_key(c, ec.generate_private_key(c, rng.generate))
-dig = bytes(range(c.size))
-def run(name):
-    gc.collect()
-    print(name + '_free', gc.mem_free())
-    t0 = T(); gc.collect(); print(name + '_gc', D(T(), t0))
-    t0 = T(); ec.sign(c, d, dig, rng.generate(32)); print(name + '_sign', D(T(), t0))
-    t0 = T(); ec.ecdh(c, d, peer, True); print(name + '_ecdh', D(T(), t0))
-run('roomy')
-junk = [bytearray(112) for i in range(%d)]
-run('full')
-junk = None
+    r[2 * n - 1] = carry
+for cn in ('p384', 'p256'):
+    c = getattr(ec, cn.upper())
+    p = c.p
+    h, v, b = c.comb
+    P = cn + '_'
+    print(P + 'comb_h', h); print(P + 'comb_v', v); print(P + 'comb_b', b)
+    print(P + 'nbits', c.nbits)
+    a = int.from_bytes(rng.generate(c.size), 'big') %% p
+    bb = int.from_bytes(rng.generate(c.size), 'big') %% p
+    ab = a * bb
+    X, Y, Z = a, bb, (a + bb) %% p
+    per(P + 'mul', lambda: a * bb, 40)
+    per(P + 'mod', lambda: ab %% p, 40)
+    per(P + 'dbl', lambda: ec._dbl(X, Y, Z, p), 12)
+    per(P + 'madd', lambda: ec._madd(X, Y, Z, bb, a, p), 12)
+    per(P + 'jadd', lambda: ec._add(X, Y, Z, bb, a, Z, p), 8)
+    gc.collect(); t0 = T(); ec._inv(a, p); print(P + 'inv', D(T(), t0))
+    nl = c.size // 2
+    va = array.array('H', a.to_bytes(c.size, 'little'))
+    vb = array.array('H', bb.to_bytes(c.size, 'little'))
+    vr = array.array('I', [0] * (2 * nl))
+    t0 = T()
+    for i in range(10):
+        vmul(vr, va, vb, nl)
+    print(P + 'viper_mul', D(T(), t0) / 10)
+    c.table()
+    d = ec.generate_private_key(c, rng.generate)
+    peer = ec.public_key(c, ec.generate_private_key(c, rng.generate))
+    dig = bytes(range(c.size))
+    def run(name):
+        gc.collect()
+        print(name + '_free', gc.mem_free())
+        t0 = T(); gc.collect(); print(name + '_gc', D(T(), t0))
+        t0 = T(); ec.sign(c, d, dig, rng.generate(32)); print(name + '_sign', D(T(), t0))
+        t0 = T(); ec.ecdh(c, d, peer, True); print(name + '_ecdh', D(T(), t0))
+    run(P + 'roomy')
+    junk = [bytearray(112) for i in range(%d)]
+    run(P + 'full')
+    junk = None
 """
 
 
@@ -233,8 +235,15 @@ def floor_kinstr(f, counts):
     return muls, mods, muls * f["mul"] + mods * f["mod"] + counts["inv"] * f["inv"]
 
 
-def profile_lines(f, which, target=None):
-    """Text lines explaining a P-384 sign ('sign') or ECDH ('ecdh') row from profile f."""
+def _sub(f, curve):
+    P = curve + "_"
+    return dict((k[len(P):], v) for k, v in f.items() if k.startswith(P))
+
+
+def profile_lines(f, which, target=None, curve="p384"):
+    """Text lines explaining a sign ('sign') or ECDH ('ecdh') row of `curve` from
+    profile f; and the floor (k-instr of field arithmetic)."""
+    f = _sub(f, curve)
     counts = op_counts(f)[which]
     muls, mods, floor = floor_kinstr(f, counts)
     nbytes = counts["dbl"] * f["dbl_bytes"] + counts["madd"] * f["madd_bytes"] + counts["jadd"] * f["jadd_bytes"]
@@ -263,9 +272,10 @@ def profile_lines(f, which, target=None):
                        "+ reduction of <= %.0f k-instr (big ints: %.0f k)" % ("{:,}".format(target), floor / target,
                                                                              need, per))
             if f.get("viper_mul"):
-                out.append("a viper kernel does not get there: its 24 x 24-limb product alone measures %.0f k-instr "
+                out.append("a viper kernel does not get there: its %d x %d-limb product alone measures %.0f k-instr "
                            "here (the big-int product %.0f k, C inside MicroPython); it takes C (a native .mpy module "
-                           "or the field in the firmware)" % (f["viper_mul"], f["mul"]))
+                           "or the field in the firmware)" % (int(f["nbits"]) // 16, int(f["nbits"]) // 16,
+                                                              f["viper_mul"], f["mul"]))
         else:
             out.append("target %s: the field arithmetic is %.0f%% of it, so it is met only if allocation, GC and "
                        "interpreter work fall to %s k-instr (%.0f%% of today's overhead in a roomy heap)"
