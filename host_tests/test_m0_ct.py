@@ -187,3 +187,29 @@ def test_m0_key_exchange_answered_within_ct(m0_rom):
     k, line = _kinstr(log, "KEY_EXCHANGE -> KEY_EXCHANGE_RSP")
     ct_ms = (1 << q.ct_exponent) / 1000
     assert k > 10000 and k * m0board.KINSTR_US / 1000 < ct_ms, (line, ct_ms)
+
+
+@pytest.fixture(scope="module")
+def m0_polled(request, tmp_path_factory):
+    sim, root = _board(request, tmp_path_factory, "m0ctrnr", ["--set", "defer_signing=1"])
+    with sim:
+        yield {"sim": sim, "root": root}
+
+
+def test_m0_defer_signing_1_keeps_respond_if_ready(m0_polled):
+    """defer_signing=1: ResponseNotReady, and our verifier's RESPOND_IF_READY gets the
+    signed answers (as libspdm's requester does)."""
+    from uspdm_tools import m0flows
+    from uspdm_tools.verifier import attest, load_root
+
+    root, _ = load_root(m0_polled["root"])
+    link = SerialLink(m0_polled["sim"].port, timeout=60)
+    try:
+        code, rep = attest(LinkTransport(link, Unreachable), root, algs=("p384",),
+                           requester_opts=m0flows._fast_opts(60.0))
+    finally:
+        link.close()
+    assert code == 0, rep.get("reason")
+    retries = {t.name: t.retries for t in rep["timings"]}
+    assert retries["CHALLENGE"] >= 1, retries
+    assert "deferred (ResponseNotReady)" in m0_polled["sim"].log_text()

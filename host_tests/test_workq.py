@@ -234,3 +234,20 @@ def test_late_answer_goes_back_over_i2c(slow):
         assert addr == 0x21
         msg = rq.receive_packet(p) or msg
     assert msg is not None and msg[1] == tag and msg[2][2] == 0x03, msg
+
+
+def test_respond_if_ready_on_a_direct_job_turns_it_into_polling(slow):
+    """A requester that polls a direct job with RESPOND_IF_READY (it guessed the
+    token) gets ResponseNotReady and then collects the answer itself: nothing is
+    sent on its own any more."""
+    h = LateHost(slow)
+    v = 0x12
+    vca(h, v)
+    tag, rsp = h.send(b"\x05" + bytes((v, 0x83, 0, 0)) + bytes(32))
+    assert rsp is None
+    token = slow.responders[8].pend.token
+    rnr = h.spdm(bytes((v, 0xFF, 0x83, token)))
+    assert rnr[1] == 0x7F and rnr[2] == 0x42
+    while _signing(slow):
+        assert slow.idle() == b""
+    assert h.spdm(bytes((v, 0xFF, 0x83, token)))[1] == 0x03

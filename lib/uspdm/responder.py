@@ -416,6 +416,7 @@ class Responder:
             # RESPOND_IF_READY is a bare header (libspdm: any other size is InvalidRequest)
             return self._error(C.ERR_INVALID_REQUEST)
         if p.sig is None:
+            p.tag = -1   # a requester that polls: no direct answer any more (firmware/workq.py)
             return self._not_ready()
         self.pend = None
         if p.code == C.CHALLENGE:
