@@ -2,7 +2,7 @@
 MicroPython for the RP2040's instruction set with a hard heap of 200 KB (a stock
 RP2040) and 128 KB (a Pico W, an ESP32-S3 without PSRAM), the firmware loaded as a
 stock deploy does (.mpy copied into the heap on import), default board settings
-(signing deferred, as on a real RP2040), a provisioned P-384 + P-256 identity.
+(signing in slices, answered directly within CT, as on a real RP2040), a provisioned P-384 + P-256 identity.
 
 Each flow runs on a fresh board and is checked by the host verifier (certificate
 chain, every signature, transcript and HMAC with `cryptography`); it must pass
