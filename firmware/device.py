@@ -27,6 +27,41 @@ _BG_PAUSED = "fw: background work paused: out of memory; retrying later (backing
 _IDLE_OOM = "fw: out of memory in idle(); the slice is retried at the next call"
 
 
+# Boot-only modules, dropped from sys.modules once the SPDM context is prepared (their
+# code, about 7 KB of heap with the stock load, is not needed while serving; nothing
+# imports them again: the context is built once per boot)
+BOOT_ONLY = ("spdm_setup", "boardlib", "settings")
+
+
+class Prepared:
+    """The SPDM context once its background preparation is done: what the requests
+    use of spdm_setup.SpdmContext (identity, measurements, DRBG, the responder's
+    Config, the session gate or None), in a class that does not keep the boot-only
+    spdm_setup module alive."""
+    _stages = None
+    _prep = None
+    short_of_memory = False
+
+    def __init__(self, ctx):
+        self.board = ctx.board
+        self.log = ctx.log
+        self.drbg = ctx.drbg
+        self.identity = ctx.identity
+        self.measurements = ctx.measurements
+        self.config = ctx.config
+        self.sessions = ctx.sessions
+
+    def background(self):
+        return False
+
+    def new_responder(self):
+        from uspdm.responder import Responder
+
+        r = Responder(self.identity, self.measurements, self.drbg, self.config)
+        r.sessions = self.sessions   # None, or the SessionGate (uspdm.session.attach)
+        return r
+
+
 class Device:
     def __init__(self, board, verbose=False, measure_heap=False, log=None):
         self.board = board
@@ -233,6 +268,18 @@ class Device:
             self.log("fw: background work resumed after %d out-of-memory pauses" % self._bg_fails)
             self._bg_fails = 0
         self._background = more
+        if not more:
+            self._prepared()
+
+    def _prepared(self):
+        """The background preparation is done: keep the context in a resident class
+        and drop the boot-only modules."""
+        import sys
+
+        if self._spdm is not None and not isinstance(self._spdm, Prepared):
+            self._spdm = Prepared(self._spdm)
+        for m in BOOT_ONLY:
+            sys.modules.pop(m, None)
 
     def _bg_pause(self):
         """Background work ran out of memory: free what can be freed and wait, twice as

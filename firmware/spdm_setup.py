@@ -314,8 +314,10 @@ class SpdmContext:
                     continue
                 if isinstance(v, str) and v.startswith("file:"):
                     paths, framed = (v[5:],), False
+                elif isinstance(v, str) and v.startswith("files:"):
+                    paths, framed = v[6:].split("\n"), True   # as measurements.files_digest
                 elif isinstance(v, list):
-                    paths, framed = v, True   # as measurements.files_digest
+                    paths, framed = v, True
                 else:
                     continue
                 while True:

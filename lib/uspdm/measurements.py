@@ -13,7 +13,8 @@ the negotiated measurement hash:
 
 or equivalently from a list of tuples `Measurements([(index, dmtf_type, form, value), ...])`
 where form is 'raw' (value = bytes) or 'digest' (value = bytes to digest, a
-path string prefixed 'file:', or a callable hashname -> digest).
+path string prefixed 'file:', paths joined by newlines prefixed 'files:' (what
+add_files stores), a list of paths, or a callable hashname -> digest).
 
 uspdm's standard indices (firmware/spdm_setup.py declares them; the README quotes them):
   1..0x3E   one digest per deployed firmware file, in sorted order
@@ -101,6 +102,8 @@ class Block:
                 d = v(hashname)
             elif isinstance(v, str) and v.startswith("file:"):
                 d = file_digest(v[5:], hashname)
+            elif isinstance(v, str) and v.startswith("files:"):
+                d = files_digest(v[6:].split("\n"), hashname)
             elif isinstance(v, (list, tuple)):
                 d = files_digest(v, hashname)
             else:
@@ -151,7 +154,8 @@ class Measurements:
         return self._add(Block(index, dmtf_type, "digest", "file:" + path, tcb))
 
     def add_files(self, index, paths, dmtf_type=1, tcb=None):
-        return self._add(Block(index, dmtf_type, "digest", list(paths), tcb))
+        # the paths kept as one string (a list of 50 short strings is about twice the heap)
+        return self._add(Block(index, dmtf_type, "digest", "files:" + "\n".join(paths), tcb))
 
     def add_svn(self, index, svn, tcb=None):
         return self.add_raw(index, 7, _u64(svn), tcb)

@@ -14,14 +14,14 @@ try:
     import hashlib
 except ImportError:
     hashlib = None
-from uspdm.crypto import sha2, hmac, hkdf, aes, gcm, drbg
+from uspdm.crypto import sha2, hmac, hkdf, aes, gcm, drbg, _sha2py
 
 KiB = bytes((i * 13 + 7) & 255 for i in range(1024))
 KEY = bytes(range(32))
 IV = bytes(12)
 
 # --- a plain SHA-384 (textbook rotr()/ch/maj, tuple shuffle) as the reference point
-_K = sha2._K512
+_K = _sha2py._K512
 def _rotr(x, n):
     return ((x >> n) | (x << (64 - n))) & 0xFFFFFFFFFFFFFFFF
 def _plain_block(H, blk, off):
@@ -42,7 +42,7 @@ def _plain_block(H, blk, off):
     for i in range(8):
         H[i] = (H[i] + (a, b, c, d, e, f, g, h)[i]) & M
 def plain_sha384_1k():
-    H = list(sha2._IV384)
+    H = list(_sha2py._IV384)
     for off in range(0, 1024, 128):
         _plain_block(H, KiB, off)
     # (padding block omitted: 8 blocks timed, like 1 KiB of streaming input)

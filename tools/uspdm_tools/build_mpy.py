@@ -46,7 +46,11 @@ def needs_native(path):
         return "@micropython.viper" in f.read()
 
 
-def build(arches=ARCHES, out="build", root=REPO_ROOT, quiet=False):
+def build(arches=ARCHES, out="build", root=REPO_ROOT, quiet=False, source_lines=None):
+    """source_lines: keep the line-number tables (tracebacks name the line).  By default
+    only the bytecode build (the simulator) keeps them: on a board they are about 6 % of
+    every module copied into the heap (-X no-source-lines; tracebacks still name the
+    file and the function)."""
     exe = mpy_cross()
     errors = []
     count = 0
@@ -61,8 +65,9 @@ def build(arches=ARCHES, out="build", root=REPO_ROOT, quiet=False):
                 shutil.copyfile(os.path.join(root, rel), os.path.join(dst_dir, base))
             dst = os.path.join(dst_dir, base[:-3] + ".mpy")
             march = [] if arch == "bytecode" else ["-march=" + arch]  # bytecode: any port (the simulator)
+            lines = (arch == "bytecode") if source_lines is None else source_lines
             p = subprocess.run(
-                [exe] + march + ["-O1", "-s", rel, "-o", dst, rel],
+                [exe] + march + ([] if lines else ["-X", "no-source-lines"]) + ["-O1", "-s", rel, "-o", dst, rel],
                 cwd=root, capture_output=True, text=True,
             )
             # mpy-cross takes one input; the -s name is what tracebacks show.

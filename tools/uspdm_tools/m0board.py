@@ -44,6 +44,7 @@ import time
 from .paths import REPO_ROOT
 
 ENV_FW = "USPDM_M0_FW"
+ENV_IMPORTS = "USPDM_M0_IMPORTS"   # =1: log the heap each first import keeps, and its k-instr (boards/m0/import_log.py)
 FW_NAMES = {"200k": "firmware-h200k.elf", "128k": "firmware-h128k.elf"}
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 MAGIC = b"\x00\x1bU"
@@ -168,6 +169,7 @@ def source_digest():
     from . import build_mpy
 
     h = hashlib.sha256()
+    h.update(b"armv6m -X no-source-lines\0")   # the build's flags (build_mpy.build)
     for rel in build_mpy.sources(REPO_ROOT):
         h.update(rel.encode() + b"\0")
         with open(os.path.join(REPO_ROOT, rel), "rb") as f:
@@ -238,6 +240,7 @@ def stage(build, dest, flash):
     shutil.copyfile(os.path.join(bd, "board.mpy"), os.path.join(dest, "board.mpy"))
     os.makedirs(os.path.join(dest, "_m0"), exist_ok=True)   # emulator plumbing, not measured
     shutil.copyfile(os.path.join(bd, "ram_shim.mpy"), os.path.join(dest, "_m0", "ram.mpy"))
+    shutil.copyfile(os.path.join(bd, "import_log.mpy"), os.path.join(dest, "_m0", "imports.mpy"))
     _copy_flash(flash, os.path.join(dest, "flash"))
 
 
@@ -376,6 +379,7 @@ class Qemu:
 BOOT = """import time
 t0 = time.ticks_us()
 %(shim)s
+%(imports)s
 import board
 board.T_BOOT = t0
 board.VERBOSE = %(verbose)s
@@ -510,7 +514,9 @@ class Board:
         self.q.write(b"\x01")
         self.q.read_until(RAW_BANNER, dl)
         shim = "import _m0.ram" if self.load == "ram" else ""
-        src = BOOT % {"shim": shim, "verbose": "True" if self.verbose else "False", "seed": os.urandom(48)}
+        imports = "import _m0.imports" if os.environ.get(ENV_IMPORTS) else ""
+        src = BOOT % {"shim": shim, "imports": imports, "verbose": "True" if self.verbose else "False",
+                      "seed": os.urandom(48)}
         self.q.paste(src.encode(), dl)
         self.log("m0: booting %s (%s load: %s)" % (
             os.path.basename(self.fw), self.load,
