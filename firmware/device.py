@@ -34,22 +34,21 @@ BOOT_ONLY = ("spdm_setup", "boardlib", "settings")
 
 
 class Prepared:
-    """The SPDM context once its background preparation is done: what the requests
-    use of spdm_setup.SpdmContext (identity, measurements, DRBG, the responder's
-    Config, the session gate or None), in a class that does not keep the boot-only
-    spdm_setup module alive."""
+    """The SPDM context once its background preparation is done: the public
+    attributes of spdm_setup.SpdmContext (identity, measurements, DRBG, the
+    responder's Config, the session gate or None, ...) in a class that does not keep
+    the boot-only spdm_setup module alive."""
     _stages = None
     _prep = None
     short_of_memory = False
 
     def __init__(self, ctx):
-        self.board = ctx.board
-        self.log = ctx.log
-        self.drbg = ctx.drbg
-        self.identity = ctx.identity
-        self.measurements = ctx.measurements
-        self.config = ctx.config
-        self.sessions = ctx.sessions
+        # every public attribute (identity, measurements, drbg, config, sessions, the
+        # signing-time figures workq reads, ...); the private ones are the build's state
+        d = ctx.__dict__
+        for k in d:
+            if k[0] != "_":
+                setattr(self, k, d[k])
 
     def background(self):
         return False
