@@ -184,6 +184,11 @@ class SpdmContext:
             vs = [v for v in (want or c.versions) if v >= 0x12]
             if vs:
                 c.versions = [max(vs)]
+            # ... and its measurement model (OpenPRoT spdm-lib): one block at index
+            # 0xFD (freeform manifest, raw) = our blocks concatenated; summary over it
+            from uspdm.measurements import OPENPROT_INDEX
+
+            self.measurements.single = OPENPROT_INDEX
         # Enrolment over SPDM (GET_CSR, SET_CERTIFICATE; README "Enrolment"):
         # on by default, inside a secure session only; enroll_in_clear=1 for a
         # lab bench, lock_slot0=1 keeps slot 0 as provisioned, cert_install_reset=1

@@ -9,6 +9,7 @@ enrolment on the simulator); the command line is exercised once each for
 `uspdm enroll` and `uspdm attest --slot N`."""
 import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -193,11 +194,39 @@ def test_openprot_profile_reports_one_version(tmp_path):
                                        (["--set", "openprot=1", "--set", "openprot_version=1.2"], [0x12]),
                                        ([], [0x10, 0x11, 0x12, 0x13]))):
         # (--set persists in the flash folder's board.cfg: one folder per case)
-        with SimProcess(flash=str(tmp_path / ("flash%d" % i)), extra_args=extra, wait_measurements=False) as sim:
+        flash = tmp_path / ("flash%d" % i)
+        rc, out, err = uspdm("provision", "--flash", flash, "--ca-dir", tmp_path / "ca")
+        assert rc == 0, err
+        with SimProcess(flash=str(flash), extra_args=extra) as sim:
             link = LinkAdapter(link_mod.SerialLink(sim.port, timeout=20), link_mod.Unreachable)
             try:
                 q = R.Requester(link, timeout=20)
                 q.get_version()
                 assert q.versions == want, (extra, q.versions)
+                # and the profile's measurements: one freeform-manifest block at 0xFD
+                # holding every block, the summary hash over it (checked by the verifier)
+                from uspdm_tools import verifier
+
+                c = certs.LabCA(str(tmp_path / "ca"))
+                c.load()
+                code, rep = verifier.attest(link, c.root_cert, requester_opts={"timeout": 20})
+                assert code == 0, rep
+                blocks = rep["measurements"]["blocks"]
+                if extra:
+                    assert rep["measurements"]["count_reported"] == 1 and len(blocks) == 1
+                    b = blocks[0]
+                    assert b["index"] == 0xFD and b["type"] == 4 and b["raw_bitstream"]
+                    inner = bytes.fromhex(b["value"])
+                    idx, o = [], 0
+                    while o < len(inner):   # DMTF blocks: Index, Spec=1, Size u16, Type, ValueSize u16, value
+                        assert inner[o + 1] == 1
+                        n = struct.unpack_from("<H", inner, o + 2)[0]
+                        assert struct.unpack_from("<H", inner, o + 5)[0] == n - 3
+                        idx.append(inner[o])
+                        o += 4 + n
+                    assert o == len(inner) and 0x40 in idx and 0xFE in idx and idx == sorted(idx)
+                    assert rep["challenge"]["summary_hash"] == "matches measurements"
+                else:
+                    assert len(blocks) > 5 and 0xFD not in [b["index"] for b in blocks]
             finally:
                 link.close()

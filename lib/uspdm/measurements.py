@@ -118,10 +118,17 @@ class Block:
         return bytes((self.index, 0x01)) + p16(3 + len(v)) + bytes((t,)) + p16(len(v)) + v
 
 
+OPENPROT_INDEX = 0xFD   # DSP0274's measurement manifest index, as OpenPRoT's spdm-lib reports it
+
+
 class Measurements:
     def __init__(self, blocks=()):
         self.blocks = []
         self.version = 0
+        # OpenPRoT profile (board setting openprot=1): one block at `single`
+        # (0xFD), DMTF type 4 freeform manifest, raw, whose value is every
+        # block above concatenated; the summary hash (TCB or all) is over it
+        self.single = None
         for b in blocks:
             if isinstance(b, Block):
                 self._add(b)
@@ -186,7 +193,11 @@ class Measurements:
 
     # queries ----------------------------------------------------------------
     def count(self):
-        return len(self.blocks)
+        return 1 if self.single else len(self.blocks)
+
+    def _single(self, hashname):
+        v = b"".join(b.encode(hashname) for b in self.blocks)
+        return bytes((self.single, 0x01)) + p16(3 + len(v)) + bytes((0x84,)) + p16(len(v)) + v
 
     def get(self, index):
         for b in self.blocks:
@@ -196,6 +207,10 @@ class Measurements:
 
     def record(self, index, hashname):
         """Measurement record bytes for one index or all (0xFF); None if the index is unknown."""
+        if self.single:
+            if index not in (0xFF, self.single):
+                return None
+            return self._single(hashname), 1
         if index == 0xFF:
             return b"".join(b.encode(hashname) for b in self.blocks), len(self.blocks)
         b = self.get(index)
@@ -210,6 +225,9 @@ class Measurements:
 
         h = sha2.new(hashname)
         mh = meas_hashname or hashname
+        if self.single:
+            h.update(self._single(mh))   # OpenPRoT: the one manifest block is the TCB and all
+            return h.digest()
         for b in self.blocks:
             if kind == 0xFF or b.tcb:
                 h.update(b.encode(mh))

@@ -57,7 +57,8 @@ class UsageError(Exception):
 
 # uspdm's standard measurement indices (lib/uspdm/measurements.py, README)
 USPDM_INDEX_LABELS = {0x40: "board configuration", 0x41: "MicroPython version", 0x42: "board / hardware",
-                      0x43: "security version number", 0x44: "file manifest", 0xFE: "device mode"}
+                      0x43: "security version number", 0x44: "file manifest", 0xFE: "device mode",
+                      0xFD: "measurement manifest (OpenPRoT profile: every block above, concatenated)"}
 MANIFEST_INDEX = 0x44
 
 
