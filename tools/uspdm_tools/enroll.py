@@ -139,7 +139,8 @@ def check_csr(der, alg, subject_cn=None, attribute_text=None, expect_key=None):
 
 
 def enroll(link, ca, slot=0, alg="p384", version=None, psk_hint=None, psk=None, session_slot=None,
-           subject=None, device_info=None, timeout=10.0, log=None, attest=True, sleep=None, new_key=False):
+           subject=None, device_info=None, timeout=10.0, log=None, attest=True, sleep=None, new_key=False,
+           requester_opts=None):
     """Run the enrolment over `link` (.spdm/.secured like link.SerialLink).
     Returns a report dict; raises EnrollError / requester errors.
     new_key: the board makes slot `slot` a fresh key pair of its own (SPDM 1.3
@@ -151,6 +152,7 @@ def enroll(link, ca, slot=0, alg="p384", version=None, psk_hint=None, psk=None, 
     kw = {"timeout": timeout}
     if sleep is not None:
         kw["sleep"] = sleep
+    kw.update(requester_opts or {})   # (e.g. rnr_retries / rnr_timeout for a slow board)
     # a 1.3 multi-key connection when the board negotiates one: KeyPairIDs in DIGESTS
     q = SessionRequester(link, version=version, algs=(alg,), multi_key=True, **kw)
     q.init_connection()
