@@ -591,6 +591,26 @@ def test_reset_required_flow_1_3(ca):
     assert _err(inner2.t.spdm(E.get_csr_request(0x13, ri, p2=tag << 3))) == 0x04
 
 
+def test_reset_required_flow_multi_key_new_key_pair(ca):
+    """1.3 multi-key with the reset flow: the KeyPairID is part of the request the
+    tag stands for; after the reset the CSR is for a fresh key pair of slot 4."""
+    r, mgr, link = make_board(ca, cert_install_reset=True, multi_key=True)
+    q, s, inner = session(link, "1.3", "p384", multi_key=True)
+    ri = E.requester_info("reset me", "t", "p384")
+    rsp = inner.t.spdm(E.get_csr_request(0x13, ri, p1=6, p2=1))
+    assert _err(rsp) == 0x0C
+    tag = rsp[3]
+    assert r.identity.key_pair(6, "p384") is None   # nothing made before the reset
+    r2, mgr2, link2 = reboot(r, ca, multi_key=True)
+    q2, s2, inner2 = session(link2, "1.3", "p384", multi_key=True)
+    # the same tag with another KeyPairID is not that request
+    assert _err(inner2.t.spdm(E.get_csr_request(0x13, ri, p1=1, p2=1 | (tag << 3)))) == 0x04
+    rsp = inner2.exchange(E.get_csr_request(0x13, ri, p1=6, p2=1 | (tag << 3)), E.CSR)
+    csr = x509.load_der_x509_csr(E.parse_csr_response(rsp))
+    assert csr.is_signature_valid
+    assert _xy(csr.public_key()) == r2.identity.key_pair(6, "p384")[1] != r2.identity.public_key("p384")
+
+
 def test_reset_required_tags_busy_and_overwrite(ca):
     r, mgr, link = make_board(ca, cert_install_reset=True)
     q, s, inner = session(link, "1.3", "p384")

@@ -306,10 +306,11 @@ def _opaque_ok(r, o):
     return off == n
 
 
-def _fingerprint(r, ri, opaque):
+def _fingerprint(r, ri, opaque, kp=0):
+    """What makes two GET_CSRs "the same request" across the reset (KeyPairID included)."""
     from uspdm.crypto import sha2
 
-    h = sha2.new("sha256", bytes((r.version,)) + r.asym.encode() + p16(len(ri)) + ri + opaque)
+    h = sha2.new("sha256", bytes((r.version, kp)) + r.asym.encode() + p16(len(ri)) + ri + opaque)
     return h.digest()
 
 
@@ -400,7 +401,7 @@ def get_csr(r, msg):
     except (ValueError, IndexError):
         return _err(r, C.ERR_INVALID_REQUEST)
     if reset:
-        e = _reset_flow(r, tag, overwrite, _fingerprint(r, ri, opaque))
+        e = _reset_flow(r, tag, overwrite, _fingerprint(r, ri, opaque, kp if getattr(r, "mk", False) else 0))
         if e is not None:
             return e
     alg = r.asym
