@@ -279,6 +279,23 @@ class Device:
             self._spdm = Prepared(self._spdm)
         for m in BOOT_ONLY:
             sys.modules.pop(m, None)
+        ctx = self._spdm
+        if ctx is not None:
+            # the digests computed in the background were allocated among the steps'
+            # garbage, scattered over the top of the heap: copied low now, the free
+            # heap left is in large blocks (the next requests load handlers there)
+            gc.collect()
+            ctx.measurements.compact()
+            gc.collect()
+            # the comb table of the preferred curve (6.5 KB for P-384, in 1.5 KB chunks),
+            # which every signature needs: loaded now, low in that heap, instead of at
+            # the first CHALLENGE into a heap the requests have fragmented
+            try:
+                from uspdm.crypto import ec
+
+                (ec.P384 if ctx.config.asym_priority[0] == "p384" else ec.P256).table()
+            except MemoryError:
+                pass
 
     def _bg_pause(self):
         """Background work ran out of memory: free what can be freed and wait, twice as

@@ -156,3 +156,43 @@ def test_measurements_and_challenge_interleave():
     c = p.ok(ch, 0x03)
     oc = 4 + 48 + 32 + 2 + 8
     assert verify_sig(v, "p384", "sha384", a + ch + c[:oc], b"responder-challenge_auth signing", c[oc:])
+
+
+def test_compact_and_files_string(tmp_path=None):
+    """Measurements.compact() copies the cached digests into new objects (same values,
+    what the board does once its background digests are done); add_files keeps the paths
+    as one string and digests them as files_digest does (SHA-256 checked with the port's
+    hashlib)."""
+    import hashlib
+    import os
+
+    from uspdm.measurements import Measurements
+
+    d = "/tmp" if tmp_path is None else str(tmp_path)
+    paths = []
+    for i, data in enumerate((b"abc" * 100, b"", b"\x00" * 700)):
+        p = os.path.join(d, "uspdm_meas_compact_%d.bin" % i)
+        with open(p, "wb") as f:
+            f.write(data)
+        paths.append(p)
+    m = Measurements()
+    m.add_files(1, paths)
+    m.add_digest(2, 3, b"config")
+    h = hashlib.sha256()
+    for p in paths:
+        pb = p.encode()
+        with open(p, "rb") as f:
+            data = f.read()
+        h.update(len(pb).to_bytes(2, "little") + pb + len(data).to_bytes(4, "little") + data)
+    want = {1: h.digest(), 2: hashlib.sha256(b"config").digest()}
+    before = {}
+    for b in m.blocks:
+        assert b.value_for("sha256")[1] == want[b.index]
+        before[b.index] = b._digests["sha256"]
+    m.compact()
+    for b in m.blocks:
+        got = b._digests["sha256"]
+        assert got == want[b.index] and got is not before[b.index]
+        assert b.value_for("sha256")[1] == want[b.index]
+    for p in paths:
+        os.remove(p)

@@ -187,6 +187,19 @@ class Measurements:
             b._digests = {}
         self.version += 1
 
+    def compact(self):
+        """Copy the cached digests into fresh objects (call after gc.collect()): on a
+        board whose GC never moves objects, digests computed among other work's
+        garbage pin small islands all over the heap; the copies go to the lowest
+        free blocks and the originals become garbage."""
+        for b in self.blocks:
+            d = b._digests
+            if d:
+                n = {}
+                for k in d:
+                    n[k] = bytes(bytearray(d[k]))
+                b._digests = n
+
     def prepare(self, hashname):
         for b in self.blocks:
             b.value_for(hashname)
