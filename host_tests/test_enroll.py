@@ -450,6 +450,46 @@ def test_new_key_every_slot_1_3(ca, alg):
     assert bytes.fromhex(rep["csr_key"]) not in keys
 
 
+def test_key_pair_made_once_and_retired_with_its_chain(ca):
+    """Flash wear: GET_CSRs for a slot's own key pair write it once (a requester
+    repeating GET_CSR does not rewrite the flash); the key pair retires when its
+    slot's chain is erased or replaced by one on the device key, and the next
+    GET_CSR makes a fresh one."""
+    class Counting(MemoryStorage):
+        writes = 0
+
+        def write(self, name, data):
+            if "/kp" in name:
+                Counting.writes += 1
+            return MemoryStorage.write(self, name, data)
+
+    r, mgr, link = make_board(ca, storage=Counting(), multi_key=True)
+    q, s, inner = session(link, "1.3", "p384", multi_key=True)
+    ri = E.requester_info("k", "k")
+    keys = []
+    for _ in range(3):
+        rsp = inner.exchange(E.get_csr_request(0x13, ri, p1=5, p2=1), E.CSR)
+        keys.append(_xy(x509.load_der_x509_csr(E.parse_csr_response(rsp)).public_key()))
+    assert Counting.writes == 1 and keys[0] == keys[1] == keys[2] == r.identity.key_pair(5, "p384")[1]
+    own = certs.chain_buffer(ca.issue_leaf(certs.public_key_from_xy("p384", keys[0]), "a:b:c"), hashes.SHA384)
+    inner.exchange(E.set_certificate_request(0x13, 3, own, p1_extra=0x10, p2=5), E.SET_CERTIFICATE_RSP)
+    assert inner.get_digests() and inner.key_pairs[3]["key_pair_id"] == 5
+    # erased: the key pair goes with the chain
+    inner.exchange(E.set_certificate_request(0x13, 3, p1_extra=0x80, p2=5), E.SET_CERTIFICATE_RSP)
+    assert r.identity.key_pair(5, "p384") is None
+    rsp = inner.exchange(E.get_csr_request(0x13, ri, p1=5, p2=1), E.CSR)
+    fresh = _xy(x509.load_der_x509_csr(E.parse_csr_response(rsp)).public_key())
+    assert fresh != keys[0] and Counting.writes == 2
+    own = certs.chain_buffer(ca.issue_leaf(certs.public_key_from_xy("p384", fresh), "a:b:c"), hashes.SHA384)
+    inner.exchange(E.set_certificate_request(0x13, 3, own, p1_extra=0x10, p2=5), E.SET_CERTIFICATE_RSP)
+    # replaced by a chain on the device key: retired too
+    dev = certs.chain_buffer(_chain(ca, r), hashes.SHA384)
+    inner.exchange(E.set_certificate_request(0x13, 3, dev, p1_extra=0x10, p2=1), E.SET_CERTIFICATE_RSP)
+    assert r.identity.key_pair(5, "p384") is None
+    inner.get_digests()
+    assert inner.key_pairs[3]["key_pair_id"] == 1
+
+
 def test_new_key_refused_without_1_3_multi_key(ca):
     r, mgr, link = make_board(ca)   # no multi_key setting
     before = dict(r.identity.storage.files)

@@ -410,9 +410,12 @@ def get_csr(r, msg):
         # a board without a key for this curve makes one now (enrolment of a blank board)
         ident.ensure_key(alg)
     new = None
-    if kp != 1 and ident.key_pair_of(kp - 2, alg) != kp:
-        # slot kp - 2's own key pair, not in use by its chain: a fresh one is
-        # made now (the CSR's key; SET_CERTIFICATE with this KeyPairID installs it)
+    if kp != 1 and ident.key_pair(kp, alg) is None:
+        # slot kp - 2's own key pair does not exist: it is made now (the CSR's key;
+        # SET_CERTIFICATE with this KeyPairID installs it).  One that exists is
+        # either in use by the slot's chain or never certified (a slot that stops
+        # using its own key pair retires it, below), so repeated GET_CSRs write
+        # the flash once, not once each.
         from uspdm.crypto import ec
 
         new = ec.generate_private_key(ec.P384 if alg == "p384" else ec.P256, r.drbg.generate)
@@ -617,8 +620,11 @@ def set_certificate(r, msg):
     if not erase and ident.private_key(r.asym) is None:
         return _err(r, C.ERR_UNSPECIFIED)   # no key for this curve yet: GET_CSR makes it
     if erase:
+        own = ident.key_pair_of(slot, r.asym) == slot + 2
         try:
             ident.delete_chain(slot, r.asym, at_boot)
+            if own and not at_boot:
+                ident.drop_key_pair(slot + 2, r.asym)   # the slot's own key retires with its chain
         except OSError:
             return _fail(r)
     else:
@@ -650,8 +656,13 @@ def _install_gen(r, slot, certs, root_hash, at_boot, kp=0):
         check_chain(r, certs, root_hash, pubs)
     except (ValueError, IndexError):
         return _err(r, C.ERR_UNSPECIFIED)
+    own = ident.key_pair_of(slot, r.asym) == slot + 2
     try:
-        r.identity.install_chain(slot, r.asym, certs, check_key=False, at_boot=at_boot)
+        ident.install_chain(slot, r.asym, certs, check_key=False, at_boot=at_boot)
+        if own and not at_boot and ident.key_pair_of(slot, r.asym) != slot + 2:
+            # the slot's chain no longer holds its own key pair: retired (a GET_CSR
+            # for KeyPairID slot+2 then makes a fresh one)
+            ident.drop_key_pair(slot + 2, r.asym)
     except (OSError, ValueError):
         return _fail(r)
     if at_boot:

@@ -283,6 +283,13 @@ class Identity:
         self._kp.clear()
         self._masks.pop(alg, None)
 
+    def drop_key_pair(self, kp, alg):
+        """Retire slot kp - 2's own key pair (its chain no longer uses it)."""
+        if 2 <= kp <= KEY_PAIRS and self.storage.exists(_KP % (kp, alg)):
+            self.storage.delete(_KP % (kp, alg))
+        self._kp.clear()
+        self._masks.pop(alg, None)
+
     def key_pair_of(self, slot, alg):
         """KeyPairID slot `slot` uses: slot + 2 when its leaf holds the slot's
         own key pair, else 1 (the device key)."""
