@@ -176,6 +176,10 @@ def test_enroll_new_key_command_line(mk_board):
                          os.path.join(mk_board["ca_dir"], "ca.cert.pem"), "--slot", 4, "--json", "--timeout", 20)
     assert rc == 0, out + err
     assert json.loads(out)["identity"]["key"].split()[-1] == rep["csr_key"]
+    assert "key_pair_id" not in json.loads(out)["identity"]   # not asked for a multi-key connection
+    rc, out, err = uspdm("attest", "--port", mk_board["port"], "--root",
+                         os.path.join(mk_board["ca_dir"], "ca.cert.pem"), "--slot", 4, "--multi-key", "--timeout", 20)
+    assert rc == 0 and "KeyPairID 6, DeviceCert, KeyUsageMask 0x0007" in out, out + err
     # SPDM 1.2 has no KeyPairID: a clear error, exit 1, nothing written
     before = sorted(os.listdir(os.path.join(mk_board["flash"], "uspdm")))
     rc, out, err = uspdm("enroll", "--port", mk_board["port"], "--ca-dir", mk_board["ca_dir"], "--slot", 5,

@@ -416,6 +416,9 @@ def report_text(rep, out):
             w("              device-info %s\n" % ident["device_info"])
         k = ident["key"].split(" ")
         w("              key %s %s\n" % (" ".join(k[:-1]), _short(k[-1], 32)))
+        if ident.get("key_pair_id") is not None:
+            w("              KeyPairID %d, %s, KeyUsageMask %s (SPDM 1.3 multi-key)\n" % (
+                ident["key_pair_id"], ident["cert_model"], ident["key_usage"]))
         w("Chain         %d certificates, %d bytes, trusted root %s\n" % (
             len(ident["chain"]), ident["chain_bytes"], ident["root"]))
         for i, cc in enumerate(ident["chain"]):
@@ -548,7 +551,8 @@ def _close(t):
 
 
 def _requester_opts(args):
-    return {"timeout": args.timeout, "deadline": getattr(args, "deadline", DEFAULT_DEADLINE)}
+    return {"timeout": args.timeout, "deadline": getattr(args, "deadline", DEFAULT_DEADLINE),
+            "multi_key": bool(getattr(args, "multi_key", False))}
 
 
 def _algs(a):
@@ -597,6 +601,9 @@ def register(sub):
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--progress", action="store_true",
                    help="always draw the certificate progress bar (default: only on a terminal)")
+    p.add_argument("--multi-key", action="store_true",
+                   help="SPDM 1.3: ask for a multi-key connection when the board negotiates one (its DIGESTS "
+                        "then report each slot's KeyPairID, checked and shown)")
     p.add_argument("--session", action="store_true",
                    help="read the measurements inside an SPDM secure session (KEY_EXCHANGE/FINISH)")
     p.error = _usage_exit(p)
