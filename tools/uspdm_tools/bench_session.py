@@ -65,16 +65,21 @@ class MpLink(LiveHeap):
         self.live()
         return None if out in ("-", "") else bytes.fromhex(out)
 
-    def spdm(self, req, timeout=None):
+    def _work(self):
+        """The board's idle loop: deferred work (a signature, also one inside a session) in slices."""
         while self.mp.run("import uspdm\nprint(1 if uspdm.R.pending() else 0)").out.strip() == "1":
             self.mp.run("import uspdm\nuspdm.R.work()")
             self.live()
+
+    def spdm(self, req, timeout=None):
+        self._work()
         rsp = self._call("uspdm.R.handle(%r)" % bytes(req))
         if rsp is None:
             raise TimeoutError("no answer")
         return rsp
 
     def secured(self, body, timeout=None):
+        self._work()
         rsp = self._call("uspdm.M.handle_secured(8, %r, 0)" % bytes(body))
         if rsp is None:
             raise TimeoutError("no answer")
