@@ -26,6 +26,7 @@ def _counting(monkeypatch):
 @pytest.mark.parametrize("curve", ["p384", "p256"])
 def test_profile_counts_match_ec(monkeypatch, curve):
     c = getattr(ec, curve.upper())
+    c.table()   # sets c.comb to the table in use
     h, v, b = c.comb
     f = {"comb_h": h, "comb_v": v, "comb_b": b, "nbits": c.nbits}
     want = bench_chip.op_counts(f)

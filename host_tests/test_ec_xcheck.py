@@ -155,12 +155,32 @@ def test_malformed_signatures_rejected(c, curve, h, hf):
             assert _their_verify(c, curve, h, pub, digest, bad) is False
 
 
+@pytest.fixture
+def table_choice():
+    """Forces a curve's comb table (choose_table) and restores the automatic choice."""
+    used = []
+
+    def choose(c, big):
+        used.append(c)
+        c.choose_table(big)
+
+    yield choose
+    for c in used:
+        c.choose_table(None)
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["tbl", "big"])
 @pytest.mark.parametrize("c,curve,h,hf", CASES, ids=IDS)
-def test_stored_comb_table(c, curve, h, hf):
-    """Every stored table point equals cryptography's scalar*G."""
+def test_stored_comb_table(c, curve, h, hf, big, table_choice):
+    """Every stored table point equals cryptography's scalar*G (the small table, and
+    the larger one used where module constants stay in flash)."""
+    if big and c.big is None:
+        pytest.skip("no larger table for %s" % c.name)
+    table_choice(c, big)
+    tbl = c.table_bytes()
+    assert c.comb == (c.big if big else c.small)
     hh, v, b = c.comb
     vb = v * b
-    tbl = c.table_bytes()
     ent = 2 * c.size
     assert len(tbl) == v * (1 << (hh - 1)) * ent
     for t in range(v):
@@ -171,7 +191,23 @@ def test_stored_comb_table(c, curve, h, hf):
             s = (s << (t * b)) % c.n
             o = ((t << (hh - 1)) + idx) * ent
             assert tbl[o : o + ent] == _raw_pub(cec.derive_private_key(s, curve)), (t, idx)
-    assert tbl == ec.make_table(c)
+    assert tbl == ec.make_table(c, c.comb)
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["tbl", "big"])
+@pytest.mark.parametrize("c,curve,h,hf", CASES, ids=IDS)
+def test_both_tables_sign_and_keygen(c, curve, h, hf, big, table_choice):
+    """Public keys and signatures with either comb table, checked by cryptography."""
+    table_choice(c, big)
+    for i in range(N):
+        d = ec.generate_private_key(c, os.urandom)
+        pub = ec.public_key(c, d)
+        assert pub == _raw_pub(cec.derive_private_key(d, curve))
+        digest = hf(os.urandom(20)).digest()
+        sig = ec.sign(c, d, digest, os.urandom(32))
+        assert _their_verify(c, curve, h, pub, digest, sig)
+        assert ec.verify(c, pub, digest, sig)
+    assert c.comb == (c.big if big and c.big else c.small)
 
 
 def _blocks(name):

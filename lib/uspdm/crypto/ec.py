@@ -89,8 +89,31 @@ _TBL_CHUNK = const(16)  # comb table points per stored chunk (1 << _TBL_SHIFT)
 _SLICE_WINS = const(2)  # variable-base windows per generator step (P-384 on the M0: ~6 M instr, ~3x that in a full heap)
 
 
+# A bytes constant of this module: where its data lives says where the table
+# modules' constants would (uspdm.crypto modules are deployed alike).
+_PROBE = b"uspdm.crypto.ec: constants in flash or in the heap?"
+
+
+def _consts_in_flash():
+    """True when this module's constants stay in flash (ROMFS deploy, frozen
+    modules), so a larger table module costs no heap; True on CPython (no
+    heap budget); False when modules are copied into the heap on import (a
+    stock `mpremote cp` deploy, the wasm build)."""
+    try:
+        import gc
+
+        gc.mem_alloc
+    except (ImportError, AttributeError):
+        return True
+    try:
+        import uctypes
+    except ImportError:
+        return False
+    return abs(uctypes.addressof(_PROBE) - uctypes.addressof(bytearray(4))) > 0x100000
+
+
 class Curve:
-    def __init__(self, name, size, p, b, n, gx, gy, hashname, comb):
+    def __init__(self, name, size, p, b, n, gx, gy, hashname, comb, big=None):
         self.name = name
         self.size = size
         self.p = p
@@ -101,7 +124,10 @@ class Curve:
         self.gy = gy
         self.hashname = hashname
         self.nbits = size * 8  # both orders have exactly 8*size bits
-        self.comb = comb  # (h teeth, v sub-combs, b columns)
+        self.comb = comb  # (h teeth, v sub-combs, b columns) of the table in use
+        self.small = comb  # ec_<name>_tbl: resident in the heap with a stock deploy
+        self.big = big     # ec_<name>_big: a larger table, used where it stays in flash
+        self.use_big = None  # None: decided at the first table() (_consts_in_flash); tests force it
         self._tbl = None
 
     def __repr__(self):
@@ -110,16 +136,37 @@ class Curve:
     def table(self):
         """The fixed-base comb table: a tuple of memoryviews over chunks of
         _TBL_CHUNK points each (separate bytes objects of 1-1.5 KB, so that
-        loading them into a fragmented heap needs no 4-6 KB free block)."""
+        loading them into a fragmented heap needs no 4-6 KB free block).
+        Sets self.comb to the parameters of the table it loaded: the larger
+        one (ec_<name>_big) where module constants stay in flash, else
+        ec_<name>_tbl (else computed)."""
         t = self._tbl
         if t is None:
-            try:
-                mod = __import__("uspdm.crypto.ec_%s_tbl" % self.name, None, None, ["T"])
-                t = mod.T
-            except ImportError:
-                t = table_chunks(self, make_table(self))
+            big = self.use_big
+            if big is None:
+                big = self.big is not None and _consts_in_flash()
+            t = None
+            if big and self.big is not None:
+                try:
+                    t = __import__("uspdm.crypto.ec_%s_big" % self.name, None, None, ["T"]).T
+                    self.comb = self.big
+                except ImportError:
+                    t = None
+            if t is None:
+                self.comb = self.small
+                try:
+                    t = __import__("uspdm.crypto.ec_%s_tbl" % self.name, None, None, ["T"]).T
+                except ImportError:
+                    t = table_chunks(self, make_table(self))
             t = self._tbl = tuple(memoryview(x) for x in t)
         return t
+
+    def choose_table(self, big):
+        """Tests and benchmarks: use the larger table (True), the small one
+        (False) or decide as on the board (None), from the next operation on."""
+        self.use_big = big
+        self._tbl = None
+        self.comb = self.small
 
     def table_bytes(self):
         """The whole table as one bytes object (tests)."""
@@ -133,7 +180,7 @@ P384 = Curve(
     0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973,
     0xAA87CA22BE8B05378EB1C71EF320AD746E1D3B628BA79B9859F741E082542A385502F25DBF55296C3A545E3872760AB7,
     0x3617DE4A96262C6F5D9E98BF9292DC29F8F41DBD289A147CE9DA3113B5F0B8C00A60B1CE1D7E819D7A431D7C90EA0E5F,
-    "sha384", (6, 2, 38),
+    "sha384", (6, 2, 38), (8, 2, 29),
 )
 
 P256 = Curve(
@@ -295,11 +342,11 @@ def _prep_scalar(c, k, mb=None):
 
 def _comb_iter(c, k, zr=0):
     """k*G for odd k < 2^(h*v*b), Jacobian; yields every few columns."""
+    tbl = c.table()   # first: it sets c.comb to the table's parameters
     h, v, b = c.comb
     vb = v * b
     T = h * vb
     B = ((k + (1 << T) - 1) >> 1).to_bytes(T // 8 + 1, "little")
-    tbl = c.table()
     p = c.p
     sz = c.size
     ent = 2 * sz
@@ -658,17 +705,19 @@ def table_chunks(c, tbl):
     return tuple(tbl[i:i + n] for i in range(0, len(tbl), n))
 
 
-def table_module(c):
-    """Source of lib/uspdm/crypto/ec_<name>_tbl.py (the generator)."""
-    h, v, b = c.comb
-    chunks = table_chunks(c, make_table(c))
+def table_module(c, big=False):
+    """Source of lib/uspdm/crypto/ec_<name>_tbl.py (big: ec_<name>_big.py, the
+    larger table used where module constants stay in flash)."""
+    comb = c.big if big else c.small
+    h, v, b = comb
+    chunks = table_chunks(c, make_table(c, comb))
     out = ['"""Fixed-base comb table for %s (generated, do not edit).' % c.name.upper(), "",
            "%d sub-combs x %d affine points X||Y (%d bytes each), teeth=%d, columns=%d, in %d chunks of"
            % (v, 1 << (h - 1), 2 * c.size, h, b, len(chunks)),
            "%d points; layout and meaning: uspdm.crypto.ec._comb_iter / make_table.  Regenerate with"
            % _TBL_CHUNK,
-           "`python -c \"from uspdm.crypto import ec; print(ec.table_module(ec.%s), end='')\" > THIS_FILE`"
-           % c.name.upper(),
+           "`python -c \"from uspdm.crypto import ec; print(ec.table_module(ec.%s%s), end='')\" > THIS_FILE`"
+           % (c.name.upper(), ", big=True" if big else ""),
            "(in lib/); checked against the `cryptography` package by host_tests/test_ec_xcheck.py.",
            '"""', "", "T = ("]
     for ch in chunks:
@@ -680,9 +729,10 @@ def table_module(c):
     return "\n".join(out) + "\n"
 
 
-def make_table(c):
-    """The comb table of c as bytes (what ec_<name>_tbl.T stores, in chunks)."""
-    h, v, b = c.comb
+def make_table(c, comb=None):
+    """The comb table of c as bytes (what ec_<name>_tbl.T stores, in chunks),
+    for comb (default: the small table's parameters)."""
+    h, v, b = comb or c.small
     vb = v * b
     n = c.n
     half = 1 << (h - 1)
