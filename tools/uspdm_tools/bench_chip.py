@@ -193,9 +193,9 @@ for cn in ('p384', 'p256'):
 """
 
 
-def measure_profile(junk=900):
+def measure_profile(junk=700):
     """{name: value} of PROFILE on the emulated Cortex-M0 (None if absent); junk:
-    how many 112-byte objects stay live for the 'full' runs (900: about 115 KB)."""
+    how many 112-byte objects stay live for the 'full' runs (700: about 90 KB)."""
     if native.m0_reason():
         return None
     rc, out, err = native.run_m0(PROFILE % junk, timeout=600)

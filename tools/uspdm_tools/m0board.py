@@ -620,6 +620,8 @@ class Board:
     def step_done(self, payload, mem):
         pending = payload[0] == 1
         k, live = struct.unpack_from("<II", payload, 1)
+        if k >= 1 << 31:
+            k = 0   # a negative step (the board's ticks_diff across a clock glitch): count nothing
         if DEBUG:
             self.log("m0 debug: step done, pending %d, %d k-instr, %d bytes out" % (pending, k, len(payload) - 9))
         out = payload[9:]

@@ -22,7 +22,10 @@ How it computes:
   teeth, v sub-combs, b columns) over a precomputed table of affine points
   stored as bytes constants in ec_p384_tbl / ec_p256_tbl (64 points:
   6 KB for P-384, 4 KB for P-256, in chunks of 16 points; in flash when
-  frozen), loaded on first use and sliced through memoryviews.  Every column does one doubling and v
+  frozen), loaded on first use and sliced through memoryviews.  Where
+  module constants stay in flash (ROMFS, frozen; Curve.table() checks)
+  P-384 uses ec_p384_big instead (8 teeth, 2 x 128 points, 24 KB: 28
+  doublings + 57 additions instead of 37 + 75, no heap).  Every column does one doubling and v
   additions: no digit is ever zero, so the sequence of point operations
   does not depend on the scalar.
 - Variable base (ECDH, u2*Q of verify): the same signed-digit recoding with
