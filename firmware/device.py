@@ -28,9 +28,9 @@ _IDLE_OOM = "fw: out of memory in idle(); the slice is retried at the next call"
 
 
 # Boot-only modules, dropped from sys.modules once the SPDM context is prepared (their
-# code, about 7 KB of heap with the stock load, is not needed while serving; nothing
-# imports them again: the context is built once per boot)
-BOOT_ONLY = ("spdm_setup", "boardlib", "settings")
+# code, about 10 KB of heap with the stock load, is not needed while serving; nothing
+# imports them again, except identity_admin for a new key or chain: enrolment)
+BOOT_ONLY = ("spdm_setup", "boardlib", "settings", "uspdm.identity_admin")
 
 
 class Prepared:
@@ -279,6 +279,12 @@ class Device:
             self._spdm = Prepared(self._spdm)
         for m in BOOT_ONLY:
             sys.modules.pop(m, None)
+            i = m.rfind(".")
+            if i > 0 and m[:i] in sys.modules:   # and from its package (which refers to it)
+                try:
+                    delattr(sys.modules[m[:i]], m[i + 1:])
+                except (AttributeError, KeyError):
+                    pass
         ctx = self._spdm
         if ctx is not None:
             # the digests computed in the background were allocated among the steps'
