@@ -18,7 +18,7 @@ for _p in ("firmware",):
         sys.path.insert(0, _p)
 
 from mctp import serial as mserial  # noqa: E402
-from mctp.endpoint import Requester  # noqa: E402
+from mctp.requester import Requester  # noqa: E402
 from uspdm.crypto.drbg import HmacDrbg  # noqa: E402
 from uspdm.identity import Identity  # noqa: E402
 from uspdm.storage import MemoryStorage  # noqa: E402

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mctp import serial as mserial
-from mctp.endpoint import Requester
+from mctp.requester import Requester
 from test_device import FakeBoard, Host, vca
 
 V = 0x12

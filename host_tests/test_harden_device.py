@@ -3,7 +3,7 @@ the same bus with a spoofed or its own source EID, and floods."""
 import pytest
 
 from mctp import serial as mserial
-from mctp.endpoint import Requester
+from mctp.requester import Requester
 
 from test_device import FakeBoard
 

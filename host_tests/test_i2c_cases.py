@@ -198,7 +198,8 @@ def test_mem_mode_truncated_repeat_does_not_reuse_stale_bytes():
 
 
 def test_multi_packet_message_over_the_bus():
-    from mctp.endpoint import Endpoint, Requester
+    from mctp.endpoint import Endpoint
+    from mctp.requester import Requester
 
     bus = Bus()
     m = SimMachine(bus)

@@ -23,7 +23,8 @@ from pymctp.layers.mctp.types import Smbus7bitAddress  # noqa: E402
 import pymctp.layers.mctp.control  # noqa: E402,F401  (binds the control layers)
 
 from mctp import control, serial, smbus  # noqa: E402
-from mctp.endpoint import Endpoint, Requester  # noqa: E402
+from mctp.endpoint import Endpoint  # noqa: E402
+from mctp.requester import Requester  # noqa: E402
 from mctp.packet import packetize  # noqa: E402
 
 

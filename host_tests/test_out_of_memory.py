@@ -39,7 +39,7 @@ import _util
 _util.VECTORS = %(vectors)r
 from test_spdm_common import make_identity, drbg
 from mctp import serial as mserial
-from mctp.endpoint import Requester
+from mctp.requester import Requester
 
 ident = make_identity(("p384",))
 st = ident.storage

@@ -2,7 +2,8 @@
 from _util import unhex
 
 from mctp import control, serial, smbus
-from mctp.endpoint import Endpoint, Requester
+from mctp.endpoint import Endpoint
+from mctp.requester import Requester
 from mctp.packet import packetize
 
 

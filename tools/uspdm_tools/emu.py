@@ -383,7 +383,7 @@ class MctpRelay:
 
     def __init__(self, eid=EMU_EID, dest=0, mtu=64):
         from mctp import serial as mserial
-        from mctp.endpoint import Requester
+        from mctp.requester import Requester
 
         self._enc = mserial.encode_frame
         self.dec = mserial.SerialDecoder()

@@ -11,7 +11,7 @@ tests check it independently with pymctp.
 import time
 
 from mctp import serial as mserial
-from mctp.endpoint import Requester
+from mctp.requester import Requester
 
 HOST_EID = 8          # our (the requester's) EID: a bus owner / BMC usually has 8
 DEFAULT_TARGET = 0    # the null EID reaches the board whether or not it has an EID
