@@ -482,6 +482,8 @@ class Requester:
         """Follow ResponseNotReady (RESPOND_IF_READY) and LargeResponse (CHUNK_GET)."""
         deadline = time.monotonic() + self.rnr_timeout
         tries = 0
+        first = None
+        waited = 0.0
         while rsp[1] == ERROR and rsp[2] in (ERR_RESPONSE_NOT_READY, ERR_LARGE_RESPONSE):
             if rsp[0] != self._cur_ver(req):
                 raise ProtocolError("ERROR response version 0x%02X, expected 0x%02X" % (rsp[0], self._cur_ver(req)))
@@ -502,15 +504,24 @@ class Requester:
                 raise ProtocolError("ResponseNotReady names request 0x%02X, sent 0x%02X" % (req_code, req[1]))
             tries += 1
             stats["retries"] = tries
-            if tries > self.rnr_retries:
-                raise ProtocolError("%s: still not ready after %d RESPOND_IF_READY" % (
-                    CODE_NAMES.get(req[1], "?"), self.rnr_retries))
             rdt = (1 << min(rdt_exp, 31)) / 1e6
+            if first is None:
+                first = time.monotonic()
+            # Give up after rnr_retries only once the responder has also had its own
+            # worst case, WT_max = RDT x RDTM, twice over (a loaded host or a slow
+            # board stretches the work; the count alone would give up after 20 x RDT);
+            # rnr_retries=0 is a requester that never sends RESPOND_IF_READY.
+            spent = max(waited, time.monotonic() - first)
+            if tries > self.rnr_retries and (not self.rnr_retries or spent >= 2 * rdt * max(rdtm, 1)):
+                raise ProtocolError("%s: still not ready after %d RESPOND_IF_READY" % (
+                    CODE_NAMES.get(req[1], "?"), tries - 1))
             left = deadline - time.monotonic()
             if left <= 0:
                 raise Unreachable("%s: no response within %.0f s of ResponseNotReady" % (
                     CODE_NAMES.get(req[1], "?"), self.rnr_timeout))
-            self.sleep(self.budget(min(rdt, left), "RESPOND_IF_READY"))
+            pause = self.budget(min(rdt, left), "RESPOND_IF_READY")
+            waited += pause
+            self.sleep(pause)
             rir = self._hdr(RESPOND_IF_READY, req[1], token)
             # the responder must have the response ready within RDT*RDTM
             rsp = self._xfer(rir, self.timeout + rdt * max(rdtm, 1))
