@@ -287,11 +287,17 @@ class Device:
                     pass
         ctx = self._spdm
         if ctx is not None:
-            # the digests computed in the background were allocated among the steps'
-            # garbage, scattered over the top of the heap: copied low now, the free
-            # heap left is in large blocks (the next requests load handlers there)
+            # the measurement records built once, for each hash a requester can get
+            # them in (SHA-384 and SHA-256: either base hash with either curve, or
+            # the configured measurement hash), and the blocks let go: their
+            # digests, computed among the background steps' garbage, pinned small
+            # islands all over the top of the heap; the records go low and the free
+            # heap is left in large blocks (the next requests load handlers there)
             gc.collect()
-            ctx.measurements.compact()
+            meas = ctx.measurements
+            mh = getattr(ctx.config, "meas_hash", None)
+            if not meas.freeze(("sha384", "sha256") + ((mh,) if mh else ())):
+                meas.compact()   # a hash not digested (asym_priority without p256): the blocks stay
             gc.collect()
             # the comb table of the preferred curve (6.5 KB for P-384, in 1.5 KB chunks),
             # which every signature needs: loaded now, low in that heap, instead of at

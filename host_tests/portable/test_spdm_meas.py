@@ -196,3 +196,50 @@ def test_compact_and_files_string(tmp_path=None):
         assert b.value_for("sha256")[1] == want[b.index]
     for p in paths:
         os.remove(p)
+
+
+def test_freeze_same_answers():
+    """Measurements.freeze(): records, one index, count and both summary hashes
+    are what the blocks gave (both hashes, OpenPRoT's single block too); a hash
+    not digested yet leaves it as it was; a frozen hash that was not asked has no record."""
+    from uspdm.measurements import Measurements
+
+    def build():
+        m = Measurements()
+        m.add_digest(1, 1, b"firmware")
+        m.add_digest(2, 3, b"config", tcb=True)
+        m.add_raw(0x41, 6, b"MicroPython 1.26")
+        m.add_svn(0x43, 7)
+        m.add_device_mode()
+        return m
+
+    import os
+
+    path = "/tmp/uspdm_meas_freeze.bin"
+    with open(path, "wb") as f:
+        f.write(b"firmware file" * 50)
+    ref = build()
+    ref.add_file(3, path)
+    m = build()
+    m.add_file(3, path)
+    assert not m.freeze(("sha384", "sha256"))   # the file not digested yet
+    assert m.blocks is not None
+    m.prepare("sha384")
+    assert not m.freeze(("sha384", "sha256"))
+    m.prepare("sha256")
+    assert m.freeze(("sha384", "sha256")) and m.blocks is None
+    assert m.count() == ref.count() == 6
+    for h in ("sha384", "sha256"):
+        assert m.record(0xFF, h) == ref.record(0xFF, h)
+        for i in (1, 2, 3, 0x41, 0x43, 0xFE, 0x42):
+            assert m.record(i, h) == ref.record(i, h)
+        for kind in (1, 0xFF):
+            assert m.summary_hash(kind, "sha384", h) == ref.summary_hash(kind, "sha384", h)
+    assert m.record(0xFF, "sha512") is None
+    s, r = build(), build()
+    s.single = r.single = 0xFD
+    assert s.freeze(("sha384", "sha256"))   # no file: in-memory values are digested here
+    assert s.count() == 1 and s.record(0xFF, "sha384") == r.record(0xFF, "sha384")
+    assert s.record(0xFD, "sha256") == r.record(0xFD, "sha256") and s.record(1, "sha256") is None
+    assert s.summary_hash(1, "sha384") == r.summary_hash(1, "sha384")
+    os.remove(path)

@@ -174,7 +174,7 @@ class Measurements:
 
     def set_raw(self, index, data):
         """Change a raw block's value (content-changed detection sees it)."""
-        for b in self.blocks:
+        for b in self.blocks or ():
             if b.index == index:
                 b.value = bytes(data)
                 self.version += 1
@@ -183,7 +183,7 @@ class Measurements:
 
     def refresh(self):
         """Forget cached digests (e.g. after a firmware file was rewritten)."""
-        for b in self.blocks:
+        for b in self.blocks or ():
             b._digests = {}
         self.version += 1
 
@@ -192,7 +192,7 @@ class Measurements:
         board whose GC never moves objects, digests computed among other work's
         garbage pin small islands all over the heap; the copies go to the lowest
         free blocks and the originals become garbage."""
-        for b in self.blocks:
+        for b in self.blocks or ():
             d = b._digests
             if d:
                 n = {}
@@ -200,20 +200,67 @@ class Measurements:
                     n[k] = bytes(bytearray(d[k]))
                 b._digests = n
 
-    def prepare(self, hashname):
+    def freeze(self, hashnames):
+        """Read-only from now on (a board once booted): the measurement record of
+        every block in each of `hashnames` is built once (what GET_MEASUREMENTS
+        sends for all blocks; one index or the summary hash are read from it)
+        and the blocks go: 20 Block objects with their digest dicts and values
+        are about 5 KB of heap, the two records 2 KB.  A hash not frozen then
+        has no record (record() returns None), and set_raw/refresh/prepare do
+        nothing.  Only when every file digest is already there in each of
+        `hashnames` (no file is read here); returns whether it froze.
+        Call after gc.collect(): the records go to the lowest free blocks."""
+        if self.blocks is None:
+            return True
         for b in self.blocks:
+            v = b.value
+            if not b.raw and isinstance(v, str) and v.startswith("file"):
+                for h in hashnames:
+                    if h not in b._digests:
+                        return False   # files not digested in that hash yet: stays as it is
+        rec = {}
+        for h in hashnames:
+            rec[h] = b"".join(b.encode(h) for b in self.blocks)
+        self._tcb = bytes(1 if b.tcb else 0 for b in self.blocks)
+        self._rec = rec
+        self._n = len(self.blocks)
+        self.blocks = None
+        return True
+
+    def prepare(self, hashname):
+        for b in self.blocks or ():
             b.value_for(hashname)
 
     # queries ----------------------------------------------------------------
     def count(self):
-        return 1 if self.single else len(self.blocks)
+        if self.single:
+            return 1
+        return self._n if self.blocks is None else len(self.blocks)
+
+    def _all(self, hashname):
+        """Every block's record, concatenated (None: frozen without this hash)."""
+        if self.blocks is None:
+            return self._rec.get(hashname)
+        return b"".join(b.encode(hashname) for b in self.blocks)
+
+    def _split(self, rec):
+        """(index, offset, length) of each block in a record of all blocks."""
+        out = []
+        o = 0
+        while o + 4 <= len(rec):
+            n = 4 + (rec[o + 2] | rec[o + 3] << 8)
+            out.append((rec[o], o, n))
+            o += n
+        return out
 
     def _single(self, hashname):
-        v = b"".join(b.encode(hashname) for b in self.blocks)
+        v = self._all(hashname)
+        if v is None:
+            return None
         return bytes((self.single, 0x01)) + p16(3 + len(v)) + bytes((0x84,)) + p16(len(v)) + v
 
     def get(self, index):
-        for b in self.blocks:
+        for b in self.blocks or ():
             if b.index == index:
                 return b
         return None
@@ -223,9 +270,17 @@ class Measurements:
         if self.single:
             if index not in (0xFF, self.single):
                 return None
-            return self._single(hashname), 1
+            v = self._single(hashname)
+            return (v, 1) if v is not None else None
         if index == 0xFF:
-            return b"".join(b.encode(hashname) for b in self.blocks), len(self.blocks)
+            v = self._all(hashname)
+            return (v, self.count()) if v is not None else None
+        if self.blocks is None:
+            rec = self._rec.get(hashname)
+            for i, o, n in self._split(rec or b""):
+                if i == index:
+                    return rec[o:o + n], 1
+            return None
         b = self.get(index)
         if b is None:
             return None
@@ -239,7 +294,16 @@ class Measurements:
         h = sha2.new(hashname)
         mh = meas_hashname or hashname
         if self.single:
-            h.update(self._single(mh))   # OpenPRoT: the one manifest block is the TCB and all
+            h.update(self._single(mh) or b"")   # OpenPRoT: the one manifest block is the TCB and all
+            return h.digest()
+        if self.blocks is None:
+            rec = self._rec.get(mh) or b""
+            mv = memoryview(rec)
+            k = 0
+            for i, o, n in self._split(rec):
+                if kind == 0xFF or self._tcb[k]:
+                    h.update(mv[o:o + n])
+                k += 1
             return h.digest()
         for b in self.blocks:
             if kind == 0xFF or b.tcb:
