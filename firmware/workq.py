@@ -136,7 +136,13 @@ def finish(dev, r, src, p):
         # the responder delivers it as for RESPOND_IF_READY (transcript, chunking of
         # a large answer; inside its session) and lets the pending work go
         rir = bytes((r.version, _RESPOND_IF_READY, code, token))
-        rsp = r.session_request(rir, s) if s is not None else r.handle(rir)
+        if s is None:
+            rsp = r.handle(rir)    # out of memory: ERROR Busy (Responder.handle)
+        else:
+            try:
+                rsp = r.session_request(rir, s)
+            except MemoryError:
+                rsp = r.out_of_memory()   # ERROR Busy inside the session, as for its other requests
         if dev.verbose:
             dev.log("spdm: EID %d request 0x%02x answered after %d ms (CT %d ms)" % (
                 src, code, waited, dev._spdm.ct_ms))
@@ -157,32 +163,41 @@ def _unload(dev):
 
 
 def _send(dev, r, src, tag, rsp, s=None):
-    """rsp as the MCTP answer to tag: plain SPDM, or secured in session s."""
+    """rsp as the MCTP answer to tag: plain SPDM, or secured in session s.  When
+    the heap cannot hold it now, what can go goes (demand-loaded code) and it is
+    tried once more; then a short ERROR Busy goes instead (the requester asks again)."""
+    for _ in range(2):
+        try:
+            return _emit(dev, src, tag, rsp, s)
+        except MemoryError:
+            from uspdm import demand
+
+            demand.drop()
+            gc.collect()
+    stats["busy"] += 1
     try:
-        if s is not None:
-            # encrypted now, with the session's next response sequence number
-            sec = dev._spdm.sessions._encode(s, rsp) if rsp is not None else None
+        return _emit(dev, src, tag, bytes((r.version or 0x10, 0x7F, 0x03, 0)), s)
+    except MemoryError:
+        return b""
+
+
+def _emit(dev, src, tag, rsp, s):
+    if s is not None:
+        # encrypted now, with the session's next response sequence number; if the
+        # heap runs short before it is sent, that number is used again
+        d = s.rsp
+        seq = d.seq
+        try:
+            sec = dev._spdm.sessions._encode(s, rsp)
             if sec is None:
                 return b""    # the session ended (sequence numbers exhausted)
             body = b"\x06" + sec
             sec = None
-        else:
-            body = b"\x05" + rsp
-        rsp = None
-        data = dev.emit(src, dev.ep.respond(src, tag, body))
-    except MemoryError:
-        # no room for the answer's packets now: ERROR Busy (5 bytes), the requester asks again
-        body = rsp = None
-        gc.collect()
-        stats["busy"] += 1
-        busy = bytes((r.version or 0x10, 0x7F, 0x03, 0))
-        if s is not None:
-            sec = dev._spdm.sessions._encode(s, busy)
-            if sec is None:
-                return b""
-            body = b"\x06" + sec
-        else:
-            body = b"\x05" + busy
-        data = dev.emit(src, dev.ep.respond(src, tag, body))
+            data = dev.emit(src, dev.ep.respond(src, tag, body))
+        except MemoryError:
+            d.seq = seq
+            raise
+    else:
+        data = dev.emit(src, dev.ep.respond(src, tag, b"\x05" + rsp))
     dev._answered += 1
     return data

@@ -160,14 +160,16 @@ def m0_rom(request, tmp_path_factory):
                 f.write(sim.log_text())
 
 
-def test_m0_key_exchange_answered_within_ct(m0_rom):
+@pytest.mark.parametrize("board", ["m0", "m0_rom"])
+def test_m0_key_exchange_answered_within_ct(board, request):
     """A session opened as DMTF's requester opens it (through the emu port, no
     RESPOND_IF_READY): KEY_EXCHANGE_RSP comes directly, within CT."""
     from uspdm_tools import emu
     from uspdm_tools.cmd_session import LinkAdapter
     from uspdm_tools.session_requester import SessionRequester
 
-    c = emu.EmuClient(*m0_rom["sim"].emu_addr, timeout=60)
+    b = request.getfixturevalue(board)
+    c = emu.EmuClient(*b["sim"].emu_addr, timeout=60)
     try:
         q = SessionRequester(LinkAdapter(c, emu.Unreachable), algs=("p384",), rnr_retries=0, timeout=60)
         q.init_connection()
@@ -183,7 +185,7 @@ def test_m0_key_exchange_answered_within_ct(m0_rom):
     finally:
         c.close()
     assert all(t.retries == 0 for t in q.timings), [(t.name, t.retries) for t in q.timings]
-    log = m0_rom["sim"].log_text()
+    log = b["sim"].log_text()
     k, line = _kinstr(log, "KEY_EXCHANGE -> KEY_EXCHANGE_RSP")
     ct_ms = (1 << q.ct_exponent) / 1000
     assert k > 10000 and k * m0board.KINSTR_US / 1000 < ct_ms, (line, ct_ms)
