@@ -109,7 +109,8 @@ def overdue(dev, now):
                 stats["overdue"] += 1
                 dev.log("spdm: EID %d request 0x%02x not done after %d ms (CT %d ms): ResponseNotReady" % (
                     src, p.code, waited, ctx.ct_ms))
-                out += _send(dev, r, src, tag, r._not_ready(), p.sess)
+                nr = r._not_ready()
+                out += _send(dev, r, src, tag, nr if p.sess is not None else b"\x05" + nr, p.sess)
     if out:
         _unload(dev)
     return out
@@ -128,25 +129,35 @@ def finish(dev, r, src, p):
         if s is not None:
             _unload(dev)
             return b""     # the session ended (its pending work went with it): nothing to answer
-        rsp = r._error(_UNSPECIFIED)   # the signing failed
+        msg = r._error(_UNSPECIFIED)   # the signing failed
     else:
         code, token = p.code, p.token
+        n = len(p.body) + len(p.sig) + 8
+        q = p
         p = None
+        from uspdm import demand
+
+        if not demand.room_for(2 * n):
+            demand.drop()   # code loaded on demand goes first (as for a request short of memory)
         r.now = dev._now()
         # the responder delivers it as for RESPOND_IF_READY (transcript, chunking of
         # a large answer; inside its session) and lets the pending work go
         rir = bytes((r.version, _RESPOND_IF_READY, code, token))
         if s is None:
-            rsp = r.handle(rir)    # out of memory: ERROR Busy (Responder.handle)
+            msg = r.handle(rir)    # out of memory: ERROR Busy (Responder.handle)
         else:
             try:
-                rsp = r.session_request(rir, s)
+                msg = r.session_request(rir, s)
             except MemoryError:
-                rsp = r.out_of_memory()   # ERROR Busy inside the session, as for its other requests
+                msg = r.out_of_memory()   # ERROR Busy inside the session, as for its other requests
+        q.body = q.sig = q.gen = None   # (the board loop still holds the pending work)
+        q = None
         if dev.verbose:
             dev.log("spdm: EID %d request 0x%02x answered after %d ms (CT %d ms)" % (
                 src, code, waited, dev._spdm.ct_ms))
-    out = _send(dev, r, src, tag, rsp, s)
+    if s is None:
+        msg = b"\x05" + msg     # the MCTP message body
+    out = _send(dev, r, src, tag, msg, s)
     _unload(dev)
     return out
 
@@ -162,33 +173,35 @@ def _unload(dev):
     sys.modules.pop("workq", None)
 
 
-def _send(dev, r, src, tag, rsp, s=None):
-    """rsp as the MCTP answer to tag: plain SPDM, or secured in session s.  When
-    the heap cannot hold it now, what can go goes (demand-loaded code) and it is
-    tried once more; then a short ERROR Busy goes instead (the requester asks again)."""
+def _send(dev, r, src, tag, msg, s=None):
+    """The MCTP answer to tag: msg is the plain MCTP message body (type byte
+    first), or the SPDM response to send secured in session s.  When the heap
+    cannot hold it now, what can go goes (demand-loaded code) and it is tried
+    once more; then a short ERROR Busy goes instead (the requester asks again)."""
     for _ in range(2):
         try:
-            return _emit(dev, src, tag, rsp, s)
+            return _emit(dev, src, tag, msg, s)
         except MemoryError:
             from uspdm import demand
 
             demand.drop()
             gc.collect()
     stats["busy"] += 1
+    busy = bytes((r.version or 0x10, 0x7F, 0x03, 0))
     try:
-        return _emit(dev, src, tag, bytes((r.version or 0x10, 0x7F, 0x03, 0)), s)
+        return _emit(dev, src, tag, busy if s is not None else b"\x05" + busy, s)
     except MemoryError:
         return b""
 
 
-def _emit(dev, src, tag, rsp, s):
+def _emit(dev, src, tag, msg, s):
     if s is not None:
         # encrypted now, with the session's next response sequence number; if the
         # heap runs short before it is sent, that number is used again
         d = s.rsp
         seq = d.seq
         try:
-            sec = dev._spdm.sessions._encode(s, rsp)
+            sec = dev._spdm.sessions._encode(s, msg)
             if sec is None:
                 return b""    # the session ended (sequence numbers exhausted)
             body = b"\x06" + sec
@@ -198,6 +211,6 @@ def _emit(dev, src, tag, rsp, s):
             d.seq = seq
             raise
     else:
-        data = dev.emit(src, dev.ep.respond(src, tag, b"\x05" + rsp))
+        data = dev.emit(src, dev.ep.respond(src, tag, msg))
     dev._answered += 1
     return data

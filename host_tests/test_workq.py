@@ -251,3 +251,21 @@ def test_respond_if_ready_on_a_direct_job_turns_it_into_polling(slow):
     while _signing(slow):
         assert slow.idle() == b""
     assert h.spdm(bytes((v, 0xFF, 0x83, token)))[1] == 0x03
+
+
+def test_failed_work_answers_an_error(slow):
+    """Signing work that fails (a bug, a bad key) ends the direct job with ERROR Unspecified."""
+    h = LateHost(slow)
+    v = 0x12
+    vca(h, v)
+    tag, rsp = h.send(b"\x05" + bytes((v, 0x83, 0, 0)) + bytes(32))
+    assert rsp is None
+
+    def broken():
+        yield
+        raise ValueError("signing failed")
+
+    slow.responders[8].pend.gen = broken()
+    m, _ = _run_until(slow, [(h, tag)])[0]
+    assert m[2] == 0x7F and m[3] == 0x05, m.hex()
+    assert not _signing(slow)
