@@ -38,6 +38,12 @@ def test_stage_layout(built, board, tmp_path):
     assert (tmp_path / "lib" / "mctp" / "smbus.mpy").exists()
     assert (tmp_path / "lib" / "uspdm" / "compat.mpy").exists()
     assert not list((tmp_path / "lib").rglob("*.py"))
+    # the larger P-384 comb table (lib_rom/) goes only into a ROMFS image, never to the filesystem
+    assert not (tmp_path / "lib" / "uspdm" / "crypto" / "ec_p384_big.mpy").exists()
+    arch = deploy.BOARDS[board]
+    rom = deploy.romfs_tree(str(tmp_path), roots, str(tmp_path / "romfs"), os.path.join(built, arch, "lib_rom"))
+    assert os.path.exists(os.path.join(rom, "lib", "uspdm", "crypto", "ec_p384_big.mpy"))
+    assert os.path.exists(os.path.join(rom, "lib", "uspdm", "crypto", "ec.mpy"))
     with open(tmp_path / "board.mpy", "rb") as f:
         assert f.read(2) == b"M\x06"
     # the staged board module is the requested board's

@@ -155,18 +155,37 @@ def test_malformed_signatures_rejected(c, curve, h, hf):
             assert _their_verify(c, curve, h, pub, digest, bad) is False
 
 
+ROM_LIB = os.path.join(os.path.dirname(HERE), "lib_rom")
+
+
 @pytest.fixture
 def table_choice():
-    """Forces a curve's comb table (choose_table) and restores the automatic choice."""
+    """Forces a curve's comb table (choose_table) and restores the automatic choice;
+    the larger table's module (lib_rom/, what a ROMFS deploy adds to lib/) is made
+    importable for the test."""
+    import importlib.util
+    import sys
+
     used = []
+    added = []
 
     def choose(c, big):
         used.append(c)
+        name = "uspdm.crypto.ec_%s_big" % c.name
+        path = os.path.join(ROM_LIB, "uspdm", "crypto", "ec_%s_big.py" % c.name)
+        if big and name not in sys.modules and os.path.exists(path):
+            spec = importlib.util.spec_from_file_location(name, path)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            sys.modules[name] = mod
+            added.append(name)
         c.choose_table(big)
 
     yield choose
     for c in used:
         c.choose_table(None)
+    for name in added:
+        sys.modules.pop(name, None)
 
 
 @pytest.mark.parametrize("big", [False, True], ids=["tbl", "big"])

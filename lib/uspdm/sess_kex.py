@@ -111,10 +111,19 @@ def _kex_iter(mgr, conn, s, msg, peer, ct, d_id, summary):
         if v >= C.V12:
             digest = sha2.new(conn.hashname, C.signing_prefix(v, SIGN_CTX_KEX) + digest).digest()
         sig = yield from ec.sign_iter(curve, d_id, digest, mgr.drbg.generate(32))
+        # the key schedule and the AEAD key setup in slices of their own (in a nearly
+        # full heap each is several M instructions on the M0)
+        yield
+        if mgr.sessions.get(s.id) is not s:
+            keysched.wipe(z)
+            return mgr._err(conn, C.ERR_UNSPECIFIED)
         th.update(sig)
         th1 = th.digest()
         s.ks.handshake(z, th1, psk=False)
         keysched.wipe(z)
+        yield
+        if mgr.sessions.get(s.id) is not s:
+            return mgr._err(conn, C.ERR_UNSPECIFIED)
         s.enter_handshake_keys()
         resp = body + sig
         if not s.in_clear:

@@ -14,7 +14,9 @@ import sys
 from .paths import REPO_ROOT
 
 ARCHES = ("armv6m", "xtensawin")  # RP2040 (Cortex-M0+), ESP32-S3
-TREES = ("lib", "firmware", "boards")
+# lib_rom/: modules that only a ROMFS deploy carries, merged into lib/ there (the larger
+# P-384 comb table: its constants stay in flash; copied into a heap it would cost 24 KB)
+TREES = ("lib", "lib_rom", "firmware", "boards")
 # Files that stay as source on the board (main.py must be a .py to be run at boot).
 KEEP_SOURCE = ("firmware/main.py", "boot.py")
 

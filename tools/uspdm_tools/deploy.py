@@ -225,14 +225,18 @@ def parse_romfs_probe(out):
     return -1, 0
 
 
-def romfs_tree(stage_dir, roots, dest):
+def romfs_tree(stage_dir, roots, dest, lib_rom=None):
     """The ROMFS image's tree: every module under lib/ (mounted at /rom/lib,
-    on sys.path); main.py is not in it (the board runs /main.py)."""
+    on sys.path), and lib_rom (the build's lib_rom/: modules only a ROMFS
+    deploy carries) merged into it; main.py is not in it (the board runs
+    /main.py)."""
     lib = os.path.join(dest, "lib")
     if os.path.isdir(os.path.join(stage_dir, "lib")):
         shutil.copytree(os.path.join(stage_dir, "lib"), lib)
     else:
         os.makedirs(lib)
+    if lib_rom and os.path.isdir(lib_rom):
+        shutil.copytree(lib_rom, lib, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.py"))
     for r in roots:
         if r.endswith(".mpy"):
             shutil.copyfile(os.path.join(stage_dir, r), os.path.join(lib, r))
@@ -323,7 +327,8 @@ def deploy(args, say=print):
         to = getattr(args, "to", "fs") or "fs"
         if to == "auto":
             to = _choose_target(exe, args, say)
-        romfs_dir = romfs_tree(stage_dir, roots, os.path.join(tmp, "romfs")) if to == "romfs" else None
+        romfs_dir = romfs_tree(stage_dir, roots, os.path.join(tmp, "romfs"),
+                               os.path.join(tmp, "build", arch, "lib_rom")) if to == "romfs" else None
         cmds = plan(args.port, stage_dir, roots, settings, romfs_dir)
         if romfs_dir:
             say("[2/4] writing the code to the board's ROMFS partition with mpremote (bytecode runs from flash; "

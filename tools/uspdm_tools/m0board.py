@@ -228,10 +228,14 @@ def _copy_flash(flash, dest):
             shutil.copyfile(os.path.join(dp, fn), os.path.join(dest, name))
 
 
-def stage(build, dest, flash):
-    """The board's filesystem as a stock deploy lays it out, under dest (= /rom)."""
+def stage(build, dest, flash, rom=False):
+    """The board's filesystem as a stock deploy lays it out, under dest (= /rom); rom: as a
+    ROMFS deploy, with the build's lib_rom/ merged into lib/."""
     shutil.copytree(os.path.join(build, "lib"), os.path.join(dest, "lib"),
                     ignore=shutil.ignore_patterns("*.py", "*.egg-info", "__pycache__"))
+    if rom and os.path.isdir(os.path.join(build, "lib_rom")):
+        shutil.copytree(os.path.join(build, "lib_rom"), os.path.join(dest, "lib"), dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     fw = os.path.join(build, "firmware")
     for fn in sorted(os.listdir(fw)):
         if fn == "main.py" or (fn.endswith(".mpy") and fn != "main.mpy"):
@@ -493,7 +497,7 @@ class Board:
         build = compile_firmware()
         tree = os.path.join(self.tmp, "rom")
         shutil.rmtree(tree, ignore_errors=True)
-        stage(build, tree, self.flash)
+        stage(build, tree, self.flash, rom=self.load == "rom")
         img = romfs_image(tree)
         part = romfs_partition(self.fw)
         if len(img) > part[1]:

@@ -71,8 +71,30 @@ def run_unix(src, heapsize="2M", timeout=300):
 
 def run_m0(src, mpy=True, load="ram", heap="200k", timeout=300):
     """Run src on the emulated Cortex-M0 (lib/ as .mpy for armv6m by default,
-    copied into the heap on import like `mpremote cp` onto a stock RP2040)."""
-    cmd = [sys.executable, os.path.join(M0_KIT, "run.py"), "--fw", m0_firmware(heap), "--lib", LIB_DIR,
+    copied into the heap on import like `mpremote cp` onto a stock RP2040;
+    load="rom": in place in ROMFS as a ROMFS deploy, with lib_rom/ merged in)."""
+    lib = LIB_DIR
+    tmp = None
+    if load == "rom" and os.path.isdir(os.path.join(REPO_ROOT, "lib_rom")):
+        import shutil
+        import tempfile
+
+        tmp = tempfile.mkdtemp(prefix="uspdm-romlib-")
+        lib = os.path.join(tmp, "lib")
+        skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
+        shutil.copytree(LIB_DIR, lib, ignore=skip)
+        shutil.copytree(os.path.join(REPO_ROOT, "lib_rom"), lib, dirs_exist_ok=True, ignore=skip)
+    try:
+        return _run_m0(src, lib, mpy, load, heap, timeout)
+    finally:
+        if tmp:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_m0(src, lib, mpy, load, heap, timeout):
+    cmd = [sys.executable, os.path.join(M0_KIT, "run.py"), "--fw", m0_firmware(heap), "--lib", lib,
            "--load", load, "--timeout", str(timeout)]
     if mpy:
         cmd.append("--mpy")

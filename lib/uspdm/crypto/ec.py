@@ -86,10 +86,10 @@ from uspdm.compat import const
 
 _BLIND_BITS = const(64)
 _W = const(5)  # variable-base window width (table of 2^(_W-1) odd multiples)
-_SLICE_COLS = const(4)  # comb columns per generator step (P-384 on the M0: ~6 M instr, ~3x that in a full heap)
+_SLICE_COLS = const(2)  # comb columns per generator step (P-384 on the M0: ~3 M instr, up to ~5x that in a full heap)
 _TBL_SHIFT = const(4)
 _TBL_CHUNK = const(16)  # comb table points per stored chunk (1 << _TBL_SHIFT)
-_SLICE_WINS = const(2)  # variable-base windows per generator step (P-384 on the M0: ~6 M instr, ~3x that in a full heap)
+_SLICE_WINS = const(1)  # variable-base windows per generator step (P-384 on the M0: ~3 M instr, up to ~5x that in a full heap)
 
 
 # A bytes constant of this module: where its data lives says where the table
@@ -409,6 +409,7 @@ def _window_iter(c, k, T, x, y, zr=1):
         acc[i] = a
         a = a * pts[i][2] % p
     ai = _inv(a, p)
+    yield   # an inversion and the conversions below are slices of their own (a full heap makes each dear)
     tx = [0] * half
     ty = [0] * half
     for i in range(half - 1, -1, -1):
@@ -418,8 +419,9 @@ def _window_iter(c, k, T, x, y, zr=1):
         z2 = zi * zi % p
         tx[i] = X * z2 % p
         ty[i] = Y * z2 % p * zi % p
+        if i % 4 == 0:
+            yield
     pts = acc = None
-    yield
     nw = (T + _W - 1) // _W
     T = nw * _W
     B = ((k + (1 << T) - 1) >> 1).to_bytes(T // 8 + 2, "little")
@@ -521,6 +523,7 @@ def _kmul_g_iter(c, k, seed):
     X, Y, Z = yield from _comb_iter(c, kb, zr)
     if not Z:
         raise ValueError("point at infinity")
+    yield   # the inversion of Z in a slice of its own
     return _affine(c, X, Y, Z, ib)
 
 
@@ -551,6 +554,7 @@ def ecdh_iter(curve, d, peer_pub, ephemeral=False):
     X, Y, Z = yield from _window_iter(curve, k, T, x, y, zr)
     if not Z:
         raise ValueError("shared secret is the point at infinity")
+    yield
     x, y = _affine(curve, X, Y, Z, ib)
     return x.to_bytes(curve.size, "big")
 
@@ -644,6 +648,7 @@ def sign_iter(curve, d, digest, extra_entropy=None):
         r = x % n
         if not r:
             continue
+        yield   # the inversion of k in a slice of its own
         bl = _blind_bytes(kb + b"s" + digest, sz + _BLIND_BITS // 8)
         # s = k^-1 (e + r*d): blinded inverse, and d enters as d + m*n
         dm = d + int.from_bytes(bl[sz:], "big") * n
@@ -709,8 +714,9 @@ def table_chunks(c, tbl):
 
 
 def table_module(c, big=False):
-    """Source of lib/uspdm/crypto/ec_<name>_tbl.py (big: ec_<name>_big.py, the
-    larger table used where module constants stay in flash)."""
+    """Source of lib/uspdm/crypto/ec_<name>_tbl.py (big: lib_rom/uspdm/crypto/
+    ec_<name>_big.py, the larger table used where module constants stay in
+    flash; it is deployed only with the code in ROMFS)."""
     comb = c.big if big else c.small
     h, v, b = comb
     chunks = table_chunks(c, make_table(c, comb))
@@ -719,8 +725,9 @@ def table_module(c, big=False):
            % (v, 1 << (h - 1), 2 * c.size, h, b, len(chunks)),
            "%d points; layout and meaning: uspdm.crypto.ec._comb_iter / make_table.  Regenerate with"
            % _TBL_CHUNK,
-           "`python -c \"from uspdm.crypto import ec; print(ec.table_module(ec.%s%s), end='')\" > THIS_FILE`"
-           % (c.name.upper(), ", big=True" if big else ""),
+           "`python -c \"from uspdm.crypto import ec; print(ec.table_module(ec.%s%s), end='')\" > %s`"
+           % (c.name.upper(), ", big=True" if big else "",
+              ("../lib_rom/uspdm/crypto/ec_%s_big.py" % c.name) if big else "THIS_FILE"),
            "(in lib/); checked against the `cryptography` package by host_tests/test_ec_xcheck.py.",
            '"""', "", "T = ("]
     for ch in chunks:
