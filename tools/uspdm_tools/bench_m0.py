@@ -169,7 +169,7 @@ def run():
         rvals[5] = max(rlong)
 
     try:
-        issue_table(vals, results, notes, rvals)
+        issue_table(vals, results, notes, rvals, top[1] if top else None)
     except Exception as e:   # figures only: say so and go on
         _say("  issue 10 table failed: %r" % (e,))
 
@@ -198,7 +198,7 @@ def run():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def issue_table(vals, results, notes=None, rvals=None):
+def issue_table(vals, results, notes=None, rvals=None, longest_at=None):
     """Issue 10's table (every target: MET / NOT MET) from this run's flows and bench_chip's
     per-operation figures, and for every NOT MET row the profile that says why."""
     from . import bench_chip as BC
@@ -294,6 +294,29 @@ def issue_table(vals, results, notes=None, rvals=None):
                 lines.append("with ROMFS (larger comb table, roomier heap) the same three cost %s + %s + %s = %s "
                              "k-instr on the chip bench" % (_k(ops.get("rom_p384_keygen", 0)), _k(ops["rom_p384_ecdh"]),
                                                            _k(ops.get("rom_p384_sign", 0)), _k(rk)))
+        elif key == 3:      # signed GET_MEASUREMENTS inside a session
+            figs = results["session"][0] or {}
+            lines = [
+                "one P-384 signature and its hashing, in the heap of an open session: %s B live at the peak with "
+                "the stock load, where the allocator and the collector dominate (the same signature: %s k-instr "
+                "with %.0f KB free, %s with %.0f KB free)" % (_k(figs.get("peak_live", 0)), _k(prof["p384_roomy_sign"]),
+                                                            prof["p384_roomy_free"] / 1024.0,
+                                                            _k(prof["p384_full_sign"]),
+                                                            prof["p384_full_free"] / 1024.0),
+            ]
+            if rvals.get(3):
+                lines.append("with ROMFS (session code in flash): %s k-instr (%s)" % (
+                    _k(rvals[3]), "MET" if rvals[3] <= target else "NOT MET"))
+        elif key == 5:      # longest single step
+            lines = [
+                "it is in %s, not in EC work (EC slices are at most %s k-instr in the chip bench's heap, row 'longest "
+                "slice'): a request handled in one step in a nearly full heap (the stock load imports the session "
+                "stack into it at KEY_EXCHANGE; the FINISH and the late answer's encryption are one step each)"
+                % (longest_at or "?", _k(ops.get("p384_slice", 0))),
+            ]
+            if rvals.get(5):
+                lines.append("with ROMFS: %s k-instr (%s)" % (_k(rvals[5]), "MET" if rvals[5] <= target else
+                                                              "NOT MET"))
         else:
             lines = ["(no profile for this row)"]
         for line in lines:

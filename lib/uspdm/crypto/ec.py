@@ -25,7 +25,8 @@ How it computes:
   frozen), loaded on first use and sliced through memoryviews.  Where
   module constants stay in flash (ROMFS, frozen; Curve.table() checks)
   P-384 uses ec_p384_big instead (8 teeth, 2 x 128 points, 24 KB: 28
-  doublings + 57 additions instead of 37 + 75, no heap).  Every column does one doubling and v
+  doublings + 57 additions instead of 37 + 75, no heap; it lives in the
+  repository's lib_rom/, which only a ROMFS deploy carries).  Every column does one doubling and v
   additions: no digit is ever zero, so the sequence of point operations
   does not depend on the scalar.
 - Variable base (ECDH, u2*Q of verify): the same signed-digit recoding with
