@@ -103,8 +103,9 @@ def test_settings_validation():
         deploy.settings_from_args(ns)
 
 
-def test_dry_run_cli():
-    rc, out, err = uspdm("deploy", "--board", "rp2040", "--port", "/dev/ttyACM9", "--dry-run", "--mode", "bridge")
+def test_dry_run_cli(tmp_path):
+    rc, out, err = uspdm("deploy", "--board", "rp2040", "--port", "/dev/ttyACM9", "--dry-run",
+                         "--stage-dir", tmp_path / "stage", "--mode", "bridge")
     assert rc == 0, err
     assert "compiling for rp2040 (armv6m)" in out
     assert "mpremote connect /dev/ttyACM9 fs cp -r" in out
@@ -229,25 +230,26 @@ def test_verify_recognises_a_board_left_in_bridge_mode(tmp_path):
     assert "the board is a bridge" in said[-1] and "target 0x33" in said[-1]
 
 
-def test_deploy_states_the_repl_escape_loudly():
+def test_deploy_states_the_repl_escape_loudly(tmp_path):
     rc, out, err = uspdm("deploy", "--board", "rp2040", "--port", "/dev/ttyACM9", "--dry-run",
-                         "--set", "repl_escape=1")
+                         "--stage-dir", tmp_path / "stage", "--set", "repl_escape=1")
     assert rc == 0, err
     assert "WARNING: repl_escape=1" in out and "private key" in out
-    rc, out, err = uspdm("deploy", "--board", "esp32", "--port", "/dev/ttyACM9", "--dry-run")
+    rc, out, err = uspdm("deploy", "--board", "esp32", "--port", "/dev/ttyACM9", "--dry-run", "--stage-dir", tmp_path / "stage")
     assert rc == 0, err
     assert "WARNING" not in out and "REPL: only with BOOT held" in out
 
 
-def test_dry_run_commands_work_after_it_exits():
+def test_dry_run_commands_work_after_it_exits(tmp_path):
     import shlex
 
-    rc, out, err = uspdm("deploy", "--board", "esp32", "--port", "/dev/ttyACM9", "--dry-run", "--set", "sessions=0")
+    rc, out, err = uspdm("deploy", "--board", "esp32", "--port", "/dev/ttyACM9", "--dry-run",
+                         "--stage-dir", tmp_path / "stage", "--set", "sessions=0")
     assert rc == 0, err
     block = out[out.index("  mpremote"):out.index("(staged files kept")]
     words = shlex.split(block)          # the whole block is valid shell: quoted scripts included
     cmds = " ".join(words).split("mpremote connect")[1:]
     assert len(cmds) == 5
     assert any("f.write('sessions=0\\n')" in c for c in cmds)   # the settings script in full
-    paths = [w for w in words if "/build/deploy-esp32/" in w]
+    paths = [w for w in words if str(tmp_path / "stage") in w]
     assert paths and all(os.path.exists(p) for p in paths)   # staged files are still there

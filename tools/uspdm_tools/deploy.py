@@ -79,6 +79,9 @@ def register(sub):
                         "fs (.mpy copied to the filesystem, loaded into the heap), auto (default): ROMFS when the "
                         "board reports a partition")
     p.add_argument("--dry-run", action="store_true", help="compile and stage, print the mpremote commands only")
+    p.add_argument("--stage-dir", metavar="DIR",
+                   help="with --dry-run: where the staged files are kept (emptied first; default build/deploy-BOARD "
+                        "in the checkout)")
     p.set_defaults(func=run)
 
 
@@ -306,10 +309,13 @@ def deploy(args, say=print):
     if not args.dry_run and not os.path.exists(args.port):
         raise DeployError("no such port %s: is the board plugged in? (ls /dev/ttyACM* /dev/ttyUSB*)" % args.port,
                           code=2)
+    if getattr(args, "stage_dir", None) and not args.dry_run:
+        raise DeployError("--stage-dir goes with --dry-run (a real deploy stages into a temporary folder)", code=1)
     if args.dry_run:
         # the printed commands must still work after we exit: stage into the
         # checkout's build/ folder (make clean removes it), not a temp folder
-        tmp = os.path.join(REPO_ROOT, "build", "deploy-%s" % args.board)
+        tmp = getattr(args, "stage_dir", None) or os.path.join(REPO_ROOT, "build", "deploy-%s" % args.board)
+        tmp = os.path.abspath(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
     else:
