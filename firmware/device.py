@@ -17,6 +17,7 @@ except ImportError:  # CPython
     def const(x):
         return x
 
+RSP_BUFFER = 1536          # bytes (board setting rsp_buffer): see Device.__init__
 MAX_REQUESTERS = const(4)   # SPDM connection states kept (one per requester EID)
 CHUNK_IDLE_MS = const(5000)  # a CHUNK_SEND transfer silent this long is dropped (as MCTP reassembly)
 EID_FILE = "uspdm/eid.bin"
@@ -87,8 +88,17 @@ class Device:
         self.buffer_cap = cfg.get("buffer_cap", 0) or (cfg.get("max_spdm_msg_size", 4096)
                                                         + cfg.get("data_transfer_size", 1024) + 64)
         self.ep.reasm.room = self._buffer_room
-        self.ep.register(0x05, self._on_spdm)
-        self.ep.register(0x06, self._on_secured)
+        # the response buffers, allocated once now, before the heap fragments: the SPDM
+        # response of a request answered at once (GET_MEASUREMENTS) and the secured message
+        # carrying it are built in them, not in new contiguous blocks per request
+        # (rsp_buffer=0: none; responses larger than the buffer get their own)
+        n = cfg.get("rsp_buffer", RSP_BUFFER)
+        self._rbuf = bytearray(n) if n else None
+        self._sbuf = bytearray(n + 64) if n and cfg.get("sessions", True) else None
+        # typed: the handlers answer without the MCTP type byte, which the packets get
+        # from the endpoint (a large response is never copied to prepend one byte)
+        self.ep.register(0x05, self._on_spdm, True)
+        self.ep.register(0x06, self._on_secured, True)
         self.responders = {}       # src EID -> Responder
         self._order = []           # LRU of requester EIDs
         self._rr = -1              # EID whose signature got the last slice (round robin)
@@ -132,23 +142,38 @@ class Device:
     def _now(self):
         return self.board.ticks_ms()
 
-    def feed(self, data):
-        """Bytes from the USB serial in; bytes to write back out."""
-        out = []
+    def feed(self, data, write=None):
+        """Bytes from the USB serial in; bytes to write back out.  write: a
+        function that takes each serial frame of the answers as it is made (the
+        board's port): nothing as large as a whole answer is then allocated, and
+        feed() returns b''."""
+        out = [] if write is None else None
         try:
             for pkt in self.decoder.feed(data):
-                self._packet(pkt, out)
+                self._packet(pkt, out, write)
         except Exception as e:  # a bug, never the peer's fault: log and keep serving
             self.log("fw: error on input: %r" % (e,))
             self.decoder.reset()
-        return b"".join(out)
+        if not out:
+            return b""
+        try:
+            return b"".join(out)
+        except MemoryError:
+            self.log("fw: out of memory joining the answer's frames: dropped")
+            return b""
 
-    def _packet(self, pkt, out):
+    def _packet(self, pkt, out, write=None):
         if self.i2c_routes and len(pkt) >= 4:
             self.i2c_routes.pop(pkt[2], None)  # this requester now talks over serial
         rsp = self.ep.receive_packet(pkt, self._now())
-        for p in rsp:
-            out.append(mserial.encode_frame(p))
+        enc = mserial.encode_frame
+        for i in range(len(rsp)):
+            f = enc(rsp[i])
+            rsp[i] = None   # each packet goes as soon as it is framed
+            if write is not None:
+                write(f)
+            else:
+                out.append(f)
         if rsp:
             self._answered += 1
 
@@ -451,6 +476,9 @@ class Device:
                 self._order.remove(old)
                 self.responders.pop(old, None)
             r = ctx.new_responder()
+            ctx.config.rsp_buffer = self._rbuf   # the boot-time buffers (Device.__init__)
+            if ctx.sessions is not None:
+                ctx.sessions.sec_buffer = self._sbuf
             r.eid = src
             if ctx.slow_board:
                 r.on_defer = self._on_defer   # signing work inside a session (workq)
@@ -477,9 +505,10 @@ class Device:
             # every connection holds a session or pending work: the newcomer waits (ERROR Busy,
             # in the request's version; GET_VERSION and anything unparsable: 1.0)
             v = body[1] if len(body) > 2 and body[2] != 0x84 and 0x10 <= body[1] <= 0x1F else 0x10
-            return bytes((0x05, v, 0x7F, 0x03, 0x00))
+            return bytes((v, 0x7F, 0x03, 0x00))
         r.now = self._now()
         before = r.pend
+        r.last_exception = None
         rsp = r.handle(body[1:])
         p = r.pend
         if p is not None and p is not before and p.sig is None and self._spdm.slow_board:
@@ -490,11 +519,11 @@ class Device:
             rsp = workq.admit(self, r, p, src, rsp)
         p = before = None
         if self.verbose:
-            self.log("spdm: EID %d req %02x -> %s" % (
-                src, body[2] if len(body) > 2 else 0, ("%02x" % rsp[1]) if rsp and len(rsp) > 1 else "none"))
-        if rsp is None:
-            return None
-        return b"\x05" + rsp
+            e = r.last_exception
+            self.log("spdm: EID %d req %02x -> %s%s" % (
+                src, body[2] if len(body) > 2 else 0, ("%02x" % rsp[1]) if rsp and len(rsp) > 1 else "none",
+                (" (ERROR Busy: %r)" % (e,)) if isinstance(e, MemoryError) else ""))
+        return rsp
 
     def _on_defer(self, r, p, rsp):
         import workq
@@ -514,7 +543,7 @@ class Device:
         out = sessions.handle_secured(src, body[1:], self._now())
         if self.verbose:
             self.log("spdm: EID %d secured message -> %s" % (src, "answer" if out is not None else "dropped"))
-        return b"\x06" + out if out is not None else None
+        return out
 
     # -- helpers for hosts that pass hex strings (the simulator) -----------
     def feed_hex(self, h):

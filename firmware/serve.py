@@ -30,10 +30,12 @@ class Service:
             return self.bridge.serial_idle()
         return self.device.decoder.buffered() <= 1  # a lone flag: no frame data yet
 
-    def serial_in(self, data):
+    def serial_in(self, data, write=None):
+        """Serial bytes in; bytes to write back (write: the port's write function,
+        given each answer frame as it is made; then b'' is returned)."""
         if self.bridge is not None:
             return self.bridge.serial_in(data)
-        return self.device.feed(data)
+        return self.device.feed(data, write)
 
     def step(self):
         if self.bridge is not None:

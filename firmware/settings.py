@@ -27,6 +27,7 @@ SCHEMA = {
     "svn": ("int", 0, 0x3FFFFFFF),
     "allow_replayable_psk": ("bool",),
     "buffer_cap": ("int", 0, 1 << 20),          # 0: max_spdm_msg_size + data_transfer_size + 64
+    "rsp_buffer": ("int", 0, 65536),            # response buffer allocated at boot (0: none)
     # enrolment over SPDM (GET_CSR, SET_CERTIFICATE) and the OpenPRoT profile
     "enroll": ("bool",),
     "enroll_in_clear": ("bool",),

@@ -165,7 +165,7 @@ def serve(svc, io, ticks_ms, ticks_diff, sleep_ms, escape=True, quiet_ms=100, ch
                 busy = True
                 if led is not None:
                     led(1)
-                io.write(svc.serial_in(bytes(buf[:n])))
+                io.write(svc.serial_in(bytes(buf[:n]), io.write))
             out = svc.step()
             if out:
                 io.write(out)

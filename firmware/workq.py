@@ -132,7 +132,7 @@ def finish(dev, r, src, p):
         msg = r._error(_UNSPECIFIED)   # the signing failed
     else:
         code, token = p.code, p.token
-        n = len(p.body) + len(p.sig) + 8
+        n = len(p.body) + (len(p.sig) if p.sig else 0) + 8   # (sig False: it ran out of memory)
         q = p
         p = None
         from uspdm import demand
@@ -155,8 +155,6 @@ def finish(dev, r, src, p):
         if dev.verbose:
             dev.log("spdm: EID %d request 0x%02x answered after %d ms (CT %d ms)" % (
                 src, code, waited, dev._spdm.ct_ms))
-    if s is None:
-        msg = b"\x05" + msg     # the MCTP message body
     out = _send(dev, r, src, tag, msg, s)
     _unload(dev)
     return out
@@ -174,8 +172,8 @@ def _unload(dev):
 
 
 def _send(dev, r, src, tag, msg, s=None):
-    """The MCTP answer to tag: msg is the plain MCTP message body (type byte
-    first), or the SPDM response to send secured in session s.  When the heap
+    """The MCTP answer to tag: msg is the SPDM response, sent plain (the type
+    byte goes into the first packet: no copy of the answer) or secured in session s.  When the heap
     cannot hold it now, what can go goes (demand-loaded code) and it is tried
     once more; then a short ERROR Busy goes instead (the requester asks again)."""
     for _ in range(2):
@@ -189,7 +187,7 @@ def _send(dev, r, src, tag, msg, s=None):
     stats["busy"] += 1
     busy = bytes((r.version or 0x10, 0x7F, 0x03, 0))
     try:
-        return _emit(dev, src, tag, busy if s is not None else b"\x05" + busy, s)
+        return _emit(dev, src, tag, busy, s)
     except MemoryError:
         return b""
 
@@ -204,13 +202,12 @@ def _emit(dev, src, tag, msg, s):
             sec = dev._spdm.sessions._encode(s, msg)
             if sec is None:
                 return b""    # the session ended (sequence numbers exhausted)
-            body = b"\x06" + sec
+            data = dev.emit(src, dev.ep.respond(src, tag, sec, 0x06))
             sec = None
-            data = dev.emit(src, dev.ep.respond(src, tag, body))
         except MemoryError:
             d.seq = seq
             raise
     else:
-        data = dev.emit(src, dev.ep.respond(src, tag, msg))
+        data = dev.emit(src, dev.ep.respond(src, tag, msg, 0x05))
     dev._answered += 1
     return data

@@ -46,12 +46,16 @@ _pool = b""
 _pool_ctr = 0
 
 
-def frame(t, payload=b""):
-    n = len(payload)
+def frame(t, payload=b"", more=b""):
+    """One frame to the host: payload then more (written as they are: a large
+    answer is not copied to join them)."""
+    n = len(payload) + len(more)
     w = sys.stdout.buffer.write
     w(MAGIC + bytes((t, n & 0xFF, n >> 8)))
-    if n:
+    if payload:
         w(payload)
+    if more:
+        w(more)
 
 
 class Flash:
@@ -191,6 +195,14 @@ def measured_files():
     return walk(ls, is_dir, None, ((ROM, ""),))
 
 
+_SENT = [0]
+
+
+def _part(data):
+    frame(0x50, data)   # 'P': serial bytes out, part of the step's answer
+    _SENT[0] += 1
+
+
 def serve(dev):
     """The host drives the board one step at a time (the qemu UART has no
     interrupt): a step = the serial bytes received since the last one fed to
@@ -203,6 +215,7 @@ def serve(dev):
     board -> host: frames (see frame()): 'R' ready, 'O' step done: pending (1), k-instr (4),
                    live heap after a collection (4, 0xFFFFFFFF: not sampled), serial bytes out;
                    'S' heap sample follows: micropython.mem_info() text, up to the 'O' frame;
+                   'P' serial bytes out made during the step (before its 'O' frame);
                    'W' flash write: name, NUL, data; 'D' flash delete: name"""
     import gc
 
@@ -239,11 +252,12 @@ def serve(dev):
             rd.readinto(mv[:n])
         t0 = ticks_us()
         out = b""
+        _SENT[0] = 0
         if n:
-            out = dev.feed(bytes(mv[:n]))
+            out = dev.feed(bytes(mv[:n]), _part)   # each answer frame sent as it is made
         o2 = dev.idle()
         if o2:
-            out = out + o2 if out else o2
+            out = out + o2 if out else o2   # rare: deferred work's answer in the same step
         k = ticks_diff(ticks_us(), t0)
         ticks_ms()                       # the step's instructions are the board's time
         st[0] = 1 if dev.pending() else 0
@@ -251,7 +265,7 @@ def serve(dev):
         st[2] = k >> 8 & 0xFF
         st[3] = k >> 16 & 0xFF
         st[4] = k >> 24 & 0xFF
-        if out or hdr[0] == 0x48:   # 'H'
+        if out or _SENT[0] or hdr[0] == 0x48:   # 'H'
             gc.collect()
             live = gc.mem_alloc()
             frame(0x53)
@@ -261,4 +275,4 @@ def serve(dev):
         else:
             for i in range(4):
                 st[5 + i] = 0xFF
-        frame(0x4F, bytes(st) + out)   # 'O'
+        frame(0x4F, st, out)   # 'O'

@@ -90,3 +90,25 @@ def test_gcm_roundtrip_lengths():
         # ciphertext of a prefix is a prefix (CTR), consistent with published case 16 vs 15
     full = unhex(v["PT"])
     assert g.seal(iv, b"", full[:60])[:60] == unhex(v["CT"])[:60]
+
+
+def test_gcm_seal_into_matches_published():
+    # sealing in place (the session layer's path) gives the published ciphertext and tag,
+    # in a bytearray and in a memoryview of a larger buffer, kernel and pure twin alike
+    n = 0
+    for v in _published():
+        key, iv, aad, pt = unhex(v["Key"]), unhex(v["IV"]), _h(v["AAD"]), _h(v["PT"])
+        want = _h(v["CT"]) + unhex(v["Tag"])
+        for kw in ({}, {"kernel": False}):
+            g = gcm.AesGcm(key, **kw)
+            buf = bytearray(3) + bytearray(pt) + bytearray(16) + bytearray(2)
+            g.seal_into(iv, aad, buf, 3, len(pt))
+            assert bytes(buf[3:3 + len(pt) + 16]) == want, v.get("Case")
+            assert bytes(buf[:3]) == bytes(3) and bytes(buf[-2:]) == bytes(2)
+            big = bytearray(len(pt) + 40)
+            mv = memoryview(big)[4:4 + len(pt) + 16]
+            mv[0:len(pt)] = pt
+            g.seal_into(iv, memoryview(bytearray(aad)), mv, 0, len(pt))
+            assert bytes(mv) == want
+        n += 1
+    assert n >= 4

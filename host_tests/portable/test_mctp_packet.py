@@ -228,3 +228,13 @@ def test_shared_byte_budget():
     # single-packet messages need no reassembly budget
     one = packetize(9, 8, 2, 1, _msg(40), 64)
     assert len(one) == 1 and r.feed(one[0], 3) is not None
+
+
+def test_packetize_type_byte_given_apart():
+    # the type byte given apart (mt) gives the very packets of the whole message
+    for n in (1, 2, 63, 64, 65, 127, 128, 129, 300):
+        whole = _msg(n)
+        for mtu in (1, 2, 7, 64):
+            a = [bytes(p) for p in packetize(0x20, 0x08, 3, 0, whole, mtu)]
+            b = [bytes(p) for p in packetize(0x20, 0x08, 3, 0, memoryview(whole)[1:], mtu, whole[0])]
+            assert a == b, (n, mtu)

@@ -343,3 +343,78 @@ def test_deferred_response_delivered_in_chunks():
     o = 4 + 48 + 32 + 2 + 8
     assert resp[1] == 0x03 and len(resp) == o + 96
     assert verify_sig(v, "p384", "sha384", a + ch + resp[:o], CTX_C, resp[o:])
+
+
+def _oom_gen():
+    raise MemoryError("test: heap short")
+    yield  # noqa (a generator)
+
+
+def test_deferred_work_out_of_memory_is_busy_and_retryable():
+    # a deferred signature that runs out of memory: RESPOND_IF_READY gets ERROR Busy (send
+    # the request again), and the request sent again is served and signed
+    v = 0x12
+    r = make(defer_signing=True)
+    p = Peer(r, v)
+    a = p.vca()
+    ch = challenge(v)
+    tok = p.x(ch)[6]
+    r.pend.gen = _oom_gen()
+    assert not r.work()                          # the slice ran out of memory: nothing pending
+    err(p.x(rif(v, 0x83, tok)), 0x03, v=v)       # Busy
+    err(p.x(rif(v, 0x83, tok)), 0x04, v=v)       # then nothing is pending
+    tok = p.x(ch)[6]
+    r.pend.gen = _oom_gen()
+    r.work()
+    q = get_meas(v, False, 1)                    # any other request after it is served
+    p.ok(q, 0x60)
+    ch2 = challenge(v, nonce=b"\x66" * 32)
+    tok = p.x(ch2)[6]
+    while r.work():
+        pass
+    resp = p.ok(rif(v, 0x83, tok), 0x03)
+    o = 4 + 48 + 32 + 2
+    assert verify_sig(v, "p384", "sha384", a + ch2 + resp[:o], CTX_C, resp[o:])
+
+
+def test_response_buffer_shared_by_requesters():
+    # the board's response buffer: a deferred signed MEASUREMENTS keeps it until collected;
+    # another requester's response meanwhile is built apart, both byte-exact and signed
+    from uspdm.responder import Config
+
+    v = 0x13
+    cfg = Config(defer_signing=True)
+    cfg.rsp_buffer = bytearray(1536)
+    ra, rb = make(cfg), make(cfg)
+    pa, pb = Peer(ra, v), Peer(rb, v)
+    a_a, a_b = pa.vca(), pb.vca()
+    qa = get_meas(v, True, 0xFF)
+    e = pa.x(qa)
+    err(e, 0x42)
+    assert cfg.rsp_lease is ra
+    qb = get_meas(v, True, 0xFF, nonce=b"\x33" * 32)
+    tb = pb.x(qb)[6]
+    assert cfg.rsp_lease is ra
+    while ra.work() or rb.work():
+        pass
+    rsp_b = bytes(pb.ok(rif(v, 0xE0, tb), 0x60))
+    rsp_a = bytes(pa.ok(rif(v, 0xE0, e[6]), 0x60))
+    assert cfg.rsp_lease is None
+    for a, q, rsp in ((a_a, qa, rsp_a), (a_b, qb, rsp_b)):
+        o = len(rsp) - 96
+        assert verify_sig(v, "p384", "sha384", a + q + rsp[:o], CTX_M, rsp[o:])
+    # answered at once (unsigned), a response comes from the buffer and equals the one
+    # built without it
+    q = get_meas(v, False, 0xFF)
+    got = pa.x(q)
+    assert isinstance(got, memoryview)
+    cfg2 = Config(defer_signing=True)
+    pc = Peer(make(cfg2), v)
+    pc.vca()
+    want = pc.x(q)
+    assert bytes(got)[:len(got) - 42] == bytes(want)[:len(want) - 42]   # nonce and context differ
+    # a GET_VERSION while a signature holds the buffer frees it
+    pa.x(get_meas(v, True, 0xFF))
+    assert cfg.rsp_lease is ra
+    pa.ok(get_version(), 0x04)
+    assert cfg.rsp_lease is None

@@ -111,6 +111,7 @@ class Endpoint(_Base):
         self.on_eid_changed = on_eid_changed
         self.on_response = None
         self.handlers = {}
+        self._typed = {}
         self.handler_errors = 0
         self.last_error = None
         self.versions = {
@@ -120,10 +121,14 @@ class Endpoint(_Base):
             0x06: (V_BINDING_1_0_0,),  # DSP0276
         }
 
-    def register(self, msg_type, handler):
+    def register(self, msg_type, handler, typed=False):
         """handler(src_eid, body) -> response body (starting with the type
-        byte) or None.  msg_type 0x05 or 0x06 (any type but 0 works)."""
+        byte) or None.  msg_type 0x05 or 0x06 (any type but 0 works).
+        typed=True: the handler's response is the message without the type
+        byte, which is msg_type (the packets are cut from it as it is: a large
+        response is not copied to prepend one byte)."""
         self.handlers[msg_type & 0x7F] = handler
+        self._typed[msg_type & 0x7F] = bool(typed)
 
     def message_types(self):
         """Types advertised by Get Message Type Support."""
@@ -146,9 +151,10 @@ class Endpoint(_Base):
                 self.handler_errors += 1
                 self.last_error = e
 
-    def respond(self, dest_eid, tag, body):
-        """Packets of a response (TO=0, the request's tag) from this endpoint."""
-        return packetize(dest_eid, self.eid, tag, 0, body, self.mtu)
+    def respond(self, dest_eid, tag, body, mt=None):
+        """Packets of a response (TO=0, the request's tag) from this endpoint
+        (mt: the type byte when body lacks it)."""
+        return packetize(dest_eid, self.eid, tag, 0, body, self.mtu, mt)
 
     def receive_packet(self, pkt, now_ms=0, phys=None):
         """Feed one received packet; returns the list of packets to send back.
@@ -182,7 +188,7 @@ class Endpoint(_Base):
                 rsp = self._call(h, src, body)
             if not rsp:
                 return []
-            return packetize(src, self.eid, tag, 0, rsp, self.mtu)
+            return packetize(src, self.eid, tag, 0, rsp, self.mtu, mt if self._typed.get(mt) else None)
         except Exception as e:  # never raise on wire data
             self.dropped += 1
             self.last_error = e

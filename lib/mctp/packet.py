@@ -56,12 +56,14 @@ def parse_header(pkt):
     return pkt[1], pkt[2], pkt[3]
 
 
-def iter_packets(dest, src, tag, to, body, mtu=BASELINE_MTU):
+def iter_packets(dest, src, tag, to, body, mtu=BASELINE_MTU, mt=None):
     """Yield the packets (bytearray, header + at most mtu payload bytes) of one
-    message.  body includes the message-type byte."""
+    message.  body includes the message-type byte, or mt (an int) is that byte
+    and body the rest (no copy of a large body made just to prepend it)."""
     if mtu < 1:
         raise ValueError("mtu")
-    n = len(body)
+    pre = 0 if mt is None else 1
+    n = len(body) + pre
     if n == 0:
         raise ValueError("empty message")
     mv = memoryview(body)
@@ -82,15 +84,19 @@ def iter_packets(dest, src, tag, to, body, mtu=BASELINE_MTU):
         p[1] = dest & 0xFF
         p[2] = src & 0xFF
         p[3] = f
-        p[HDR_LEN:] = mv[off:off + k]
+        if off == 0 and pre:
+            p[HDR_LEN] = mt
+            p[HDR_LEN + 1:] = mv[0:k - 1]
+        else:
+            p[HDR_LEN:] = mv[off - pre:off - pre + k]
         yield p
         off += k
         seq = (seq + 1) & 3
 
 
-def packetize(dest, src, tag, to, body, mtu=BASELINE_MTU):
-    """List of packets (bytearray) carrying body from src to dest."""
-    return list(iter_packets(dest, src, tag, to, body, mtu))
+def packetize(dest, src, tag, to, body, mtu=BASELINE_MTU, mt=None):
+    """List of packets (bytearray) carrying body (mt: see iter_packets) from src to dest."""
+    return list(iter_packets(dest, src, tag, to, body, mtu, mt))
 
 
 class Reassembler:

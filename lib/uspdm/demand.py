@@ -26,14 +26,29 @@ _deps = {}    # leaf -> modules its import loaded (dropped with it)
 stats = {"loads": 0, "drops": 0}
 
 
-def need(leaf, pkg="uspdm"):
+def need(leaf, pkg="uspdm", first=()):
+    """The module pkg.leaf, imported if needed.  first: modules (full names) its
+    import loads anyway, imported before it, largest first, while the heap's
+    largest free blocks are still there (a module's code is copied into the heap
+    in pieces as large as its largest function; the small pieces of the modules
+    imported last then fill the smaller holes)."""
     m = _cache.get(leaf)
     if m is None:
         name = pkg + "." + leaf
         m = sys.modules.get(name)
         if m is None:
             before = set(sys.modules)
-            m = __import__(name, None, None, (leaf,))
+            try:
+                for f in first:
+                    __import__(f)
+                m = __import__(name, None, None, (leaf,))
+            except BaseException:
+                # a failed import (out of memory half-way) leaves nothing behind: the
+                # modules it loaded before failing would otherwise stay, unreachable by drop()
+                for k in list(sys.modules):
+                    if k not in before:
+                        _forget(k)
+                raise
             stats["loads"] += 1
             # what this import brought in with it (uspdm.session: keysched,
             # secured, AES-GCM, ...) goes when it goes
@@ -41,6 +56,28 @@ def need(leaf, pkg="uspdm"):
             _deps[leaf] = [k for k in sys.modules if k not in before and k != name and k.startswith(pre)]
         _cache[leaf] = m
     return m
+
+
+def warm(leaves, first=(), then=None):
+    """Import leaves once and drop them again: the names their code uses are interned
+    now.  MicroPython keeps interned names (qstrs) in pools that double in size and are
+    never freed; the pool that a later import would overflow is then allocated here, while
+    the heap still has the contiguous room (a 1280-name pool is about 9 KB: on a
+    fragmented heap its allocation fails although much more than that is free).
+    then(): called while they are loaded.  Returns False when the heap is already too
+    short (nothing is kept either way)."""
+    try:
+        for i in range(len(leaves)):
+            need(leaves[i], first=first if i == 0 else ())
+        if then is not None:
+            then()
+        return True
+    except MemoryError:
+        return False
+    finally:
+        for k in leaves:
+            drop(k, collect=False)
+        gc.collect()
 
 
 def loaded(leaf):

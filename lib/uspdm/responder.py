@@ -99,6 +99,11 @@ class Config:
         self.cert_install_reset = False  # CERT_INSTALL_RESET_CAP: changes take effect after a reset
         self.multi_key = False         # SPDM 1.3 MULTI_KEY_CAP (negotiated): KeyPairIDs in DIGESTS
         self.max_requester_info = 512
+        # a bytearray allocated once by the board (at boot, before the heap fragments)
+        # that a response answered at once is built in (GET_MEASUREMENTS): the response
+        # is then a memoryview of it, valid until the next request
+        self.rsp_buffer = None
+        self.rsp_lease = None   # the Responder whose pending signature holds rsp_buffer
         for k in kw:
             if not hasattr(self, k):
                 raise AttributeError(k)
@@ -135,7 +140,7 @@ _DROP_AFTER = ("enroll",)
 
 
 class _Pending:
-    def __init__(self, code, token, body, gen):
+    def __init__(self, code, token, body, gen, room=False):
         self.code = code
         self.token = token
         self.body = body
@@ -144,6 +149,14 @@ class _Pending:
         self.sess = None   # the session a deferred in-session request (GET_CSR) belongs to
         self.tag = -1   # >= 0: answered directly when done, as the request's MCTP tag (firmware/workq.py)
         self.t0 = 0     # board ms when the request came
+        self.room = room   # body ends with the signature's room (filled in place)
+
+
+def _with_sig(body, sig, room):
+    if room:
+        body[len(body) - len(sig):] = sig
+        return body
+    return body + sig
 
 
 class Responder:
@@ -184,7 +197,7 @@ class Responder:
         self.other_params = 0
         self.out = None
         self.inc = None
-        self.pend = None
+        self._drop_pend()
         self.resync = 0
         self.l_mver = None
         self._ev = 0x10
@@ -195,6 +208,11 @@ class Responder:
     def pending(self):
         return self.pend is not None and self.pend.sig is None
 
+    def _drop_pend(self):
+        self.pend = None
+        if self.cfg.rsp_lease is self:
+            self.cfg.rsp_lease = None   # the response buffer is free again
+
     def work(self):
         p = self.pend
         if p is not None and p.sig is None:
@@ -203,11 +221,24 @@ class Responder:
             except StopIteration as e:
                 p.sig = e.value
                 p.gen = None
+            except MemoryError:
+                # out of memory half-way: what it held is freed, and RESPOND_IF_READY
+                # (or any other request) gets ERROR Busy: the request can be sent again
+                p.gen = None
+                p.sig = False
+                self._drop_lease_body(p)
+                demand.drop()
+                gc.collect()
             except Exception:
                 # signing failed: forget the request; RESPOND_IF_READY will
                 # then get UnexpectedRequest and the requester restarts
-                self.pend = None
+                self._drop_pend()
         return self.pending()
+
+    def _drop_lease_body(self, p):
+        p.body = b""
+        if self.cfg.rsp_lease is self:
+            self.cfg.rsp_lease = None
 
     # -------------------------------------------------------------- plumbing
     def _error(self, code, data=0, ext=b"", ver=None):
@@ -219,7 +250,8 @@ class Responder:
     def handle(self, msg):
         try:
             return self._handle(bytes(msg))
-        except MemoryError:
+        except MemoryError as e:
+            self.last_exception = e
             return self.out_of_memory()
         except Exception as e:
             self.last_exception = e
@@ -227,6 +259,9 @@ class Responder:
             self.reset()
             self.resync = ev  # until GET_VERSION: ERROR RequestResynch in the old version
             return self._error(C.ERR_UNSPECIFIED, ver=ev)
+        finally:
+            if self.cfg.rsp_lease is self and self.pend is None:
+                self.cfg.rsp_lease = None   # leased for a signature that was not deferred after all
 
     def out_of_memory(self):
         """The answer to a request that ran out of memory: what it held is
@@ -264,7 +299,9 @@ class Responder:
         if code == C.GET_VERSION:
             return self._get_version(msg)
         if self.pend is not None and code != C.RESPOND_IF_READY:
-            return self._error(C.ERR_BUSY)
+            if self.pend.sig is not False:
+                return self._error(C.ERR_BUSY)
+            self._drop_pend()   # its work ran out of memory (answered Busy): a new request
         if self.state < ST_NEG and code not in _BEFORE_NEG:
             # order first: the DMTF validator expects UnexpectedRequest (not
             # VersionMismatch) for e.g. GET_MEASUREMENTS before ALGORITHMS
@@ -317,7 +354,8 @@ class Responder:
         if (resp is not None and resp[1] != C.ERROR and self.version >= C.V12
                 and self.req_dts and len(resp) > self.req_dts and self._chunking()):
             self._handle_ctr = (self._handle_ctr + 1) & 0xFF
-            self.out = Outgoing(self._handle_ctr, resp)
+            # served over several requests: not from the shared response buffer
+            self.out = Outgoing(self._handle_ctr, bytes(resp) if isinstance(resp, memoryview) else resp)
             return self._error(C.ERR_LARGE_RESPONSE, 0, bytes((self._handle_ctr,)))
         return resp
 
@@ -379,9 +417,11 @@ class Responder:
             return sha2.new(self.hashname, C.signing_prefix(self.version, context) + tdigest).digest()
         return tdigest
 
-    def _signed(self, code, body, context, tdigest, slot=0):
+    def _signed(self, code, body, context, tdigest, slot=0, room=False):
         """Return body||signature (with slot `slot`'s key), or ERROR
-        ResponseNotReady with the signature deferred."""
+        ResponseNotReady with the signature deferred.  room: body is a bytearray
+        whose last signature-size bytes are the signature's place, filled in
+        place (no copy of the response)."""
         from uspdm.crypto import ec
 
         curve = ec.P384 if self.asym == "p384" else ec.P256
@@ -393,10 +433,10 @@ class Responder:
         # inside a session (signed GET_MEASUREMENTS) as outside: the board's defer_signing
         if self.cfg.defer_signing or self.sess_defer:
             self._token = (self._token + 1) & 0xFF
-            self.pend = _Pending(code, self._token, body, ec.sign_iter(curve, d, m, extra))
+            self.pend = _Pending(code, self._token, body, ec.sign_iter(curve, d, m, extra), room)
             self.pend.sess = self.cur_session   # in a session: collected inside it only
             return self._not_ready()
-        return body + ec.sign(curve, d, m, extra)
+        return _with_sig(body, ec.sign(curve, d, m, extra), room)
 
     def _not_ready(self):
         p = self.pend
@@ -418,10 +458,12 @@ class Responder:
         if p.sig is None:
             p.tag = -1   # a requester that polls: no direct answer any more (firmware/workq.py)
             return self._not_ready()
-        self.pend = None
+        self._drop_pend()   # (the buffer's content stays until the answer is sent)
+        if p.sig is False:
+            return self._error(C.ERR_BUSY)   # its work ran out of memory: send the request again
         if p.code == C.CHALLENGE:
             self.t.auth = True
-        return p.body + p.sig
+        return _with_sig(p.body, p.sig, p.room)
 
     def _opaque(self):
         if self.version >= C.V12 and self.other_params == C.OPAQUE_FMT_NONE:
@@ -494,6 +536,8 @@ class Responder:
         finally:
             t.l, t.m1, self.l_mver, self.cfg.defer_signing, self.out, self.inc, self.cur_session = saved
             self.sess_defer = False
+            if self.cfg.rsp_lease is self and self.pend is None:
+                self.cfg.rsp_lease = None   # leased for a signature that was not deferred after all
         return resp
 
     def defer_work(self, code, gen):

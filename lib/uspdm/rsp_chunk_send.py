@@ -64,6 +64,8 @@ def chunk_send(r, msg):
         resp = r._dispatch(inner)
     if resp is None:
         return ack
+    if isinstance(resp, memoryview):
+        resp = bytes(resp)   # from the shared response buffer: kept past this request
     if resp[1] != C.ERROR and len(ack) + len(resp) > r.req_dts:
         r._handle_ctr = (r._handle_ctr + 1) & 0xFF
         r.out = Outgoing(r._handle_ctr, resp)

@@ -1,6 +1,6 @@
 """GET_MEASUREMENTS (loaded on demand by uspdm.responder; also inside a session)."""
 from uspdm import consts as C
-from uspdm.compat import const, p16, p24
+from uspdm.compat import const, p16
 
 _ST_NEG = const(3)
 
@@ -56,20 +56,43 @@ def get_measurements(r, msg):
                 changed = C.MEAS_NO_CHANGE_DETECTED if r.l_mver == r.meas.version else C.MEAS_CHANGE_DETECTED
             p2 |= changed
     opaque = r._opaque()
-    body = (bytes((v, C.MEASUREMENTS, p1, p2, nblocks)) + p24(len(record)) + record
-            + r.drbg.generate(32) + p16(len(opaque)) + opaque)
-    if v >= C.V13:
-        body += msg[need - C.REQ_CONTEXT_SIZE:need]
+    # the response is built once, in one buffer with room for the signature (no
+    # concatenated copies: on a fragmented heap each one needs its own contiguous block)
+    rlen = len(record)
+    ctx = C.REQ_CONTEXT_SIZE if v >= C.V13 else 0
+    n = 8 + rlen + 32 + 2 + len(opaque) + ctx
     sig_size = C.SIG_SIZE[r.asym] if signed else 0
-    err = r._size_err(len(body) + sig_size)
+    err = r._size_err(n + sig_size)
     if err is not None:
         r.t.reset_l()
         return err
+    cfg = r.cfg
+    rb = cfg.rsp_buffer
+    if rb is not None and n + sig_size <= len(rb) and cfg.rsp_lease is None:
+        # the board's response buffer (allocated at boot); a deferred signature keeps
+        # it until its answer is collected (another requester's response meanwhile
+        # gets a block of its own)
+        body = memoryview(rb)[0:n + sig_size]
+        if signed:
+            cfg.rsp_lease = r   # released at once when the signature is not deferred
+    else:
+        body = bytearray(n + sig_size)
+    body[0:8] = bytes((v, C.MEASUREMENTS, p1, p2, nblocks, rlen & 0xFF, (rlen >> 8) & 0xFF, rlen >> 16))
+    body[8:8 + rlen] = record   # (the record of all blocks is kept once built: no copy but this one)
+    record = None
+    o = 8 + rlen
+    body[o:o + 32] = r.drbg.generate(32)
+    o += 32
+    body[o:o + 2] = p16(len(opaque))
+    body[o + 2:o + 2 + len(opaque)] = opaque
+    o += 2 + len(opaque)
+    if ctx:
+        body[o:o + ctx] = msg[need - ctx:need]
     if r.t.l is None:
         r.l_mver = r.meas.version
     h = r.t.fork_l(v >= C.V12)
     h.update(msg[:need])
-    h.update(body)
+    h.update(memoryview(body)[:n])
     # GET_MEASUREMENTS ends an unfinished CHALLENGE sequence (M1 reset) unless
     # the connection is already authenticated (libspdm)
     r.t.reset_m1()
@@ -78,4 +101,4 @@ def get_measurements(r, msg):
         return body
     tdigest = h.digest()
     r.t.reset_l()
-    return r._signed(C.GET_MEASUREMENTS, body, C.SIGN_CTX_MEASUREMENTS, tdigest, slot)
+    return r._signed(C.GET_MEASUREMENTS, body, C.SIGN_CTX_MEASUREMENTS, tdigest, slot, True)

@@ -89,19 +89,42 @@ def session_id_of(body):
     return body[0] | (body[1] << 8) | (body[2] << 16) | (body[3] << 24)
 
 
-def encode(session_id, d, app, pad=b"", mac_only=False):
+def encode(session_id, d, app, pad=b"", mac_only=False, pre=b"", buf=None):
+    """The secured message carrying AppData = pre || app (pre: the MCTP
+    message type byte of the inner message), built and sealed in one
+    bytearray (AEAD in place: no copy of the message on the way).  buf: a
+    bytearray allocated once (the board's, at boot) to build it in when it is
+    large enough: the result is then a memoryview of it, valid until the next
+    encode with the same buffer."""
     seq = d.seq
     if seq >= d.max_seq:
         raise SecuredError("sequence number exhausted")
+    na = len(pre) + len(app)
+    npt = na if mac_only else 2 + na + len(pad)
+    total = HDR + npt + TAG
+    if buf is not None and total <= len(buf):
+        out = memoryview(buf)[0:total]
+    else:
+        out = bytearray(total)
+    # the counter advances once the message can be built: out of memory above, the
+    # requester's answer (ERROR Busy) still carries the sequence number it expects
     d.seq = seq + 1
+    out[0:HDR] = _hdr(session_id, seq, npt + TAG)
+    o = HDR
+    if not mac_only:
+        out[HDR] = na & 0xFF
+        out[HDR + 1] = na >> 8
+        o = HDR + 2
+    out[o:o + len(pre)] = pre
+    o += len(pre)
+    out[o:o + len(app)] = app
+    o += len(app)
     if mac_only:
-        hdr = _hdr(session_id, seq, len(app) + TAG)
-        tag = d.gcm().seal(d.nonce(seq), hdr + app, b"")
-        return hdr + app + tag
-    n = len(app)
-    pt = bytes((n & 0xFF, n >> 8)) + app + pad
-    hdr = _hdr(session_id, seq, len(pt) + TAG)
-    return hdr + d.gcm().seal(d.nonce(seq), hdr, pt)
+        d.gcm().seal_into(d.nonce(seq), out[0:o], out, o, 0)
+    else:
+        out[o:o + len(pad)] = pad
+        d.gcm().seal_into(d.nonce(seq), out[0:HDR], out, HDR, npt)
+    return out
 
 
 def decode(session_id, d, body, mac_only=False):

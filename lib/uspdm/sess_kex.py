@@ -131,6 +131,11 @@ def _kex_iter(mgr, conn, s, msg, peer, ct, d_id, summary):
             th.update(vd)
             resp += vd
         s.th = th
+    except MemoryError:
+        # out of memory half-way: the session goes, and the requester gets ERROR Busy
+        # (uspdm.responder: RESPOND_IF_READY, or this request answered at once)
+        mgr.end(s, "out of memory")
+        raise
     except Exception:
         mgr.end(s, "KEY_EXCHANGE failed")
         return mgr._err(conn, C.ERR_UNSPECIFIED)

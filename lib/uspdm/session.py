@@ -237,6 +237,10 @@ class SessionManager:
         self.now = 0      # the latest board time seen (ms): sweeps half-open sessions in _open
         self.latest = {}  # id(conn) -> session ID of the latest KEY_EXCHANGE (FINISH in the clear)
         self.stats = {"opened": 0, "ended": 0, "decrypt_errors": 0, "dropped": 0, "timeouts": 0}
+        # a bytearray allocated once by the board (at boot) that responses are sealed into
+        # (uspdm.secured.encode); handle_secured then returns a memoryview of it, valid
+        # until the next secured response.  None: each response is a new bytearray.
+        self.sec_buffer = None
 
     # ---------------------------------------------------------- config
     def cap_flags(self, version):
@@ -306,7 +310,11 @@ class SessionManager:
             del self.sessions[s.id]
         p = getattr(s.conn, "pend", None)
         if p is not None and getattr(p, "sess", None) is s:
-            s.conn.pend = None   # a deferred in-session answer dies with its session
+            drop = getattr(s.conn, "_drop_pend", None)
+            if drop is not None:
+                drop()   # a deferred in-session answer dies with its session (and frees its buffer)
+            else:
+                s.conn.pend = None
         for k in list(self.latest):
             if self.latest[k] == s.id:
                 del self.latest[k]
@@ -389,7 +397,7 @@ class SessionManager:
         """Wrap an SPDM response in the session's current response key; on a
         counter overflow the session ends and nothing is sent."""
         try:
-            return secured.encode(s.id, s.rsp, b"\x05" + spdm, self._pad(s), s.mac_only)
+            return secured.encode(s.id, s.rsp, spdm, self._pad(s), s.mac_only, b"\x05", self.sec_buffer)
         except secured.SecuredError:
             self.end(s, "response sequence number exhausted")
             return None

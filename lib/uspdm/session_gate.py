@@ -16,13 +16,16 @@ overridden by uspdm/session.json); `keep_session_code=1` keeps the stack
 loaded after the last session (faster next session, less free heap).
 """
 import gc
+import sys
 
 from uspdm import consts as C
 from uspdm import demand
 
 SESSION_CONFIG = "uspdm/session.json"
+# what uspdm.session imports, largest first (AES with its viper kernels, the AEAD, ...)
+_STACK = ("uspdm.crypto.aes", "uspdm.crypto.gcm", "uspdm.secured", "uspdm.keysched")
 _KEYS = ("max_sessions", "heartbeat", "psk_mode", "handshake_in_the_clear", "max_seq", "defer_key_exchange",
-         "allow_replayable_psk", "keep_session_code")
+         "allow_replayable_psk", "keep_session_code", "warm_session_code")
 
 
 def settings(storage, cfg=None, log=None):
@@ -54,6 +57,7 @@ class SessionGate:
         self.settings = c = settings(storage, cfg, log)
         self.keep = bool(c.get("keep_session_code", False))
         self.m = None   # the SessionManager while the stack is loaded
+        self.sec_buffer = None   # given to the manager (uspdm.session.SessionManager.sec_buffer)
         self.stats = {"opened": 0, "ended": 0, "decrypt_errors": 0, "dropped": 0, "timeouts": 0,
                       "loads": 0}
         # what cap_flags needs, without the stack (uspdm.session.SessionManager.cap_flags)
@@ -62,16 +66,33 @@ class SessionGate:
             psk = 2   # refused by the manager too: PSK with a responder context
         self._psk_mode = psk
         self._in_clear = bool(c.get("handshake_in_the_clear", True))
+        self._tables = None   # AES kernel tables (T0, S-box), made once, kept across loads
+        if c.get("warm_session_code", True) and not self.keep:
+            # built while the heap is young: AES with its viper kernels stays loaded (its
+            # machine code comes in blocks of up to 2.5 KB, which a fragmented heap no
+            # longer has), its tables made, and the rest of the stack's names interned,
+            # so the first KEY_EXCHANGE needs no large contiguous block (uspdm.demand.warm)
+            try:
+                __import__(_STACK[0])
+            except MemoryError:
+                pass
+            demand.warm(("session", "sess_kex", "sess_psk"), _STACK[1:], self._install_tables)
 
     # ------------------------------------------------------------ the stack
     def manager(self):
         """The SessionManager (the session stack imported if needed)."""
         m = self.m
         if m is None:
-            s = demand.need("session")
+            # the handlers of the connection's first messages go first (their room goes
+            # to the stack: about 35 KB of code when copied into the heap), and the
+            # stack's largest modules are loaded first (uspdm.demand.need)
+            demand.drop()
+            s = demand.need("session", first=_STACK)
             demand.pin("session")
             m = s.from_settings(self.drbg, self.storage, self.settings, log=self.log,
                                 vendor_hook=self.vendor_hook, ticks_diff=self.ticks_diff)
+            m.sec_buffer = self.sec_buffer
+            self._install_tables()
             for k in m.stats:
                 if k not in self.stats:
                     self.stats[k] = m.stats[k]
@@ -79,6 +100,19 @@ class SessionGate:
             self.stats["loads"] += 1
             self.m = m
         return m
+
+    def _install_tables(self):
+        """The AES kernel's tables (1.3 KB) made once and kept here, given to each
+        load of the stack (the kernel module goes with it)."""
+        k = sys.modules.get("uspdm.crypto._gcmv")
+        if k is None:
+            return
+        if self._tables is not None:
+            k.T, k.S = self._tables
+            return
+        if k.T is None:
+            sys.modules["uspdm.crypto.aes"]._kernel_tables()
+        self._tables = (k.T, k.S)
 
     def release(self):
         """Drop the session stack if no session (not even a half-open one) remains."""

@@ -462,6 +462,7 @@ class Board:
         self.sample_next = False
         self.acc = self._fresh()
         self.mem_text = None
+        self._part = []   # 'P' frames of the step in progress
         self.requests = []      # labels of requests fed and not answered yet
         self.req_decoder = None
         self.boot_k = 0
@@ -592,7 +593,14 @@ class Board:
                      "live heap %d B, largest free block %s B" % (os.path.basename(self.fw), _k(k),
                                                                    k * KINSTR_US / 1e6, live, free))
             self.record({"event": "ready", "kinstr": k, "live": live, "max_free": free})
+        elif t == 0x50:   # 'P': part of the step's serial output
+            self._part.append(payload)
+            if mem is not None:
+                self.mem_text = mem.encode()
         elif t == 0x4F:   # 'O'
+            if self._part:
+                payload = payload[:9] + b"".join(self._part) + payload[9:]
+                self._part = []
             self.step_done(payload, mem)
         elif t == 0x57:   # 'W'
             name, _, data = payload.partition(b"\x00")

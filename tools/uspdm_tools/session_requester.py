@@ -371,16 +371,25 @@ class SessionRequester(R.Requester):
         (ERROR -> ProtocolError unless expect is None)."""
         name = name or R.CODE_NAMES.get(req[1], "0x%02X" % req[1])
         t0 = time.monotonic()
-        try:
-            body = self.link.secured(s.encode(req), self.budget(timeout if timeout is not None else self.timeout,
-                                                                name))
-        except (TimeoutError, OSError) as e:
-            raise R.Unreachable("no answer to %s inside the session: %s" % (name, e))
-        except Exception as e:
-            if type(e).__name__ == "Unreachable":
+        busy = 0
+        while True:
+            try:
+                body = self.link.secured(s.encode(req), self.budget(
+                    timeout if timeout is not None else self.timeout, name))
+            except (TimeoutError, OSError) as e:
                 raise R.Unreachable("no answer to %s inside the session: %s" % (name, e))
-            raise
-        rsp = s.decode(body)
+            except Exception as e:
+                if type(e).__name__ == "Unreachable":
+                    raise R.Unreachable("no answer to %s inside the session: %s" % (name, e))
+                raise
+            rsp = s.decode(body)
+            # ERROR Busy: sent again (the next sequence number), as plain requests and
+            # libspdm's requester do (a board short of memory for a moment)
+            if len(rsp) >= 4 and rsp[1] == R.ERROR and rsp[2] == R.ERR_BUSY and busy < self.busy_retries:
+                busy += 1
+                self.sleep(0.1)
+                continue
+            break
         dt = time.monotonic() - t0
         s.timings[name] = dt
         self.timings.append(R.Timing(name + " (secured)", dt, len(req), len(rsp)))

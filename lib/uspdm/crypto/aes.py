@@ -19,6 +19,8 @@ from array import array
 
 try:
     from uspdm.crypto import _gcmv as _kern
+except MemoryError:  # not a port without the kernel: this import fails as a whole
+    raise
 except Exception:  # CPython, MicroPython without a native emitter
     _kern = None
 

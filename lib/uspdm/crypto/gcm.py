@@ -208,6 +208,28 @@ class AesGcm:
         ct = self._ctr(iv, plaintext)
         return ct + self._tag(iv + b"\x00\x00\x00\x01", aad, ct)
 
+    def seal_into(self, iv, aad, buf, off, n):
+        """Encrypt buf[off:off + n] in place and write the 16-byte tag at
+        buf[off + n:off + n + 16] (buf: a bytearray or a memoryview of
+        one; aad: bytes or a memoryview).  With the kernels nothing as large as the message is
+        allocated (the session layer's responses on a fragmented heap)."""
+        if len(iv) != 12:
+            raise ValueError("GCM IV must be 12 bytes")
+        if n > _MAXPT:
+            raise ValueError("GCM plaintext too long")
+        iv = bytes(iv)
+        mv = buf if isinstance(buf, memoryview) else memoryview(buf)
+        ct = mv[off:off + n]
+        if self._ctx is not None and self._aes._ks is not None:
+            if n:
+                self._aes.ctr_xor(bytearray(iv + b"\x00\x00\x00\x02"), ct, n)
+            tag = self._tag(iv + b"\x00\x00\x00\x01", aad, ct)
+        else:   # the pure-Python twins work on bytes
+            if n:
+                ct[0:n] = self._ctr(iv, bytes(ct))
+            tag = self._tag(iv + b"\x00\x00\x00\x01", bytes(aad), bytes(ct))
+        mv[off + n:off + n + 16] = tag
+
     def open(self, iv, aad, ct_and_tag):
         if len(iv) != 12:
             raise ValueError("GCM IV must be 12 bytes")
