@@ -116,6 +116,7 @@ class Device:
         # (EIDs not in here are answered on the USB serial).
         self.i2c_routes = {}
         self.i2c_out = []          # (dest_addr7, packet) for the board's I2C port to master-write
+        self._write = None         # idle(write=): the port's write function during the call
         self.log("uspdm: board %s, EID %d, serial MTU %d, firmware %s" % (
             board.NAME, eid, cfg.get("serial_mtu", 64), globals().get("__file__", "?")))
 
@@ -246,6 +247,12 @@ class Device:
             for p in packets:
                 self.i2c_out.append((a, p))
             return b""
+        w = self._write
+        if w is not None:   # idle(write=): frame by frame, nothing as large as the answer
+            for i in range(len(packets)):
+                w(mserial.encode_frame(packets[i]))
+                packets[i] = None
+            return b""
         return b"".join(mserial.encode_frame(p) for p in packets)
 
     def pending(self):
@@ -350,10 +357,18 @@ class Device:
         if self._bg_fails == 1:
             self.log(_BG_PAUSED)
 
-    def idle(self):
+    def idle(self, write=None):
         """Advance deferred work by one slice; return bytes to send (if any).
         Signatures first; then background preparation (the SPDM context is
-        built, and the measured files digested, before anyone asks)."""
+        built, and the measured files digested, before anyone asks).
+        write: as for feed() (answers made now go to it frame by frame)."""
+        self._write = write
+        try:
+            return self._idle()
+        finally:
+            self._write = None
+
+    def _idle(self):
         try:
             # pending signatures in turn (round robin from the one after the
             # last served): requesters that keep signing cannot starve another

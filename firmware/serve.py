@@ -37,7 +37,9 @@ class Service:
             return self.bridge.serial_in(data)
         return self.device.feed(data, write)
 
-    def step(self):
+    def step(self, write=None):
+        """One slice of the board's work; bytes to write on the serial (write: the
+        port's write function, given answer frames as they are made)."""
         if self.bridge is not None:
             return self.bridge.step()
         dev = self.device
@@ -49,7 +51,7 @@ class Service:
                     break
                 for a, p in dev.feed_i2c(r[0], r[1]):
                     port.send(a, p)
-        out = dev.idle()
+        out = dev.idle(write)
         q = dev.i2c_out
         while q:
             a, p = q.pop(0)

@@ -166,7 +166,7 @@ def serve(svc, io, ticks_ms, ticks_diff, sleep_ms, escape=True, quiet_ms=100, ch
                 if led is not None:
                     led(1)
                 io.write(svc.serial_in(bytes(buf[:n]), io.write))
-            out = svc.step()
+            out = svc.step(io.write)
             if out:
                 io.write(out)
             if svc.pending():

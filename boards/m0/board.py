@@ -255,7 +255,7 @@ def serve(dev):
         _SENT[0] = 0
         if n:
             out = dev.feed(bytes(mv[:n]), _part)   # each answer frame sent as it is made
-        o2 = dev.idle()
+        o2 = dev.idle(_part)
         if o2:
             out = out + o2 if out else o2   # rare: deferred work's answer in the same step
         k = ticks_diff(ticks_us(), t0)

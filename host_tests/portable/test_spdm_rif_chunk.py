@@ -418,3 +418,38 @@ def test_response_buffer_shared_by_requesters():
     assert cfg.rsp_lease is ra
     pa.ok(get_version(), 0x04)
     assert cfg.rsp_lease is None
+
+
+def test_busy_after_out_of_memory_keeps_the_transcripts():
+    # the request answered Busy is as if it had not come: the one sent again is signed
+    # over the same M1 (A || B || C) and L1 (earlier unsigned measurements)
+    v = 0x12
+    r = make(defer_signing=True)
+    p = Peer(r, v)
+    a = p.vca()
+    qd = get_digests(v)
+    b = qd + p.ok(qd, 0x01)
+    ch = challenge(v)
+    tok = p.x(ch)[6]
+    r.pend.gen = _oom_gen()
+    r.work()
+    err(p.x(rif(v, 0x83, tok)), 0x03, v=v)
+    tok = p.x(ch)[6]
+    while r.work():
+        pass
+    resp = p.ok(rif(v, 0x83, tok), 0x03)
+    o = 4 + 48 + 32 + 2
+    assert verify_sig(v, "p384", "sha384", a + b + ch + resp[:o], CTX_C, resp[o:])
+    q0 = get_meas(v, False, 1)
+    l1 = a + q0 + p.ok(q0, 0x60)
+    q = get_meas(v, True, 0xFF)
+    tok = p.x(q)[6]
+    r.pend.gen = _oom_gen()
+    r.work()
+    err(p.x(rif(v, 0xE0, tok)), 0x03, v=v)
+    tok = p.x(q)[6]
+    while r.work():
+        pass
+    resp = p.ok(rif(v, 0xE0, tok), 0x60)
+    o = len(resp) - 96
+    assert verify_sig(v, "p384", "sha384", l1 + q + resp[:o], CTX_M, resp[o:])

@@ -150,6 +150,7 @@ class _Pending:
         self.tag = -1   # >= 0: answered directly when done, as the request's MCTP tag (firmware/workq.py)
         self.t0 = 0     # board ms when the request came
         self.room = room   # body ends with the signature's room (filled in place)
+        self.snap = None   # the transcripts before the request (restored when it ends in Busy)
 
 
 def _with_sig(body, sig, room):
@@ -221,12 +222,23 @@ class Responder:
             except StopIteration as e:
                 p.sig = e.value
                 p.gen = None
-            except MemoryError:
+            except MemoryError as e:
+                self.last_exception = e
                 # out of memory half-way: what it held is freed, and RESPOND_IF_READY
-                # (or any other request) gets ERROR Busy: the request can be sent again
+                # (or any other request) gets ERROR Busy: the request can be sent again,
+                # over the transcripts as they were before it
                 p.gen = None
                 p.sig = False
                 self._drop_lease_body(p)
+                sn = p.snap
+                if sn is not None:
+                    s = p.sess
+                    if s is not None:   # in a session: its own L (M1 is the connection's)
+                        s.l, s.l_mver = sn[1], sn[2]
+                    else:
+                        t = self.t
+                        t.m1, t.l, self.l_mver, t.auth = sn
+                    p.snap = None
                 demand.drop()
                 gc.collect()
             except Exception:
@@ -317,11 +329,22 @@ class Responder:
         else:
             rt = _ROUTE.get(code)
             if rt is not None:
+                # the transcripts as they were: a request that runs out of memory (now, or in
+                # its deferred signature) answers ERROR Busy as if it had not come, so that
+                # the one sent again is signed over the same transcript
+                t = self.t
+                snap = (t.m1, t.l, self.l_mver, t.auth)
                 try:
                     resp = getattr(demand.need(rt[0]), rt[1])(self, msg)
+                except MemoryError:
+                    t.m1, t.l, self.l_mver, t.auth = snap
+                    raise
                 finally:
                     if rt[0] in _DROP_AFTER:
                         demand.drop(rt[0], collect=False)
+                p = self.pend
+                if p is not None and p.snap is None:
+                    p.snap = snap
             elif code in _SESSION_CODES and self.sessions is not None:
                 resp = self.sessions.handle_in_clear(self, msg, self.now)
                 if resp is None:

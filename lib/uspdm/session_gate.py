@@ -22,8 +22,10 @@ from uspdm import consts as C
 from uspdm import demand
 
 SESSION_CONFIG = "uspdm/session.json"
-# what uspdm.session imports, largest first (AES with its viper kernels, the AEAD, ...)
-_STACK = ("uspdm.crypto.aes", "uspdm.crypto.gcm", "uspdm.secured", "uspdm.keysched")
+# what uspdm.session imports, largest first (AES with its viper kernels: a demand module of its
+# own, loaded at boot and kept until memory runs short; then the AEAD, ...)
+_AES = "crypto.aes"
+_STACK = ("uspdm.crypto.gcm", "uspdm.secured", "uspdm.keysched")
 _KEYS = ("max_sessions", "heartbeat", "psk_mode", "handshake_in_the_clear", "max_seq", "defer_key_exchange",
          "allow_replayable_psk", "keep_session_code", "warm_session_code")
 
@@ -73,10 +75,15 @@ class SessionGate:
             # longer has), its tables made, and the rest of the stack's names interned,
             # so the first KEY_EXCHANGE needs no large contiguous block (uspdm.demand.warm)
             try:
-                __import__(_STACK[0])
+                demand.need(_AES)   # a demand module: dropped when memory runs short
+                # KEY_EXCHANGE's one-time key always needs the P-384 comb table (6.4 KB in
+                # 1.5 KB pieces, kept once loaded): loaded now, not into a fragmented heap
+                from uspdm.crypto import ec
+
+                ec.P384.table()
             except MemoryError:
                 pass
-            demand.warm(("session", "sess_kex", "sess_psk"), _STACK[1:], self._install_tables)
+            demand.warm(("session", "sess_kex", "sess_psk"), _STACK, self._install_tables)
 
     # ------------------------------------------------------------ the stack
     def manager(self):
@@ -86,8 +93,13 @@ class SessionGate:
             # the handlers of the connection's first messages go first (their room goes
             # to the stack: about 35 KB of code when copied into the heap), and the
             # stack's largest modules are loaded first (uspdm.demand.need)
-            demand.drop()
+            for k in list(demand._cache):
+                if k.startswith("rsp_"):
+                    demand.drop(k, collect=False)
+            gc.collect()
+            demand.need(_AES)
             s = demand.need("session", first=_STACK)
+            demand.pin(_AES)   # live sessions hold its functions: never dropped under them
             demand.pin("session")
             m = s.from_settings(self.drbg, self.storage, self.settings, log=self.log,
                                 vendor_hook=self.vendor_hook, ticks_diff=self.ticks_diff)
@@ -117,10 +129,20 @@ class SessionGate:
     def release(self):
         """Drop the session stack if no session (not even a half-open one) remains."""
         m = self.m
-        if m is None or m.sessions or self.keep:
+        if m is None or self.keep:
+            return False
+        if m.sessions:
+            # no handshake in progress: its modules (KEY_EXCHANGE/FINISH, PSK) go until
+            # the next one (room for the signed answers inside the sessions)
+            for x in m.sessions.values():
+                if x.state == 1:   # uspdm.session.ST_HANDSHAKE
+                    return False
+            demand.drop("sess_kex", collect=False)
+            demand.drop("sess_psk", collect=False)
             return False
         self.m = None
         demand.unpin("session")
+        demand.unpin(_AES)
         # the handshake modules refer to the stack's functions: they go first
         demand.drop("sess_kex", collect=False)
         demand.drop("sess_psk", collect=False)
