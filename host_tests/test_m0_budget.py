@@ -30,14 +30,7 @@ REPEAT = int(os.environ.get("USPDM_M0_REPEAT", "5"))
 # flow passes (strict xfail turns an unexpected pass red).
 _BOOT_128K = ("128 KB: never ready: the SPDM context keeps ~105 KB live, the background digest step runs out "
               "of memory (1 KB buffer) and backs off")
-XFAIL = {
-    ("200k", "session"): "intermittent: KEY_EXCHANGE's ECDH runs out of memory in some runs (ERROR Busy, the same "
-                         "on each of the requester's 3 retries): 178 KB in use with the handshake's code and EC "
-                         "work, the 22 KB free in 16-32 B slivers between big ints (passed 2-3 of 3 per board)",
-    ("200k", "two-requesters"): "intermittent: requester A's KEY_EXCHANGE answers ERROR Busy 4 times while requester "
-                                "B's P-256 attestation runs (the ECDH of KEY_EXCHANGE runs out of memory allocating "
-                                "~100 B at ~178 KB in use); passed 2 of 3 in some runs",
-}
+XFAIL = {}
 for _f in F.FLOWS:
     XFAIL[("128k", _f)] = _BOOT_128K
 

@@ -730,6 +730,12 @@ def from_board(drbg, storage, cfg=None, log=None, vendor_hook=None, ticks_diff=N
                           defer_signing
       keep_session_code   (the board's SessionGate) keep this stack loaded
                           after the last session ends (default 0: dropped)
+      warm_session_code   (the board's SessionGate) 1: while the SPDM context is
+                          built, load AES (kept as a demand module), its tables
+                          and the P-384 comb table, and import the rest of the
+                          stack once (its names interned) so that the first
+                          KEY_EXCHANGE needs no large contiguous block on a
+                          heap that fragments early (default 0)
     """
     from uspdm.session_gate import settings
 

@@ -69,7 +69,9 @@ class SessionGate:
         self._psk_mode = psk
         self._in_clear = bool(c.get("handshake_in_the_clear", True))
         self._tables = None   # AES kernel tables (T0, S-box), made once, kept across loads
-        if c.get("warm_session_code", True) and not self.keep:
+        self._warm = bool(c.get("warm_session_code", False))
+        if self._warm and not self.keep:
+            # (a setting, off by default: costs ~20 KB of heap to flows without sessions)
             # built while the heap is young: AES with its viper kernels stays loaded (its
             # machine code comes in blocks of up to 2.5 KB, which a fragmented heap no
             # longer has), its tables made, and the rest of the stack's names interned,
@@ -146,6 +148,8 @@ class SessionGate:
         # the handshake modules refer to the stack's functions: they go first
         demand.drop("sess_kex", collect=False)
         demand.drop("sess_psk", collect=False)
+        if not self._warm:
+            demand.drop(_AES, collect=False)   # (warm_session_code keeps it until memory runs short)
         demand.drop("session")
         return True
 
