@@ -110,7 +110,7 @@ def overdue(dev, now):
                 dev.log("spdm: EID %d request 0x%02x not done after %d ms (CT %d ms): ResponseNotReady" % (
                     src, p.code, waited, ctx.ct_ms))
                 nr = r._not_ready()
-                out += _send(dev, r, src, tag, nr if p.sess is not None else b"\x05" + nr, p.sess)
+                out += _send(dev, r, src, tag, nr, p.sess)
     if out:
         _unload(dev)
     return out
