@@ -507,7 +507,7 @@ def validate_chain(buf, hash_size, hash_algo, alg, version, trusted_root, digest
             certs[i].verify_directly_issued_by(certs[i - 1])
         except Exception as e:
             raise ChainError("certificate %d (%s) is not signed by certificate %d (%s): %s"
-                             % (i, _name(certs[i]), i - 1, _name(certs[i - 1]), e or "bad signature"))
+                             % (i, _name(certs[i]), i - 1, _name(certs[i - 1]), str(e) or "bad signature"))
     for i, c in enumerate(certs):
         if c.not_valid_before_utc > now or c.not_valid_after_utc < now:
             raise ChainError("certificate %d (%s) is not valid now (%s .. %s)" % (
