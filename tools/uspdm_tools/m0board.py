@@ -773,7 +773,7 @@ def main(argv=None):
     why = check(fw)
     if why:
         print("uspdm sim --m0: " + why, file=sys.stderr)
-        return 2
+        return 1
     b = Board(fw, a.flash, load=a.load, verbose=a.verbose, stats=a.stats)
 
     def on_term(signum, frame):

@@ -375,7 +375,7 @@ def run(args):
         why = m0_problem(args)
         if why:
             print("uspdm sim --m0: " + why, file=sys.stderr)
-            return 2
+            return 1     # a missing setup step or bad arguments (exitcodes.USAGE)
     else:
         from .mpy import MicroPythonUnavailable
 
