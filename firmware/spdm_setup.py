@@ -235,13 +235,12 @@ class SpdmContext:
             # Secure sessions: the stack (about 28 KB of heap as .mpy in RAM) is
             # loaded with the first KEY_EXCHANGE/PSK_EXCHANGE and dropped after
             # the last session (uspdm.session_gate); sessions=0 leaves them out.
-            from uspdm import consts as C
             from uspdm.session_gate import SessionGate
 
             # DHE secp384r1, AES-256-GCM, the SPDM key schedule (uspdm.session.configure)
-            c.dhe_priority = [C.DHE_SECP384R1]
-            c.aead_priority = [C.AEAD_AES_256_GCM]
-            c.key_schedule_priority = [C.KEY_SCHEDULE_SPDM]
+            c.dhe_priority = [0x0010]   # DHE_SECP384R1
+            c.aead_priority = [0x0002]   # AEAD_AES_256_GCM
+            c.key_schedule_priority = [0x0001]   # KEY_SCHEDULE_SPDM
             self.sessions = SessionGate(self.drbg, board.storage(), cfg, log=log,
                                         vendor_hook=getattr(board, "vendor_defined", None),
                                         ticks_diff=getattr(board, "ticks_diff", None))

@@ -56,11 +56,68 @@ context prefix; SPDM 1.0/1.1 sign Hash(transcript).
 """
 import gc
 
-from uspdm import consts as C
+from uspdm.compat import const
 from uspdm import demand
 from uspdm.chunk import Outgoing
 from uspdm.compat import p16, p32, u16
 from uspdm.transcript import Transcript
+
+# DSP0274 codes used here (private: compiled in, not in the module's dict)
+_CAP_CERT = const(0x02)
+_CAP_CHAL = const(0x04)
+_CAP_CHUNK = const(0x20000)
+_CAP_MEAS_FRESH = const(0x20)
+_CAP_MEAS_NO_SIG = const(0x08)
+_CAP_MEAS_SIG = const(0x10)
+_CHALLENGE = const(0x83)
+_CHUNK_GET = const(0x86)
+_CHUNK_SEND = const(0x85)
+_DELIVER_ENCAPSULATED_RESPONSE = const(0xEB)
+_END_SESSION = const(0xEC)
+_ERROR = const(0x7F)
+_ERR_BUSY = const(0x03)
+_ERR_INVALID_REQUEST = const(0x01)
+_ERR_LARGE_RESPONSE = const(0x0F)
+_ERR_REQUEST_RESYNCH = const(0x43)
+_ERR_REQUEST_TOO_LARGE = const(0x0E)
+_ERR_RESPONSE_NOT_READY = const(0x42)
+_ERR_RESPONSE_TOO_LARGE = const(0x0D)
+_ERR_UNEXPECTED_REQUEST = const(0x04)
+_ERR_UNSPECIFIED = const(0x05)
+_ERR_UNSUPPORTED_REQUEST = const(0x07)
+_ERR_VERSION_MISMATCH = const(0x41)
+_FINISH = const(0xE5)
+_GET_CAPABILITIES = const(0xE1)
+_GET_CERTIFICATE = const(0x82)
+_GET_DIGESTS = const(0x81)
+_GET_ENCAPSULATED_REQUEST = const(0xEA)
+_GET_MEASUREMENTS = const(0xE0)
+_GET_VERSION = const(0x84)
+_HEARTBEAT = const(0xE8)
+_KEY_EXCHANGE = const(0xE4)
+_KEY_UPDATE = const(0xE9)
+_MAX_OPAQUE_SIZE = const(0x400)
+_NEGOTIATE_ALGORITHMS = const(0xE3)
+_OPAQUE_FMT_NONE = const(0x00)
+_PSK_EXCHANGE = const(0xE6)
+_PSK_FINISH = const(0xE7)
+_RESPOND_IF_READY = const(0xFF)
+_V10 = const(0x10)
+_V12 = const(0x12)
+_V13 = const(0x13)
+_VERSION = const(0x04)
+
+# Capability flags defined per version (DSP0274: CAPABILITIES flags a responder may set)
+CAP_MASK = {0x10: 0x0000003F, 0x11: 0x0001FFFF, 0x12: 0x003FFFFF, 0x13: 0x3FFFFFFF}
+SIG_SIZE = {"p256": 64, "p384": 96}
+
+
+def signing_prefix(version, context):
+    """SPDM 1.2+ combined signing prefix (100 bytes): 'dmtf-spdm-v1.N.*' x4,
+    zero padding, then the context string."""
+    v = b"dmtf-spdm-v1." + bytes((0x30 + (version & 0x0F),)) + b".*"
+    return v * 4 + bytes(36 - len(context)) + context
+
 
 ST_NONE = 0
 ST_VERSION = 1
@@ -111,26 +168,26 @@ class Config:
 
 
 # Requests that may arrive before ALGORITHMS (after VERSION / CAPABILITIES)
-_BEFORE_NEG = (C.GET_CAPABILITIES, C.NEGOTIATE_ALGORITHMS, C.CHUNK_GET, C.CHUNK_SEND)
+_BEFORE_NEG = (_GET_CAPABILITIES, _NEGOTIATE_ALGORITHMS, _CHUNK_GET, _CHUNK_SEND)
 # Requests after which L1 is kept (every other successful request resets it)
-_KEEP_L = (C.GET_MEASUREMENTS, C.RESPOND_IF_READY, C.CHUNK_GET, C.CHUNK_SEND)
+_KEEP_L = (_GET_MEASUREMENTS, _RESPOND_IF_READY, _CHUNK_GET, _CHUNK_SEND)
 # Requests that end an unfinished CHALLENGE sequence before authentication
 # (GET_MEASUREMENTS does it itself; libspdm_reset_message_buffer_via_request_code)
-_RESET_M1 = (C.KEY_EXCHANGE, C.FINISH, C.PSK_EXCHANGE, C.PSK_FINISH, C.KEY_UPDATE, C.HEARTBEAT,
-             C.GET_ENCAPSULATED_REQUEST, C.DELIVER_ENCAPSULATED_RESPONSE, C.END_SESSION)
+_RESET_M1 = (_KEY_EXCHANGE, _FINISH, _PSK_EXCHANGE, _PSK_FINISH, _KEY_UPDATE, _HEARTBEAT,
+             _GET_ENCAPSULATED_REQUEST, _DELIVER_ENCAPSULATED_RESPONSE, _END_SESSION)
 
 
 # Requests handled inside a session's stack (uspdm.session) when sessions are on
-_SESSION_CODES = (C.KEY_EXCHANGE, C.FINISH, C.PSK_EXCHANGE, C.PSK_FINISH, C.HEARTBEAT, C.KEY_UPDATE, C.END_SESSION)
+_SESSION_CODES = (_KEY_EXCHANGE, _FINISH, _PSK_EXCHANGE, _PSK_FINISH, _HEARTBEAT, _KEY_UPDATE, _END_SESSION)
 # Request code -> (demand module uspdm.<leaf>, handler function(r, msg))
 _ROUTE = {
-    C.GET_CAPABILITIES: ("rsp_vca", "get_capabilities"),
-    C.NEGOTIATE_ALGORITHMS: ("rsp_vca", "negotiate_algorithms"),
-    C.GET_DIGESTS: ("rsp_cert", "get_digests"),
-    C.GET_CERTIFICATE: ("rsp_cert", "get_certificate"),
-    C.CHALLENGE: ("rsp_challenge", "challenge"),
-    C.GET_MEASUREMENTS: ("rsp_meas", "get_measurements"),
-    C.CHUNK_SEND: ("rsp_chunk_send", "chunk_send"),
+    _GET_CAPABILITIES: ("rsp_vca", "get_capabilities"),
+    _NEGOTIATE_ALGORITHMS: ("rsp_vca", "negotiate_algorithms"),
+    _GET_DIGESTS: ("rsp_cert", "get_digests"),
+    _GET_CERTIFICATE: ("rsp_cert", "get_certificate"),
+    _CHALLENGE: ("rsp_challenge", "challenge"),
+    _GET_MEASUREMENTS: ("rsp_meas", "get_measurements"),
+    _CHUNK_SEND: ("rsp_chunk_send", "chunk_send"),
     0xED: ("enroll", "get_csr"),            # GET_CSR
     0xEE: ("enroll", "set_certificate"),    # SET_CERTIFICATE
 }
@@ -254,10 +311,10 @@ class Responder:
 
     # -------------------------------------------------------------- plumbing
     def _error(self, code, data=0, ext=b"", ver=None):
-        return bytes((ver or self._ev, C.ERROR, code, data)) + ext
+        return bytes((ver or self._ev, _ERROR, code, data)) + ext
 
     def _unsupported(self, code):
-        return self._error(C.ERR_UNSUPPORTED_REQUEST, code)
+        return self._error(_ERR_UNSUPPORTED_REQUEST, code)
 
     def handle(self, msg):
         try:
@@ -270,7 +327,7 @@ class Responder:
             ev = self._ev
             self.reset()
             self.resync = ev  # until GET_VERSION: ERROR RequestResynch in the old version
-            return self._error(C.ERR_UNSPECIFIED, ver=ev)
+            return self._error(_ERR_UNSPECIFIED, ver=ev)
         finally:
             if self.cfg.rsp_lease is self and self.pend is None:
                 self.cfg.rsp_lease = None   # leased for a signature that was not deferred after all
@@ -285,46 +342,46 @@ class Responder:
         self.inc = None
         demand.drop()
         gc.collect()
-        return self._error(C.ERR_BUSY)
+        return self._error(_ERR_BUSY)
 
     def _handle(self, msg):
         # ERROR SPDMVersion: the negotiated version, 0x10 before GET_CAPABILITIES
         # succeeded (GET_CAPABILITIES' own field errors use its version)
-        self._ev = self.version if self.state >= ST_CAPS else C.V10
+        self._ev = self.version if self.state >= ST_CAPS else _V10
         if len(msg) < 4:
-            return self._error(C.ERR_INVALID_REQUEST)
+            return self._error(_ERR_INVALID_REQUEST)
         code = msg[1]
-        if code != C.CHUNK_GET:
+        if code != _CHUNK_GET:
             self.out = None
-        if code != C.CHUNK_SEND:
+        if code != _CHUNK_SEND:
             self.inc = None
-        if self.resync and code != C.GET_VERSION:
-            return self._error(C.ERR_REQUEST_RESYNCH, ver=self.resync)
-        if self.version >= C.V12 and len(msg) > self.cfg.data_transfer_size:
+        if self.resync and code != _GET_VERSION:
+            return self._error(_ERR_REQUEST_RESYNCH, ver=self.resync)
+        if self.version >= _V12 and len(msg) > self.cfg.data_transfer_size:
             # larger than our DataTransferSize: must have come with CHUNK_SEND
-            return self._error(C.ERR_REQUEST_TOO_LARGE)
+            return self._error(_ERR_REQUEST_TOO_LARGE)
         return self._deliver(self._dispatch(msg))
 
     def _dispatch(self, msg):
         ver = msg[0]
         code = msg[1]
-        if code == C.GET_VERSION:
+        if code == _GET_VERSION:
             return self._get_version(msg)
-        if self.pend is not None and code != C.RESPOND_IF_READY:
+        if self.pend is not None and code != _RESPOND_IF_READY:
             if self.pend.sig is not False:
-                return self._error(C.ERR_BUSY)
+                return self._error(_ERR_BUSY)
             self._drop_pend()   # its work ran out of memory (answered Busy): a new request
         if self.state < ST_NEG and code not in _BEFORE_NEG:
             # order first: the DMTF validator expects UnexpectedRequest (not
             # VersionMismatch) for e.g. GET_MEASUREMENTS before ALGORITHMS
-            return self._error(C.ERR_UNEXPECTED_REQUEST)
+            return self._error(_ERR_UNEXPECTED_REQUEST)
         if self.state == ST_NONE:
-            return self._error(C.ERR_UNEXPECTED_REQUEST)
+            return self._error(_ERR_UNEXPECTED_REQUEST)
         if self.state >= ST_CAPS and ver != self.version:
-            return self._error(C.ERR_VERSION_MISMATCH)
-        if code == C.RESPOND_IF_READY:
+            return self._error(_ERR_VERSION_MISMATCH)
+        if code == _RESPOND_IF_READY:
             resp = self._respond_if_ready(msg)
-        elif code == C.CHUNK_GET:
+        elif code == _CHUNK_GET:
             resp = self._chunk_get(msg)
         else:
             rt = _ROUTE.get(code)
@@ -351,7 +408,7 @@ class Responder:
                     return self._unsupported(code)
             else:
                 return self._unsupported(code)
-        if resp is not None and resp[1] != C.ERROR:
+        if resp is not None and resp[1] != _ERROR:
             if code not in _KEEP_L:
                 self.t.reset_l()
             if code in _RESET_M1:
@@ -361,36 +418,36 @@ class Responder:
         return resp
 
     def _chunking(self):
-        return (self.flags & C.CAP_CHUNK) and (self.req_flags & C.CAP_CHUNK)
+        return (self.flags & _CAP_CHUNK) and (self.req_flags & _CAP_CHUNK)
 
     def _size_err(self, n):
         """ERROR for a response of n bytes that cannot be delivered, else None."""
-        if self.version >= C.V12 and self.req_max:
+        if self.version >= _V12 and self.req_max:
             if n > self.req_max or n > self.cfg.max_spdm_msg_size or (
                     n > self.req_dts and not self._chunking()):
-                return self._error(C.ERR_RESPONSE_TOO_LARGE, 0, p32(n))
+                return self._error(_ERR_RESPONSE_TOO_LARGE, 0, p32(n))
         elif n > self.cfg.max_spdm_msg_size:
-            return self._error(C.ERR_UNSPECIFIED)
+            return self._error(_ERR_UNSPECIFIED)
         return None
 
     def _deliver(self, resp):
-        if (resp is not None and resp[1] != C.ERROR and self.version >= C.V12
+        if (resp is not None and resp[1] != _ERROR and self.version >= _V12
                 and self.req_dts and len(resp) > self.req_dts and self._chunking()):
             self._handle_ctr = (self._handle_ctr + 1) & 0xFF
             # served over several requests: not from the shared response buffer
             self.out = Outgoing(self._handle_ctr, bytes(resp) if isinstance(resp, memoryview) else resp)
-            return self._error(C.ERR_LARGE_RESPONSE, 0, bytes((self._handle_ctr,)))
+            return self._error(_ERR_LARGE_RESPONSE, 0, bytes((self._handle_ctr,)))
         return resp
 
     # ------------------------------------------------------- VCA messages
     def _get_version(self, msg):
         if len(msg) != 4:
-            return self._error(C.ERR_INVALID_REQUEST, ver=C.V10)
-        if msg[0] != C.V10:
-            return self._error(C.ERR_VERSION_MISMATCH, ver=C.V10)
+            return self._error(_ERR_INVALID_REQUEST, ver=_V10)
+        if msg[0] != _V10:
+            return self._error(_ERR_VERSION_MISMATCH, ver=_V10)
         self.reset()
-        vs = sorted(set(v for v in self.cfg.versions if v in C.CAP_MASK))
-        resp = bytes((C.V10, C.VERSION, 0, 0, 0, len(vs))) + b"".join(p16(v << 8) for v in vs)
+        vs = sorted(set(v for v in self.cfg.versions if v in CAP_MASK))
+        resp = bytes((_V10, _VERSION, 0, 0, 0, len(vs))) + b"".join(p16(v << 8) for v in vs)
         self.t.add_a(msg[:4], resp)
         self.state = ST_VERSION
         return resp
@@ -401,43 +458,43 @@ class Responder:
         # CHAL_CAP and signed MEAS_CAP need CERT_CAP (no PUB_KEY_ID_CAP here): DSP0274
         # flag rules, asserted by the DMTF validator (2.x.13) and libspdm's requester
         if c.cert_cap:
-            f |= C.CAP_CERT
+            f |= _CAP_CERT
             if c.chal_cap:
-                f |= C.CAP_CHAL
+                f |= _CAP_CHAL
         if c.meas_cap == "signed" and c.cert_cap:
-            f |= C.CAP_MEAS_SIG
+            f |= _CAP_MEAS_SIG
         elif c.meas_cap in ("signed", "unsigned"):
-            f |= C.CAP_MEAS_NO_SIG
+            f |= _CAP_MEAS_NO_SIG
         if c.meas_fresh and c.meas_cap:
-            f |= C.CAP_MEAS_FRESH
-        if c.chunk_cap and v >= C.V12:
-            f |= C.CAP_CHUNK
-        if c.cert_cap and v >= C.V12:
+            f |= _CAP_MEAS_FRESH
+        if c.chunk_cap and v >= _V12:
+            f |= _CAP_CHUNK
+        if c.cert_cap and v >= _V12:
             if c.set_cert_cap:
                 f |= 0x00080000  # SET_CERT_CAP
             if c.csr_cap:
                 f |= 0x00100000  # CSR_CAP
             if c.cert_install_reset and (c.set_cert_cap or c.csr_cap):
                 f |= 0x00200000  # CERT_INSTALL_RESET_CAP
-            if c.multi_key and v >= C.V13:
+            if c.multi_key and v >= _V13:
                 f |= 0x08000000  # MULTI_KEY_CAP = 10b: multi-key connection when the requester asks
-        f &= C.CAP_MASK[v]
+        f &= CAP_MASK[v]
         if self.sessions is not None:
-            f |= self.sessions.cap_flags(v) & C.CAP_MASK.get(v, 0)
+            f |= self.sessions.cap_flags(v) & CAP_MASK.get(v, 0)
         return f
 
     def _local(self):
-        return self.our_flags(C.V13)
+        return self.our_flags(_V13)
 
     def _slot_mask(self):
         return self.identity.provisioned_mask(self.asym) & self.cfg.supported_slots
 
     # ------------------------------------------------------------- signing
     def _digest_to_sign(self, context, tdigest):
-        if self.version >= C.V12:
+        if self.version >= _V12:
             from uspdm.crypto import sha2
 
-            return sha2.new(self.hashname, C.signing_prefix(self.version, context) + tdigest).digest()
+            return sha2.new(self.hashname, signing_prefix(self.version, context) + tdigest).digest()
         return tdigest
 
     def _signed(self, code, body, context, tdigest, slot=0, room=False):
@@ -450,7 +507,7 @@ class Responder:
         curve = ec.P384 if self.asym == "p384" else ec.P256
         d = self.identity.slot_key(slot, self.asym)
         if d is None:
-            return self._error(C.ERR_UNSPECIFIED)
+            return self._error(_ERR_UNSPECIFIED)
         m = self._digest_to_sign(context, tdigest)
         extra = self.drbg.generate(32)
         # inside a session (signed GET_MEASUREMENTS) as outside: the board's defer_signing
@@ -464,64 +521,64 @@ class Responder:
     def _not_ready(self):
         p = self.pend
         c = self.cfg
-        return self._error(C.ERR_RESPONSE_NOT_READY, 0,
+        return self._error(_ERR_RESPONSE_NOT_READY, 0,
                            bytes((c.rdt_exponent & 0xFF, p.code, p.token, c.rdtm & 0xFF)))
 
     def _respond_if_ready(self, msg):
         p = self.pend
         if p is None:
-            return self._error(C.ERR_UNEXPECTED_REQUEST)
+            return self._error(_ERR_UNEXPECTED_REQUEST)
         if p.sess is not self.cur_session:
             # a deferred in-session answer is collected inside that session only (and
             # a plain one outside any session): nobody else gets to read it
-            return self._error(C.ERR_UNEXPECTED_REQUEST)
+            return self._error(_ERR_UNEXPECTED_REQUEST)
         if len(msg) != 4 or msg[2] != p.code or msg[3] != p.token:
             # RESPOND_IF_READY is a bare header (libspdm: any other size is InvalidRequest)
-            return self._error(C.ERR_INVALID_REQUEST)
+            return self._error(_ERR_INVALID_REQUEST)
         if p.sig is None:
             p.tag = -1   # a requester that polls: no direct answer any more (firmware/workq.py)
             return self._not_ready()
         self._drop_pend()   # (the buffer's content stays until the answer is sent)
         if p.sig is False:
-            return self._error(C.ERR_BUSY)   # its work ran out of memory: send the request again
-        if p.code == C.CHALLENGE:
+            return self._error(_ERR_BUSY)   # its work ran out of memory: send the request again
+        if p.code == _CHALLENGE:
             self.t.auth = True
         return _with_sig(p.body, p.sig, p.room)
 
     def _opaque(self):
-        if self.version >= C.V12 and self.other_params == C.OPAQUE_FMT_NONE:
+        if self.version >= _V12 and self.other_params == _OPAQUE_FMT_NONE:
             return b""
         o = self.cfg.opaque or b""
         # DSP0274: OpaqueDataLength <= 1024; a longer configured blob is not sent
-        return o if len(o) <= C.MAX_OPAQUE_SIZE else b""
+        return o if len(o) <= _MAX_OPAQUE_SIZE else b""
 
     # ------------------------------------------------------------- chunking
     def _chunk_checks(self, code):
         if self.state < ST_CAPS:
-            return self._error(C.ERR_UNEXPECTED_REQUEST)
-        if self.version < C.V12 or not (self.flags & C.CAP_CHUNK):
+            return self._error(_ERR_UNEXPECTED_REQUEST)
+        if self.version < _V12 or not (self.flags & _CAP_CHUNK):
             return self._unsupported(code)
-        if not (self.req_flags & C.CAP_CHUNK):
-            return self._error(C.ERR_UNEXPECTED_REQUEST)
+        if not (self.req_flags & _CAP_CHUNK):
+            return self._error(_ERR_UNEXPECTED_REQUEST)
         return None
 
     def _chunk_get(self, msg):
-        err = self._chunk_checks(C.CHUNK_GET)
+        err = self._chunk_checks(_CHUNK_GET)
         if err is not None:
             return err
         if len(msg) < 6:
-            return self._error(C.ERR_INVALID_REQUEST)
+            return self._error(_ERR_INVALID_REQUEST)
         o = self.out
         if o is None:
-            return self._error(C.ERR_UNEXPECTED_REQUEST)
+            return self._error(_ERR_UNEXPECTED_REQUEST)
         if msg[3] != o.handle or u16(msg, 4) != o.seq:
             # a wrong handle or sequence number ends the transfer: nobody gets to guess
             self.out = None
-            return self._error(C.ERR_INVALID_REQUEST)
+            return self._error(_ERR_INVALID_REQUEST)
         data, last = o.chunk(self.version, self.req_dts)
         if data is None:
             self.out = None
-            return self._error(C.ERR_INVALID_REQUEST)
+            return self._error(_ERR_INVALID_REQUEST)
         if last:
             self.out = None
         return data
@@ -541,8 +598,8 @@ class Responder:
         # the session's own chunk state: a plain CHUNK_GET/CHUNK_SEND never sees it, nor the
         # reverse; as on the plain path, any other request ends a transfer in progress
         code = msg[1]
-        self.out = s.out if code == C.CHUNK_GET else None
-        self.inc = s.inc if code == C.CHUNK_SEND else None
+        self.out = s.out if code == _CHUNK_GET else None
+        self.inc = s.inc if code == _CHUNK_SEND else None
         self.cur_session = s
         self.sess_defer = saved[3]
         before = self.pend

@@ -1,31 +1,43 @@
 """CHUNK_SEND: reassembly of a large request, then the inner request is
 dispatched by the core (loaded on demand by uspdm.responder)."""
-from uspdm import consts as C
+from uspdm.compat import const
 from uspdm.chunk import Incoming, Outgoing, parse_chunk_send
 from uspdm.compat import p16
 
+# DSP0274 codes used here (private: compiled in, not in the module's dict)
+_CHUNK_EARLY_ERROR = const(0x01)
+_CHUNK_GET = const(0x86)
+_CHUNK_SEND = const(0x85)
+_CHUNK_SEND_ACK = const(0x05)
+_ERROR = const(0x7F)
+_ERR_BUSY = const(0x03)
+_ERR_INVALID_REQUEST = const(0x01)
+_ERR_LARGE_RESPONSE = const(0x0F)
+_GET_VERSION = const(0x84)
+_MIN_DATA_TRANSFER_SIZE_12 = const(0x2A)
+
 
 def chunk_send(r, msg):
-    err = r._chunk_checks(C.CHUNK_SEND)
+    err = r._chunk_checks(_CHUNK_SEND)
     if err is not None:
         return err
     pr = parse_chunk_send(msg)
     if pr is None:
-        return r._error(C.ERR_INVALID_REQUEST)
+        return r._error(_ERR_INVALID_REQUEST)
     last, handle, seq, size, large, at = pr
     # Every chunk but the last: MinDataTransferSize <= CHUNK_SEND size <= our
     # DataTransferSize (larger ones got RequestTooLarge in _handle); the large
     # message must exceed MinDataTransferSize (libspdm; validator 19.1 sends
     # 42-byte chunks whatever our DataTransferSize).
-    mn = C.MIN_DATA_TRANSFER_SIZE_12
+    mn = _MIN_DATA_TRANSFER_SIZE_12
     inc = r.inc
     bad = False
     room = getattr(r.cfg, "buffer_room", None)   # the board's cap on buffered bytes
     if room is not None and size > room():
         # no room under the cap (other transfers hold it): this transfer ends, try later
         r.inc = None
-        return (bytes((r.version, C.CHUNK_SEND_ACK, C.CHUNK_EARLY_ERROR, handle)) + p16(seq)
-                + r._error(C.ERR_BUSY))
+        return (bytes((r.version, _CHUNK_SEND_ACK, _CHUNK_EARLY_ERROR, handle)) + p16(seq)
+                + r._error(_ERR_BUSY))
     if inc is None:
         if (seq != 0 or large is None or size > len(msg) - at or at + size < mn or last
                 or large <= mn or large > r.cfg.max_spdm_msg_size or size > large):
@@ -45,19 +57,19 @@ def chunk_send(r, msg):
             inc.seq = seq
             inc.add(msg[at:at + size])
     v = r.version
-    ack = bytes((v, C.CHUNK_SEND_ACK, 0, handle)) + p16(seq)
+    ack = bytes((v, _CHUNK_SEND_ACK, 0, handle)) + p16(seq)
     if bad:
         r.inc = None
-        return (bytes((v, C.CHUNK_SEND_ACK, C.CHUNK_EARLY_ERROR, handle)) + p16(seq)
-                + r._error(C.ERR_INVALID_REQUEST))
+        return (bytes((v, _CHUNK_SEND_ACK, _CHUNK_EARLY_ERROR, handle)) + p16(seq)
+                + r._error(_ERR_INVALID_REQUEST))
     if not inc.done():
         return ack
     inner = bytes(inc.buf)
     r.inc = None
     if len(inner) < 4:
-        return ack + r._error(C.ERR_INVALID_REQUEST)
-    if inner[1] in (C.CHUNK_SEND, C.CHUNK_GET, C.GET_VERSION):
-        return ack + r._error(C.ERR_INVALID_REQUEST)
+        return ack + r._error(_ERR_INVALID_REQUEST)
+    if inner[1] in (_CHUNK_SEND, _CHUNK_GET, _GET_VERSION):
+        return ack + r._error(_ERR_INVALID_REQUEST)
     s = r.cur_session
     resp = r.sessions.wrapped_request(s, inner) if s is not None else None
     if resp is None:
@@ -66,8 +78,8 @@ def chunk_send(r, msg):
         return ack
     if isinstance(resp, memoryview):
         resp = bytes(resp)   # from the shared response buffer: kept past this request
-    if resp[1] != C.ERROR and len(ack) + len(resp) > r.req_dts:
+    if resp[1] != _ERROR and len(ack) + len(resp) > r.req_dts:
         r._handle_ctr = (r._handle_ctr + 1) & 0xFF
         r.out = Outgoing(r._handle_ctr, resp)
-        resp = r._error(C.ERR_LARGE_RESPONSE, 0, bytes((r._handle_ctr,)))
+        resp = r._error(_ERR_LARGE_RESPONSE, 0, bytes((r._handle_ctr,)))
     return ack + resp

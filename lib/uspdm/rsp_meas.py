@@ -1,41 +1,57 @@
 """GET_MEASUREMENTS (loaded on demand by uspdm.responder; also inside a session)."""
-from uspdm import consts as C
 from uspdm.compat import const, p16
+from uspdm.responder import SIG_SIZE
+
+# DSP0274 codes used here (private: compiled in, not in the module's dict)
+_CAP_MEAS_MASK = const(0x18)
+_CAP_MEAS_SIG = const(0x10)
+_ERR_INVALID_REQUEST = const(0x01)
+_ERR_UNEXPECTED_REQUEST = const(0x04)
+_GET_MEASUREMENTS = const(0xE0)
+_MEASUREMENTS = const(0x60)
+_MEAS_ATTR_SIGN = const(0x01)
+_MEAS_CHANGE_DETECTED = const(0x10)
+_MEAS_NO_CHANGE_DETECTED = const(0x20)
+_MEAS_OP_COUNT = const(0x00)
+_REQ_CONTEXT_SIZE = const(0x08)
+_V11 = const(0x11)
+_V12 = const(0x12)
+_V13 = const(0x13)
 
 _ST_NEG = const(3)
 
 
 def get_measurements(r, msg):
-    if not (r._local() & C.CAP_MEAS_MASK):
+    if not (r._local() & _CAP_MEAS_MASK):
         r.t.reset_l()
-        return r._unsupported(C.GET_MEASUREMENTS)
+        return r._unsupported(_GET_MEASUREMENTS)
     if r.state < _ST_NEG or not r.meas_spec:
         r.t.reset_l()
-        return r._error(C.ERR_UNEXPECTED_REQUEST)
+        return r._error(_ERR_UNEXPECTED_REQUEST)
     v = r.version
     attrs = msg[2]
     op = msg[3]
-    signed = attrs & C.MEAS_ATTR_SIGN
+    signed = attrs & _MEAS_ATTR_SIGN
     if signed:
-        need = 37 if v >= C.V11 else 36
+        need = 37 if v >= _V11 else 36
     else:
         need = 4
-    if v >= C.V13:
-        need += C.REQ_CONTEXT_SIZE
+    if v >= _V13:
+        need += _REQ_CONTEXT_SIZE
     if len(msg) < need:
         r.t.reset_l()
-        return r._error(C.ERR_INVALID_REQUEST)
-    if signed and not (r.flags & C.CAP_MEAS_SIG):
+        return r._error(_ERR_INVALID_REQUEST)
+    if signed and not (r.flags & _CAP_MEAS_SIG):
         r.t.reset_l()
-        return r._error(C.ERR_INVALID_REQUEST)
+        return r._error(_ERR_INVALID_REQUEST)
     slot = 0
-    if signed and v >= C.V11:
+    if signed and v >= _V11:
         slot = msg[36] & 0x0F
         if slot >= 8 or not (r._slot_mask() >> slot) & 1:
             r.t.reset_l()
-            return r._error(C.ERR_INVALID_REQUEST)
+            return r._error(_ERR_INVALID_REQUEST)
     mh = r.meas_hashname
-    if op == C.MEAS_OP_COUNT:
+    if op == _MEAS_OP_COUNT:
         p1 = r.meas.count()
         record = b""
         nblocks = 0
@@ -43,25 +59,25 @@ def get_measurements(r, msg):
         rec = r.meas.record(op, mh)
         if rec is None:
             r.t.reset_l()
-            return r._error(C.ERR_INVALID_REQUEST)
+            return r._error(_ERR_INVALID_REQUEST)
         record, nblocks = rec
         p1 = 0
     p2 = 0
-    if signed and v >= C.V11:
+    if signed and v >= _V11:
         p2 = slot
-        if v >= C.V12:
+        if v >= _V12:
             if r.l_mver is None or r.t.l is None:
-                changed = C.MEAS_NO_CHANGE_DETECTED
+                changed = _MEAS_NO_CHANGE_DETECTED
             else:
-                changed = C.MEAS_NO_CHANGE_DETECTED if r.l_mver == r.meas.version else C.MEAS_CHANGE_DETECTED
+                changed = _MEAS_NO_CHANGE_DETECTED if r.l_mver == r.meas.version else _MEAS_CHANGE_DETECTED
             p2 |= changed
     opaque = r._opaque()
     # the response is built once, in one buffer with room for the signature (no
     # concatenated copies: on a fragmented heap each one needs its own contiguous block)
     rlen = len(record)
-    ctx = C.REQ_CONTEXT_SIZE if v >= C.V13 else 0
+    ctx = _REQ_CONTEXT_SIZE if v >= _V13 else 0
     n = 8 + rlen + 32 + 2 + len(opaque) + ctx
-    sig_size = C.SIG_SIZE[r.asym] if signed else 0
+    sig_size = SIG_SIZE[r.asym] if signed else 0
     err = r._size_err(n + sig_size)
     if err is not None:
         r.t.reset_l()
@@ -77,7 +93,7 @@ def get_measurements(r, msg):
             cfg.rsp_lease = r   # released at once when the signature is not deferred
     else:
         body = bytearray(n + sig_size)
-    body[0:8] = bytes((v, C.MEASUREMENTS, p1, p2, nblocks, rlen & 0xFF, (rlen >> 8) & 0xFF, rlen >> 16))
+    body[0:8] = bytes((v, _MEASUREMENTS, p1, p2, nblocks, rlen & 0xFF, (rlen >> 8) & 0xFF, rlen >> 16))
     body[8:8 + rlen] = record   # (the record of all blocks is kept once built: no copy but this one)
     record = None
     o = 8 + rlen
@@ -90,7 +106,7 @@ def get_measurements(r, msg):
         body[o:o + ctx] = msg[need - ctx:need]
     if r.t.l is None:
         r.l_mver = r.meas.version
-    h = r.t.fork_l(v >= C.V12)
+    h = r.t.fork_l(v >= _V12)
     h.update(msg[:need])
     h.update(memoryview(body)[:n])
     # GET_MEASUREMENTS ends an unfinished CHALLENGE sequence (M1 reset) unless
@@ -101,4 +117,4 @@ def get_measurements(r, msg):
         return body
     tdigest = h.digest()
     r.t.reset_l()
-    return r._signed(C.GET_MEASUREMENTS, body, C.SIGN_CTX_MEASUREMENTS, tdigest, slot, True)
+    return r._signed(_GET_MEASUREMENTS, body, b"responder-measurements signing", tdigest, slot, True)

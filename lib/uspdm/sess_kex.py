@@ -1,64 +1,86 @@
 """KEY_EXCHANGE and FINISH, responder side (DSP0274, DSP0277): functions of a
 uspdm.session.SessionManager `mgr`, loaded on demand (uspdm.demand) when a
 requester opens a certificate session, and dropped when memory runs short."""
-from uspdm import consts as C
+from uspdm.compat import const
+from uspdm.responder import signing_prefix
 from uspdm import demand, keysched
 from uspdm.compat import ct_eq, p16, u16
 from uspdm.crypto import sha2
 from uspdm.session import (_ERR_DECRYPT, DHE_SIZE, FINISH_RSP, KEY_EXCHANGE_RSP, POLICY_EVENT_ALL, SIGN_CTX_KEX,
                            ST_HANDSHAKE, sm_selection)
 
+# DSP0274 codes used here (private: compiled in, not in the module's dict)
+_AEAD_AES_256_GCM = const(0x02)
+_CAP_EVENT = const(0x2000000)
+_CAP_HANDSHAKE_IN_THE_CLEAR = const(0x8000)
+_CAP_HBEAT = const(0x2000)
+_CAP_KEY_EX = const(0x200)
+_DHE_SECP384R1 = const(0x10)
+_ERROR = const(0x7F)
+_ERR_INVALID_REQUEST = const(0x01)
+_ERR_SESSION_LIMIT_EXCEEDED = const(0x0A)
+_ERR_UNEXPECTED_REQUEST = const(0x04)
+_ERR_UNSPECIFIED = const(0x05)
+_ERR_UNSUPPORTED_REQUEST = const(0x07)
+_FINISH = const(0xE5)
+_KEY_EXCHANGE = const(0xE4)
+_KEY_SCHEDULE_SPDM = const(0x01)
+_OPAQUE_FMT_1 = const(0x02)
+_OPAQUE_FMT_MASK = const(0x0F)
+_V12 = const(0x12)
+_V13 = const(0x13)
+
 
 def key_exchange(mgr, conn, msg, now):
     e = mgr._version_checks(conn, msg)
     if e:
         return e
-    if not mgr._both(conn, C.CAP_KEY_EX):
-        return mgr._err(conn, C.ERR_UNSUPPORTED_REQUEST, C.KEY_EXCHANGE)
-    if conn.sel_dhe != C.DHE_SECP384R1 or conn.sel_aead != C.AEAD_AES_256_GCM \
-            or conn.sel_ks != C.KEY_SCHEDULE_SPDM:
-        return mgr._err(conn, C.ERR_UNEXPECTED_REQUEST)
+    if not mgr._both(conn, _CAP_KEY_EX):
+        return mgr._err(conn, _ERR_UNSUPPORTED_REQUEST, _KEY_EXCHANGE)
+    if conn.sel_dhe != _DHE_SECP384R1 or conn.sel_aead != _AEAD_AES_256_GCM \
+            or conn.sel_ks != _KEY_SCHEDULE_SPDM:
+        return mgr._err(conn, _ERR_UNEXPECTED_REQUEST)
     v = conn.version
-    if v >= C.V12 and (conn.other_params & C.OPAQUE_FMT_MASK) != C.OPAQUE_FMT_1:
-        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+    if v >= _V12 and (conn.other_params & _OPAQUE_FMT_MASK) != _OPAQUE_FMT_1:
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
     ok, summary = mgr._summary(conn, msg[2])
     if not ok:
-        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
     slot = msg[3]
     mask = conn.identity.provisioned_mask(conn.asym)
     if slot >= 8 or not (mask >> slot) & 1:
-        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
     fixed = 40 + DHE_SIZE
     if len(msg) < fixed + 2:
-        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
     olen = u16(msg, fixed)
     size = fixed + 2 + olen
     if len(msg) < size:
-        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
     msg = msg[:size]
     smv = mgr._sm_version(conn, msg[fixed + 2:size])
     if smv is None:
-        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
     peer = msg[40:fixed]
     from uspdm.crypto import ec
 
     try:
         ec.validate_public_key(ec.P384, peer)
     except ValueError:
-        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
     cb = conn.identity.chain_buffer(slot, conn.asym, conn.hashname)
     d_id = conn.identity.slot_key(slot, conn.asym)
     if cb is None or d_id is None:
-        return mgr._err(conn, C.ERR_UNSPECIFIED)
-    if v >= C.V13 and msg[6] & POLICY_EVENT_ALL and not (conn.flags & C.CAP_EVENT):
-        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+        return mgr._err(conn, _ERR_UNSPECIFIED)
+    if v >= _V13 and msg[6] & POLICY_EVENT_ALL and not (conn.flags & _CAP_EVENT):
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
     s = mgr._open(conn, u16(msg, 4), False)
     if s is None:
-        return mgr._err(conn, C.ERR_SESSION_LIMIT_EXCEEDED)
-    s.in_clear = mgr.in_clear and mgr._both(conn, C.CAP_HANDSHAKE_IN_THE_CLEAR)
+        return mgr._err(conn, _ERR_SESSION_LIMIT_EXCEEDED)
+    s.in_clear = mgr.in_clear and mgr._both(conn, _CAP_HANDSHAKE_IN_THE_CLEAR)
     s.sm_version = smv
-    s.policy = msg[6] if v >= C.V12 else 0
-    s.heartbeat = mgr.heartbeat if mgr._both(conn, C.CAP_HBEAT) else 0
+    s.policy = msg[6] if v >= _V12 else 0
+    s.heartbeat = mgr.heartbeat if mgr._both(conn, _CAP_HBEAT) else 0
     # M1 (B, C) of an unfinished CHALLENGE and L are reset by KEY_EXCHANGE (libspdm)
     for fn in ("reset_l", "reset_m1"):
         if hasattr(conn.t, fn):
@@ -71,7 +93,7 @@ def key_exchange(mgr, conn, msg, now):
         # the EC work (key pair, ECDH, signature) runs in slices from the
         # board's idle loop; the requester gets ResponseNotReady and
         # collects KEY_EXCHANGE_RSP with RESPOND_IF_READY
-        return defer(C.KEY_EXCHANGE, demand.pinned("sess_kex", gen))
+        return defer(_KEY_EXCHANGE, demand.pinned("sess_kex", gen))
     return ec.run_iter(gen)
 
 
@@ -95,7 +117,7 @@ def _kex_iter(mgr, conn, s, msg, peer, ct, d_id, summary):
         dk = 0
         if mgr.sessions.get(s.id) is not s:
             keysched.wipe(z)
-            return mgr._err(conn, C.ERR_UNSPECIFIED)
+            return mgr._err(conn, _ERR_UNSPECIFIED)
         opaque = sm_selection(v, s.sm_version)
         hb = s.heartbeat
         body = (bytes((v, KEY_EXCHANGE_RSP, hb, 0)) + p16(s.id >> 16) + b"\x00\x00"
@@ -108,22 +130,22 @@ def _kex_iter(mgr, conn, s, msg, peer, ct, d_id, summary):
         th.update(body)
         curve = ec.P384 if conn.asym == "p384" else ec.P256
         digest = th.digest()
-        if v >= C.V12:
-            digest = sha2.new(conn.hashname, C.signing_prefix(v, SIGN_CTX_KEX) + digest).digest()
+        if v >= _V12:
+            digest = sha2.new(conn.hashname, signing_prefix(v, SIGN_CTX_KEX) + digest).digest()
         sig = yield from ec.sign_iter(curve, d_id, digest, mgr.drbg.generate(32))
         # the key schedule and the AEAD key setup in slices of their own (in a nearly
         # full heap each is several M instructions on the M0)
         yield
         if mgr.sessions.get(s.id) is not s:
             keysched.wipe(z)
-            return mgr._err(conn, C.ERR_UNSPECIFIED)
+            return mgr._err(conn, _ERR_UNSPECIFIED)
         th.update(sig)
         th1 = th.digest()
         s.ks.handshake(z, th1, psk=False)
         keysched.wipe(z)
         yield
         if mgr.sessions.get(s.id) is not s:
-            return mgr._err(conn, C.ERR_UNSPECIFIED)
+            return mgr._err(conn, _ERR_UNSPECIFIED)
         s.enter_handshake_keys()
         resp = body + sig
         if not s.in_clear:
@@ -138,7 +160,7 @@ def _kex_iter(mgr, conn, s, msg, peer, ct, d_id, summary):
         raise
     except Exception:
         mgr.end(s, "KEY_EXCHANGE failed")
-        return mgr._err(conn, C.ERR_UNSPECIFIED)
+        return mgr._err(conn, _ERR_UNSPECIFIED)
     return resp
 
 
@@ -146,24 +168,24 @@ def finish_clear(mgr, conn, msg, now):
     e = mgr._version_checks(conn, msg)
     if e:
         return e
-    if not mgr._both(conn, C.CAP_KEY_EX):
-        return mgr._err(conn, C.ERR_UNSUPPORTED_REQUEST, C.FINISH)
-    if not (mgr.in_clear and mgr._both(conn, C.CAP_HANDSHAKE_IN_THE_CLEAR)):
+    if not mgr._both(conn, _CAP_KEY_EX):
+        return mgr._err(conn, _ERR_UNSUPPORTED_REQUEST, _FINISH)
+    if not (mgr.in_clear and mgr._both(conn, _CAP_HANDSHAKE_IN_THE_CLEAR)):
         # without HANDSHAKE_IN_THE_CLEAR, FINISH belongs inside the session:
         # SessionRequired (1.2+) / Unspecified (1.1), as libspdm and the
         # Responder-Validator (case 9.11) expect
-        return mgr._session_required(conn, C.FINISH)
+        return mgr._session_required(conn, _FINISH)
     sid = mgr.latest.get(id(conn))
     s = mgr.sessions.get(sid) if sid is not None else None
     if s is None or s.conn is not conn or s.psk or s.state != ST_HANDSHAKE or not s.in_clear or s.th is None:
-        return mgr._err(conn, C.ERR_UNEXPECTED_REQUEST)
+        return mgr._err(conn, _ERR_UNEXPECTED_REQUEST)
     resp, ok = finish(mgr, s, msg)
     if ok:
         s.enter_application(s.th.digest())
         s.th = None
         s.last_rx = now
         mgr._log("session %08x established (KEY_EXCHANGE, handshake in the clear)" % s.id)
-    elif resp[1] == C.ERROR and resp[2] == _ERR_DECRYPT:
+    elif resp[1] == _ERROR and resp[2] == _ERR_DECRYPT:
         mgr.end(s, "FINISH verify data mismatch")
     return resp
 
@@ -174,9 +196,9 @@ def finish(mgr, s, msg):
     h = s.ks.h
     if msg[2] & 0x01:
         # we never ask for mutual authentication, so no signature may be present
-        return mgr._err(conn, C.ERR_INVALID_REQUEST), False
+        return mgr._err(conn, _ERR_INVALID_REQUEST), False
     if len(msg) < 4 + h:
-        return mgr._err(conn, C.ERR_INVALID_REQUEST), False
+        return mgr._err(conn, _ERR_INVALID_REQUEST), False
     th = s.th.copy()
     th.update(msg[:4])
     expect = mgr._hmac(s, s.ks.req_finished, th.digest())

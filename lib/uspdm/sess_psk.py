@@ -1,11 +1,27 @@
 """PSK_EXCHANGE and PSK_FINISH, responder side (DSP0274, DSP0277): functions of a
 uspdm.session.SessionManager `mgr`, loaded on demand (uspdm.demand) when a
 requester opens a PSK session, and dropped when memory runs short."""
-from uspdm import consts as C
+from uspdm.compat import const
 from uspdm import keysched
 from uspdm.compat import ct_eq, p16, u16
 from uspdm.session import (_ERR_DECRYPT, MAX_PSK_HINT, POLICY_EVENT_ALL, PSK_CAP_SHIFT, PSK_EXCHANGE_RSP,
                            PSK_FINISH_RSP, PSK_WITH_CONTEXT, sm_selection)
+
+# DSP0274 codes used here (private: compiled in, not in the module's dict)
+_AEAD_AES_256_GCM = const(0x02)
+_CAP_EVENT = const(0x2000000)
+_CAP_HBEAT = const(0x2000)
+_ERR_INVALID_REQUEST = const(0x01)
+_ERR_SESSION_LIMIT_EXCEEDED = const(0x0A)
+_ERR_UNEXPECTED_REQUEST = const(0x04)
+_ERR_UNSPECIFIED = const(0x05)
+_ERR_UNSUPPORTED_REQUEST = const(0x07)
+_KEY_SCHEDULE_SPDM = const(0x01)
+_OPAQUE_FMT_1 = const(0x02)
+_OPAQUE_FMT_MASK = const(0x0F)
+_PSK_EXCHANGE = const(0xE6)
+_V12 = const(0x12)
+_V13 = const(0x13)
 
 
 def psk_exchange(mgr, conn, msg, now):
@@ -13,40 +29,40 @@ def psk_exchange(mgr, conn, msg, now):
     if e:
         return e
     if not mgr.psk_mode or not (conn.flags & (3 << PSK_CAP_SHIFT)) or not (conn.req_flags & (3 << PSK_CAP_SHIFT)):
-        return mgr._err(conn, C.ERR_UNSUPPORTED_REQUEST, C.PSK_EXCHANGE)
-    if conn.sel_aead != C.AEAD_AES_256_GCM or conn.sel_ks != C.KEY_SCHEDULE_SPDM:
-        return mgr._err(conn, C.ERR_UNEXPECTED_REQUEST)
+        return mgr._err(conn, _ERR_UNSUPPORTED_REQUEST, _PSK_EXCHANGE)
+    if conn.sel_aead != _AEAD_AES_256_GCM or conn.sel_ks != _KEY_SCHEDULE_SPDM:
+        return mgr._err(conn, _ERR_UNEXPECTED_REQUEST)
     v = conn.version
-    if v >= C.V12 and (conn.other_params & C.OPAQUE_FMT_MASK) != C.OPAQUE_FMT_1:
-        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+    if v >= _V12 and (conn.other_params & _OPAQUE_FMT_MASK) != _OPAQUE_FMT_1:
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
     ok, summary = mgr._summary(conn, msg[2])
     if not ok:
-        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
     if len(msg) < 12:
-        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
     hl, cl, ol = u16(msg, 6), u16(msg, 8), u16(msg, 10)
     size = 12 + hl + cl + ol
     if len(msg) < size or hl > MAX_PSK_HINT:
-        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
     msg = msg[:size]
     hint = msg[12:12 + hl]
     smv = mgr._sm_version(conn, msg[12 + hl + cl:size])
     if smv is None:
-        return mgr._err(conn, C.ERR_INVALID_REQUEST)
-    if v >= C.V13 and msg[3] & POLICY_EVENT_ALL and not (conn.flags & C.CAP_EVENT):
-        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
+    if v >= _V13 and msg[3] & POLICY_EVENT_ALL and not (conn.flags & _CAP_EVENT):
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
     psk = mgr.read_psk(hint)
     if not psk:
-        return mgr._err(conn, C.ERR_INVALID_REQUEST)
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
     psk = bytearray(psk)
     s = mgr._open(conn, u16(msg, 4), True)
     if s is None:
         keysched.wipe(psk)
-        return mgr._err(conn, C.ERR_SESSION_LIMIT_EXCEEDED)
+        return mgr._err(conn, _ERR_SESSION_LIMIT_EXCEEDED)
     try:
         s.sm_version = smv
-        s.policy = msg[3] if v >= C.V12 else 0
-        hb = mgr.heartbeat if mgr._both(conn, C.CAP_HBEAT) else 0
+        s.policy = msg[3] if v >= _V12 else 0
+        hb = mgr.heartbeat if mgr._both(conn, _CAP_HBEAT) else 0
         s.heartbeat = hb
         s.psk_context = mgr.psk_mode == PSK_WITH_CONTEXT
         ctx = mgr.drbg.generate(s.ks.h) if s.psk_context else b""
@@ -65,7 +81,7 @@ def psk_exchange(mgr, conn, msg, now):
         s.th = th
     except Exception:
         mgr.end(s, "PSK_EXCHANGE failed")
-        return mgr._err(conn, C.ERR_UNSPECIFIED)
+        return mgr._err(conn, _ERR_UNSPECIFIED)
     if hasattr(conn.t, "reset_l"):
         conn.t.reset_l()
     s.last_rx = now
@@ -81,7 +97,7 @@ def psk_finish(mgr, s, msg):
     h = s.ks.h
     if len(msg) != 4 + h:
         # only ever inside a session: exact size, as libspdm
-        return mgr._encode(s, mgr._err(conn, C.ERR_INVALID_REQUEST))
+        return mgr._encode(s, mgr._err(conn, _ERR_INVALID_REQUEST))
     th = s.th.copy()
     th.update(msg[:4])
     expect = mgr._hmac(s, s.ks.req_finished, th.digest())

@@ -28,11 +28,54 @@ exhausted) is answered with ERROR DecryptError inside the session and the
 session is ended; a FINISH/PSK_FINISH with a wrong verify HMAC likewise.
 All keys and secrets are bytearrays overwritten when a session ends.
 """
-from uspdm import consts as C
+from uspdm.compat import const
 from uspdm import demand, keysched, secured
 from uspdm.compat import p16, u16
 from uspdm.crypto import hmac as _hmac
 from uspdm.crypto import sha2
+
+# DSP0274 codes used here (private: compiled in, not in the module's dict)
+_AEAD_AES_256_GCM = const(0x02)
+_CAP_ENCRYPT = const(0x40)
+_CAP_HANDSHAKE_IN_THE_CLEAR = const(0x8000)
+_CAP_HBEAT = const(0x2000)
+_CAP_KEY_EX = const(0x200)
+_CAP_KEY_UPD = const(0x4000)
+_CAP_MAC = const(0x80)
+_CAP_MEAS_MASK = const(0x18)
+_CHALLENGE = const(0x83)
+_CHUNK_GET = const(0x86)
+_CHUNK_SEND = const(0x85)
+_DHE_SECP384R1 = const(0x10)
+_END_SESSION = const(0xEC)
+_ERROR = const(0x7F)
+_ERR_DECRYPT_ERROR = const(0x06)
+_ERR_INVALID_REQUEST = const(0x01)
+_ERR_SESSION_REQUIRED = const(0x0B)
+_ERR_UNEXPECTED_REQUEST = const(0x04)
+_ERR_UNSPECIFIED = const(0x05)
+_ERR_UNSUPPORTED_REQUEST = const(0x07)
+_ERR_VERSION_MISMATCH = const(0x41)
+_FINISH = const(0xE5)
+_GET_CAPABILITIES = const(0xE1)
+_GET_CERTIFICATE = const(0x82)
+_GET_DIGESTS = const(0x81)
+_GET_MEASUREMENTS = const(0xE0)
+_GET_VERSION = const(0x84)
+_HEARTBEAT = const(0xE8)
+_KEY_EXCHANGE = const(0xE4)
+_KEY_SCHEDULE_SPDM = const(0x01)
+_KEY_UPDATE = const(0xE9)
+_NEGOTIATE_ALGORITHMS = const(0xE3)
+_PSK_EXCHANGE = const(0xE6)
+_PSK_FINISH = const(0xE7)
+_RESPOND_IF_READY = const(0xFF)
+_SUMMARY_ALL = const(0xFF)
+_SUMMARY_NONE = const(0x00)
+_SUMMARY_TCB = const(0x01)
+_V11 = const(0x11)
+_V12 = const(0x12)
+_VENDOR_DEFINED_REQUEST = const(0xFE)
 
 KEY_EXCHANGE_RSP = 0x64
 FINISH_RSP = 0x65
@@ -69,7 +112,7 @@ MAX_PSK_HINT = 32
 HANDSHAKE_MIN_MS = 2000
 DHE_SIZE = 96  # secp384r1 X||Y
 
-_ERR_DECRYPT = C.ERR_DECRYPT_ERROR
+_ERR_DECRYPT = _ERR_DECRYPT_ERROR
 
 
 # ------------------------------------------------------------ opaque data
@@ -79,7 +122,7 @@ def parse_sm_versions(version, data):
     of u16 versions, [] when the field carries no such element, raises
     ValueError when the field is malformed."""
     n = len(data)
-    if version >= C.V12:
+    if version >= _V12:
         if n & 3 or n < 4:
             raise ValueError("opaque size")
         total = data[0]
@@ -105,7 +148,7 @@ def parse_sm_versions(version, data):
         padded = (end - off + 3) & ~3
         if off + padded > n:
             raise ValueError("opaque element length")
-        if version >= C.V12:
+        if version >= _V12:
             for i in range(end, off + padded):
                 if data[i]:
                     raise ValueError("opaque padding")
@@ -125,7 +168,7 @@ def sm_opaque(version, sm_data):
     """Opaque field with one secured-message element (sm_data after its header)."""
     el = b"\x00\x00" + p16(len(sm_data)) + sm_data
     el += bytes((-len(el)) & 3)
-    if version >= C.V12:
+    if version >= _V12:
         return b"\x01\x00\x00\x00" + el
     return SM_SPEC_ID + b"\x01\x01\x00\x00" + el
 
@@ -157,7 +200,7 @@ class Session:
         self.psk = psk
         self.psk_context = False
         self.in_clear = False
-        self.mac_only = not (conn.flags & C.CAP_ENCRYPT and conn.req_flags & C.CAP_ENCRYPT)
+        self.mac_only = not (conn.flags & _CAP_ENCRYPT and conn.req_flags & _CAP_ENCRYPT)
         self.state = ST_HANDSHAKE
         self.ks = keysched.KeySchedule(conn.hashname, conn.version)
         self.th = None          # running transcript hash (A [|| Ct] || K || F)
@@ -244,11 +287,11 @@ class SessionManager:
 
     # ---------------------------------------------------------- config
     def cap_flags(self, version):
-        if version < C.V11:
+        if version < _V11:
             return 0
-        f = C.CAP_ENCRYPT | C.CAP_MAC | C.CAP_KEY_EX | C.CAP_HBEAT | C.CAP_KEY_UPD
+        f = _CAP_ENCRYPT | _CAP_MAC | _CAP_KEY_EX | _CAP_HBEAT | _CAP_KEY_UPD
         if self.in_clear:
-            f |= C.CAP_HANDSHAKE_IN_THE_CLEAR
+            f |= _CAP_HANDSHAKE_IN_THE_CLEAR
         if self.psk_mode:
             f |= (self.psk_mode & 3) << PSK_CAP_SHIFT
         return f
@@ -262,12 +305,12 @@ class SessionManager:
 
     # --------------------------------------------------------- helpers
     def _err(self, conn, code, data=0):
-        return bytes((conn.version, C.ERROR, code, data))
+        return bytes((conn.version, _ERROR, code, data))
 
     def _session_required(self, conn, code):
-        if conn.version >= C.V12:
-            return self._err(conn, C.ERR_SESSION_REQUIRED)
-        return self._err(conn, C.ERR_UNSPECIFIED)
+        if conn.version >= _V12:
+            return self._err(conn, _ERR_SESSION_REQUIRED)
+        return self._err(conn, _ERR_UNSPECIFIED)
 
     def _both(self, conn, flag):
         return bool(conn.flags & flag) and bool(conn.req_flags & flag)
@@ -364,11 +407,11 @@ class SessionManager:
 
     def _summary(self, conn, kind):
         """(ok, bytes) for a MeasurementSummaryHashType request parameter."""
-        if kind == C.SUMMARY_NONE:
+        if kind == _SUMMARY_NONE:
             return True, b""
-        if kind not in (C.SUMMARY_TCB, C.SUMMARY_ALL):
+        if kind not in (_SUMMARY_TCB, _SUMMARY_ALL):
             return False, None
-        if not (conn.flags & C.CAP_MEAS_MASK) or not conn.meas_spec or not conn.meas_hashname:
+        if not (conn.flags & _CAP_MEAS_MASK) or not conn.meas_spec or not conn.meas_hashname:
             return False, None
         return True, conn.meas.summary_hash(kind, conn.hashname, conn.meas_hashname)
 
@@ -415,30 +458,30 @@ class SessionManager:
         """Session messages that arrive as plain SPDM (type 0x05).  Returns the
         response, or None for a request code that is not session business."""
         code = msg[1]
-        if code not in (C.KEY_EXCHANGE, C.PSK_EXCHANGE, C.FINISH, C.PSK_FINISH, C.HEARTBEAT, C.KEY_UPDATE,
-                        C.END_SESSION):
+        if code not in (_KEY_EXCHANGE, _PSK_EXCHANGE, _FINISH, _PSK_FINISH, _HEARTBEAT, _KEY_UPDATE,
+                        _END_SESSION):
             return None
         self.tick(now)   # half-open sessions past their window end before anything else
         if not conn.version or not conn.hashname:
-            return bytes((conn.version or msg[0], C.ERROR, C.ERR_UNEXPECTED_REQUEST, 0))
-        if code == C.KEY_EXCHANGE:
+            return bytes((conn.version or msg[0], _ERROR, _ERR_UNEXPECTED_REQUEST, 0))
+        if code == _KEY_EXCHANGE:
             return self._key_exchange(conn, msg, now)
-        if code == C.PSK_EXCHANGE:
+        if code == _PSK_EXCHANGE:
             return self._psk_exchange(conn, msg, now)
-        if code == C.FINISH:
+        if code == _FINISH:
             return self._finish_clear(conn, msg, now)
-        if code in (C.PSK_FINISH, C.HEARTBEAT, C.KEY_UPDATE, C.END_SESSION):
+        if code in (_PSK_FINISH, _HEARTBEAT, _KEY_UPDATE, _END_SESSION):
             e = self._version_checks(conn, msg)
             if e:
                 return e
             # libspdm checks the capability before the session: a request the
             # connection did not negotiate is UnsupportedRequest either way
-            if (code == C.HEARTBEAT and not self._both(conn, C.CAP_HBEAT)) \
-                    or (code == C.KEY_UPDATE and not self._both(conn, C.CAP_KEY_UPD)) \
-                    or (code == C.PSK_FINISH and not (self.psk_mode == PSK_WITH_CONTEXT
+            if (code == _HEARTBEAT and not self._both(conn, _CAP_HBEAT)) \
+                    or (code == _KEY_UPDATE and not self._both(conn, _CAP_KEY_UPD)) \
+                    or (code == _PSK_FINISH and not (self.psk_mode == PSK_WITH_CONTEXT
                                                       and conn.flags & (PSK_WITH_CONTEXT << PSK_CAP_SHIFT)
                                                       and conn.req_flags & (3 << PSK_CAP_SHIFT))):
-                return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code)
+                return self._err(conn, _ERR_UNSUPPORTED_REQUEST, code)
             return self._session_required(conn, code)
         return None
 
@@ -465,40 +508,40 @@ class SessionManager:
         conn = s.conn
         code = msg[1]
         if s.state != ST_ESTABLISHED:
-            return self._err(conn, C.ERR_UNEXPECTED_REQUEST)
-        if code in (C.GET_MEASUREMENTS, C.GET_DIGESTS, C.GET_CERTIFICATE, 0xED, 0xEE):  # + GET_CSR, SET_CERTIFICATE
+            return self._err(conn, _ERR_UNEXPECTED_REQUEST)
+        if code in (_GET_MEASUREMENTS, _GET_DIGESTS, _GET_CERTIFICATE, 0xED, 0xEE):  # + GET_CSR, SET_CERTIFICATE
             return None
-        if code == C.HEARTBEAT:
-            if not self._both(conn, C.CAP_HBEAT):
-                return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code)
-            return self._err(conn, C.ERR_INVALID_REQUEST)   # never 4 bytes when chunked
-        if code == C.KEY_UPDATE:
-            if not self._both(conn, C.CAP_KEY_UPD):
-                return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code)
-            return self._err(conn, C.ERR_INVALID_REQUEST)
-        if code == C.END_SESSION:
-            return self._err(conn, C.ERR_INVALID_REQUEST)
-        if code == C.VENDOR_DEFINED_REQUEST:
+        if code == _HEARTBEAT:
+            if not self._both(conn, _CAP_HBEAT):
+                return self._err(conn, _ERR_UNSUPPORTED_REQUEST, code)
+            return self._err(conn, _ERR_INVALID_REQUEST)   # never 4 bytes when chunked
+        if code == _KEY_UPDATE:
+            if not self._both(conn, _CAP_KEY_UPD):
+                return self._err(conn, _ERR_UNSUPPORTED_REQUEST, code)
+            return self._err(conn, _ERR_INVALID_REQUEST)
+        if code == _END_SESSION:
+            return self._err(conn, _ERR_INVALID_REQUEST)
+        if code == _VENDOR_DEFINED_REQUEST:
             resp = None
             if self.vendor_hook is not None:
                 try:
                     resp = self.vendor_hook(msg, s)
                 except Exception:
-                    resp = self._err(conn, C.ERR_UNSPECIFIED)
-            return resp if resp is not None else self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code)
-        if code in (C.KEY_EXCHANGE, C.PSK_EXCHANGE, C.FINISH, C.PSK_FINISH, C.CHALLENGE, C.GET_VERSION,
-                    C.GET_CAPABILITIES, C.NEGOTIATE_ALGORITHMS):
-            return self._err(conn, C.ERR_UNEXPECTED_REQUEST)
-        return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code)
+                    resp = self._err(conn, _ERR_UNSPECIFIED)
+            return resp if resp is not None else self._err(conn, _ERR_UNSUPPORTED_REQUEST, code)
+        if code in (_KEY_EXCHANGE, _PSK_EXCHANGE, _FINISH, _PSK_FINISH, _CHALLENGE, _GET_VERSION,
+                    _GET_CAPABILITIES, _NEGOTIATE_ALGORITHMS):
+            return self._err(conn, _ERR_UNEXPECTED_REQUEST)
+        return self._err(conn, _ERR_UNSUPPORTED_REQUEST, code)
 
     def _psk_finish(self, s, msg):
         return demand.need("sess_psk").psk_finish(self, s, msg)
 
     def _version_checks(self, conn, msg):
-        if conn.version < C.V11:
-            return self._err(conn, C.ERR_UNSUPPORTED_REQUEST, msg[1])
+        if conn.version < _V11:
+            return self._err(conn, _ERR_UNSUPPORTED_REQUEST, msg[1])
         if msg[0] != conn.version:
-            return self._err(conn, C.ERR_VERSION_MISMATCH)
+            return self._err(conn, _ERR_VERSION_MISMATCH)
         return None
 
 
@@ -551,7 +594,7 @@ class SessionManager:
         s.last_rx = now
         if len(app) < 5 or app[0] != 0x05:
             # not an SPDM message inside: libspdm treats it as an app message; we have none
-            return self._encode(s, self._err(s.conn, C.ERR_UNSUPPORTED_REQUEST, app[2] if len(app) > 2 else 0))
+            return self._encode(s, self._err(s.conn, _ERR_UNSUPPORTED_REQUEST, app[2] if len(app) > 2 else 0))
         msg = bytes(app[1:])
         return self._in_session(s, msg, now)
 
@@ -593,9 +636,9 @@ class SessionManager:
         conn = s.conn
         code = msg[1]
         if msg[0] != conn.version:
-            return self._encode(s, self._err(conn, C.ERR_VERSION_MISMATCH))
+            return self._encode(s, self._err(conn, _ERR_VERSION_MISMATCH))
         if s.state == ST_HANDSHAKE:
-            if code == C.FINISH and not s.psk and not s.in_clear:
+            if code == _FINISH and not s.psk and not s.in_clear:
                 resp, ok = self._finish(s, msg)
                 out = self._encode(s, resp)
                 if ok and s.id in self.sessions:
@@ -605,62 +648,62 @@ class SessionManager:
                 elif not ok and resp[2] == _ERR_DECRYPT and s.id in self.sessions:
                     self.end(s, "FINISH verify data mismatch")
                 return out
-            if code == C.PSK_FINISH and s.psk and s.psk_context:
+            if code == _PSK_FINISH and s.psk and s.psk_context:
                 return self._psk_finish(s, msg)
-            return self._encode(s, self._err(conn, C.ERR_UNEXPECTED_REQUEST))
+            return self._encode(s, self._err(conn, _ERR_UNEXPECTED_REQUEST))
         # established
-        if code == C.HEARTBEAT:
-            if not self._both(conn, C.CAP_HBEAT):
-                return self._encode(s, self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code))
+        if code == _HEARTBEAT:
+            if not self._both(conn, _CAP_HBEAT):
+                return self._encode(s, self._err(conn, _ERR_UNSUPPORTED_REQUEST, code))
             if len(msg) != 4:
                 # only ever inside a session, so no transport padding: exact size (libspdm)
-                return self._encode(s, self._err(conn, C.ERR_INVALID_REQUEST))
+                return self._encode(s, self._err(conn, _ERR_INVALID_REQUEST))
             return self._encode(s, bytes((conn.version, HEARTBEAT_ACK, 0, 0)))
-        if code == C.KEY_UPDATE:
+        if code == _KEY_UPDATE:
             return self._key_update(s, msg)
-        if code == C.END_SESSION:
+        if code == _END_SESSION:
             if len(msg) != 4:
-                return self._encode(s, self._err(conn, C.ERR_INVALID_REQUEST))
+                return self._encode(s, self._err(conn, _ERR_INVALID_REQUEST))
             out = self._encode(s, bytes((conn.version, END_SESSION_ACK, 0, 0)))
             if s.id in self.sessions:
                 self.end(s, "END_SESSION")
             return out
-        if code in (C.GET_MEASUREMENTS, C.GET_DIGESTS, C.GET_CERTIFICATE, C.CHUNK_GET, C.CHUNK_SEND,
-                    0xED, 0xEE, C.RESPOND_IF_READY):  # + GET_CSR, SET_CERTIFICATE (deferred: RESPOND_IF_READY)
+        if code in (_GET_MEASUREMENTS, _GET_DIGESTS, _GET_CERTIFICATE, _CHUNK_GET, _CHUNK_SEND,
+                    0xED, 0xEE, _RESPOND_IF_READY):  # + GET_CSR, SET_CERTIFICATE (deferred: RESPOND_IF_READY)
             fn = getattr(conn, "session_request", None)
             if fn is None:
-                return self._encode(s, self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code))
+                return self._encode(s, self._err(conn, _ERR_UNSUPPORTED_REQUEST, code))
             resp = fn(msg, s)
             if resp is None:
                 return None
             return self._encode(s, resp)
-        if code == C.VENDOR_DEFINED_REQUEST:
+        if code == _VENDOR_DEFINED_REQUEST:
             resp = None
             if self.vendor_hook is not None:
                 try:
                     resp = self.vendor_hook(msg, s)
                 except Exception:
-                    resp = self._err(conn, C.ERR_UNSPECIFIED)
+                    resp = self._err(conn, _ERR_UNSPECIFIED)
             if resp is None:
-                resp = self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code)
+                resp = self._err(conn, _ERR_UNSUPPORTED_REQUEST, code)
             return self._encode(s, resp)
-        if code in (C.KEY_EXCHANGE, C.PSK_EXCHANGE, C.FINISH, C.PSK_FINISH, C.CHALLENGE, C.GET_VERSION,
-                    C.GET_CAPABILITIES, C.NEGOTIATE_ALGORITHMS):
-            return self._encode(s, self._err(conn, C.ERR_UNEXPECTED_REQUEST))
-        return self._encode(s, self._err(conn, C.ERR_UNSUPPORTED_REQUEST, code))
+        if code in (_KEY_EXCHANGE, _PSK_EXCHANGE, _FINISH, _PSK_FINISH, _CHALLENGE, _GET_VERSION,
+                    _GET_CAPABILITIES, _NEGOTIATE_ALGORITHMS):
+            return self._encode(s, self._err(conn, _ERR_UNEXPECTED_REQUEST))
+        return self._encode(s, self._err(conn, _ERR_UNSUPPORTED_REQUEST, code))
 
 
     def _key_update(self, s, msg):
         conn = s.conn
-        if not self._both(conn, C.CAP_KEY_UPD):
-            return self._encode(s, self._err(conn, C.ERR_UNSUPPORTED_REQUEST, C.KEY_UPDATE))
+        if not self._both(conn, _CAP_KEY_UPD):
+            return self._encode(s, self._err(conn, _ERR_UNSUPPORTED_REQUEST, _KEY_UPDATE))
         if len(msg) != 4:
-            return self._encode(s, self._err(conn, C.ERR_INVALID_REQUEST))
+            return self._encode(s, self._err(conn, _ERR_INVALID_REQUEST))
         op = msg[2]
         ack = bytes((conn.version, KEY_UPDATE_ACK, op, msg[3]))
         if op in (KU_UPDATE_KEY, KU_UPDATE_ALL_KEYS):
             if s.last_ku is not None:
-                return self._encode(s, self._err(conn, C.ERR_INVALID_REQUEST))
+                return self._encode(s, self._err(conn, _ERR_INVALID_REQUEST))
             self._update_req(s)
             s.last_ku = op
             if op == KU_UPDATE_ALL_KEYS:
@@ -674,14 +717,14 @@ class SessionManager:
             return self._encode(s, ack)
         if op == KU_VERIFY_NEW_KEY:
             if s.last_ku is None:
-                return self._encode(s, self._err(conn, C.ERR_INVALID_REQUEST))
+                return self._encode(s, self._err(conn, _ERR_INVALID_REQUEST))
             if s.req_backup is not None:
                 s.req_backup.wipe()
             keysched.wipe(s.req_backup_secret)
             s.req_backup = s.req_backup_secret = None
             s.last_ku = None
             return self._encode(s, ack)
-        return self._encode(s, self._err(conn, C.ERR_INVALID_REQUEST))
+        return self._encode(s, self._err(conn, _ERR_INVALID_REQUEST))
 
     def _update_req(self, s):
         if s.req_backup is not None:
@@ -756,7 +799,7 @@ def from_settings(drbg, storage, c, log=None, vendor_hook=None, ticks_diff=None)
 def configure(config):
     """Select the session algorithms in a uspdm.responder.Config: DHE secp384r1,
     AEAD AES-256-GCM, the SPDM key schedule."""
-    config.dhe_priority = [C.DHE_SECP384R1]
-    config.aead_priority = [C.AEAD_AES_256_GCM]
-    config.key_schedule_priority = [C.KEY_SCHEDULE_SPDM]
+    config.dhe_priority = [_DHE_SECP384R1]
+    config.aead_priority = [_AEAD_AES_256_GCM]
+    config.key_schedule_priority = [_KEY_SCHEDULE_SPDM]
     return config

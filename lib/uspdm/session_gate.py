@@ -18,8 +18,19 @@ loaded after the last session (faster next session, less free heap).
 import gc
 import sys
 
-from uspdm import consts as C
+from uspdm.compat import const
 from uspdm import demand
+
+# DSP0274 codes used here (private: compiled in, not in the module's dict)
+_CAP_ENCRYPT = const(0x40)
+_CAP_HANDSHAKE_IN_THE_CLEAR = const(0x8000)
+_CAP_HBEAT = const(0x2000)
+_CAP_KEY_EX = const(0x200)
+_CAP_KEY_UPD = const(0x4000)
+_CAP_MAC = const(0x80)
+_ERROR = const(0x7F)
+_ERR_BUSY = const(0x03)
+_V11 = const(0x11)
 
 SESSION_CONFIG = "uspdm/session.json"
 # what uspdm.session imports, largest first (AES with its viper kernels: a demand module of its
@@ -155,11 +166,11 @@ class SessionGate:
 
     # ------------------------------------------- SessionManager interface
     def cap_flags(self, version):
-        if version < C.V11:
+        if version < _V11:
             return 0
-        f = C.CAP_ENCRYPT | C.CAP_MAC | C.CAP_KEY_EX | C.CAP_HBEAT | C.CAP_KEY_UPD
+        f = _CAP_ENCRYPT | _CAP_MAC | _CAP_KEY_EX | _CAP_HBEAT | _CAP_KEY_UPD
         if self._in_clear:
-            f |= C.CAP_HANDSHAKE_IN_THE_CLEAR
+            f |= _CAP_HANDSHAKE_IN_THE_CLEAR
         if self._psk_mode:
             f |= (self._psk_mode & 3) << 10
         return f
@@ -212,7 +223,7 @@ class SessionGate:
             s = m.sessions.get(sid)
             if s is None or s.rsp is None:
                 return None
-            return m._encode(s, bytes((s.conn.version, C.ERROR, C.ERR_BUSY, 0)))
+            return m._encode(s, bytes((s.conn.version, _ERROR, _ERR_BUSY, 0)))
         except Exception:
             return None
 
