@@ -159,7 +159,7 @@ class Curve:
             if t is None:
                 self.comb = self.small
                 try:
-                    t = __import__("uspdm.crypto.ec_%s_tbl" % self.name, None, None, ["T"]).T
+                    t = _import_tbl(self)
                 except ImportError:
                     t = table_chunks(self, make_table(self))
             t = self._tbl = tuple(memoryview(x) for x in t)
@@ -175,6 +175,30 @@ class Curve:
     def table_bytes(self):
         """The whole table as one bytes object (tests)."""
         return b"".join(bytes(x) for x in self.table())
+
+
+def _import_tbl(c):
+    """ec_<name>_tbl.T; short of memory (a small board keeps the preferred curve's
+    table loaded), the other curves' tables are let go and it is tried once more."""
+    name = "uspdm.crypto.ec_%s_tbl" % c.name
+    try:
+        return __import__(name, None, None, ["T"]).T
+    except MemoryError:
+        import sys
+
+        sys.modules.pop(name, None)
+        for o in CURVES:
+            if o is not c and o._tbl is not None:
+                o._tbl = None
+                sys.modules.pop("uspdm.crypto.ec_%s_tbl" % o.name, None)
+                try:
+                    delattr(sys.modules["uspdm.crypto"], "ec_%s_tbl" % o.name)
+                except (AttributeError, KeyError):
+                    pass
+        import gc
+
+        gc.collect()
+        return __import__(name, None, None, ["T"]).T
 
 
 P384 = Curve(
