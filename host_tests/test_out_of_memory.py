@@ -133,8 +133,12 @@ _step = dev._background_step
 
 
 def counted():
-    calls[0] += 1
+    # attempts of the background work; a step that imported its module (the
+    # resident modules come one per step at boot) is progress, not a retry
+    pre = dev._pre
     _step()
+    if dev._pre == pre:
+        calls[0] += 1
 
 
 dev._background_step = counted
