@@ -29,8 +29,6 @@ REPEAT = int(os.environ.get("USPDM_M0_REPEAT", "5"))
 # What main measured when this file was written (stock load); remove an entry when its
 # flow passes (strict xfail turns an unexpected pass red).
 XFAIL = {
-    ("128k", "attest-p256-1.2"): "intermittent: failed in 1 of 5 runs on a fresh board (the signed GET_MEASUREMENTS "
-                                 "answered ERROR Busy, no 1 KB block free); passed 2 of 2 in another run",
     ("128k", "session"): "128 KB: KEY_EXCHANGE answers ERROR Busy (MemoryError allocating 0.7-2.5 KB: the session "
                          "stack, about 28 KB, does not fit beside the ~96 KB kept after boot)",
     ("128k", "psk"): "128 KB: PSK_EXCHANGE answers ERROR Busy (MemoryError allocating 0.7 KB while loading the "

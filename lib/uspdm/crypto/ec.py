@@ -178,27 +178,21 @@ class Curve:
 
 
 def _import_tbl(c):
-    """ec_<name>_tbl.T; short of memory (a small board keeps the preferred curve's
-    table loaded), the other curves' tables are let go and it is tried once more."""
-    name = "uspdm.crypto.ec_%s_tbl" % c.name
-    try:
-        return __import__(name, None, None, ["T"]).T
-    except MemoryError:
-        import sys
+    """ec_<name>_tbl.T, the other curves' tables let go first: one comb table in
+    the heap at a time (a small board keeps the preferred curve's loaded; a
+    signature with the other curve swaps them, about 1 M instructions on the
+    emulated M0, instead of holding both)."""
+    import sys
 
-        sys.modules.pop(name, None)
-        for o in CURVES:
-            if o is not c and o._tbl is not None:
-                o._tbl = None
-                sys.modules.pop("uspdm.crypto.ec_%s_tbl" % o.name, None)
-                try:
-                    delattr(sys.modules["uspdm.crypto"], "ec_%s_tbl" % o.name)
-                except (AttributeError, KeyError):
-                    pass
-        import gc
-
-        gc.collect()
-        return __import__(name, None, None, ["T"]).T
+    for o in CURVES:
+        if o is not c and o._tbl is not None and o.comb == o.small:
+            o._tbl = None
+            sys.modules.pop("uspdm.crypto.ec_%s_tbl" % o.name, None)
+            try:
+                delattr(sys.modules["uspdm.crypto"], "ec_%s_tbl" % o.name)
+            except (AttributeError, KeyError):
+                pass
+    return __import__("uspdm.crypto.ec_%s_tbl" % c.name, None, None, ["T"]).T
 
 
 P384 = Curve(
