@@ -1,6 +1,10 @@
 """SPDM (DMTF DSP0274 1.0-1.3) message codes, error codes, flags and algorithm bits.
 
-Only what uspdm uses (every public name costs heap on a board that loads .mpy files).
+The reference list, for the host side, tests and enrolment (uspdm.enroll).  The
+modules a board keeps loaded do not import it: each declares the codes it uses
+as private const()s (`_ERROR = const(0x7F)`), which the compiler folds in, so
+they cost no module dict entry and no interned name on a board that copies
+.mpy files into its heap.  Keep the values here and there the same.
 """
 from uspdm.compat import const
 
