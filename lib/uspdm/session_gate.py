@@ -30,6 +30,7 @@ _CAP_KEY_UPD = const(0x4000)
 _CAP_MAC = const(0x80)
 _ERROR = const(0x7F)
 _ERR_BUSY = const(0x03)
+_KEY_EXCHANGE = const(0xE4)
 _V11 = const(0x11)
 
 SESSION_CONFIG = "uspdm/session.json"
@@ -182,7 +183,89 @@ class SessionGate:
     def count(self):
         return len(self.m.sessions) if self.m is not None else 0
 
+    def _stepwise(self, conn, msg):
+        """True when KEY_EXCHANGE msg is to load the stack in idle steps first: the stack
+        is not loaded, the request would be deferred anyway (its EC work in slices, as
+        uspdm.sess_kex decides) and passes the checks that need no stack code (so a
+        malformed one is answered at once, as before)."""
+        if self.m is not None or getattr(conn, "defer_work", None) is None or len(msg) < 138:
+            return False
+        d = self.settings.get("defer_key_exchange")
+        if d is None:
+            d = getattr(getattr(conn, "cfg", None), "defer_signing", False)
+        # secp384r1, AES-256-GCM, the SPDM key schedule: the only selections sess_kex accepts
+        return bool(d) and bool(conn.version) and bool(conn.hashname) and msg[0] == conn.version \
+            and getattr(conn, "sel_dhe", 0) == 0x10 and getattr(conn, "sel_aead", 0) == 0x02 \
+            and getattr(conn, "sel_ks", 0) == 0x01
+
+    def _load_iter(self, conn, msg, now):
+        """KEY_EXCHANGE as pending work (conn.defer_work): the session stack imported one
+        module per idle slice (in a nearly full heap the whole stack at once is about
+        30 M instructions on the M0, during which the board answers nothing), then the
+        request handled by the manager, whose EC work (its own pending work) continues
+        in this one: the requester's token and the board's late answer stay this one's."""
+        mine = conn.pend
+        before = list(self.m.sessions) if self.m is not None else ()
+        try:
+            for k in list(demand._cache):
+                if k.startswith("rsp_"):
+                    demand.drop(k, collect=False)
+            gc.collect()
+            yield
+            demand.need(_AES)
+            yield
+            if not demand.loaded("session"):
+                # the stack's modules largest first (demand.need's first=), one per slice;
+                # what they bring in goes with uspdm.session when it is dropped
+                had = set(sys.modules)
+                try:
+                    for f in _STACK:
+                        if f not in sys.modules:
+                            __import__(f)
+                            yield
+                    demand.need("session")
+                except BaseException:
+                    if not demand.loaded("session"):
+                        for k in list(sys.modules):
+                            if k not in had:
+                                demand._forget(k)
+                    raise
+                deps = demand._deps.setdefault("session", [])
+                for k in sys.modules:
+                    if k not in had and k != "uspdm.session" and k.startswith("uspdm.") and k not in deps \
+                            and k[6:] not in demand._cache:
+                        deps.append(k)
+                had = None
+                yield
+            demand.need("sess_kex")
+            yield
+            # the manager made and used in one slice (between slices, with no session
+            # yet, the board's tick would let it go again: release())
+            m = self.manager()
+            before = list(m.sessions)
+            rsp = m.handle_in_clear(conn, msg, now)
+            q = conn.pend
+            if q is not mine and q is not None and q.sig is None:
+                # the manager deferred its EC work: it runs here, under this token
+                conn.pend = mine
+                gen = q.gen
+                q = rsp = None
+                rsp = yield from gen
+            return rsp
+        except MemoryError:
+            m = self.m
+            if m is not None:
+                for sid in list(m.sessions):
+                    if sid not in before:
+                        m.end(m.sessions[sid], "out of memory")
+            raise
+        finally:
+            self.release()
+
     def handle_in_clear(self, conn, msg, now=0):
+        if msg[1] == _KEY_EXCHANGE and self._stepwise(conn, msg):
+            # the stack is loaded in idle slices before the request is handled
+            return conn.defer_work(_KEY_EXCHANGE, self._load_iter(conn, msg, now))
         # KEY_EXCHANGE / PSK_EXCHANGE load the stack; anything else with no
         # session loads it for the manager's checks and answer, then drops it
         before = list(self.m.sessions) if self.m is not None else ()
