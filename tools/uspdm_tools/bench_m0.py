@@ -84,7 +84,7 @@ def run():
         return rom, (rinfo if rom is not None else None), info
 
     results = {}
-    for flow in ("attest-p384-1.3", "attest-p256-1.3", "session"):
+    for flow in ("attest-p384-1.3", "attest-p256-1.3", "session", "psk"):
         results[flow] = flow_figs(flow, fw)
 
     _say("  %-64s %11s %11s %11s %11s  %s" % ("flow", "before", "now", "est. RP2040", "target", ""))
@@ -131,6 +131,9 @@ def run():
         longest.append((figs["longest_step"], "session, %s" % figs["longest_step_at"]))
     if boot and boot_rec is None:
         boot_rec = boot
+    figs = results["psk"][0]
+    if figs:
+        longest.append((figs["longest_step"], "psk, %s" % figs["longest_step_at"]))
     prepared = [r for r in (boot_rec or []) if r.get("event") == "prepared"]
     ready = [r for r in (boot_rec or []) if r.get("event") == "ready"]
     row(4, prepared[0]["kinstr"] if prepared else None,
@@ -146,7 +149,7 @@ def run():
 
     # the same flows with the code in ROMFS (a ROMFS deploy: bytecode and constants in flash)
     rom = {}
-    for flow in ("attest-p384-1.3", "attest-p256-1.3", "session"):
+    for flow in ("attest-p384-1.3", "attest-p256-1.3", "session", "psk"):
         figs, boot, stock_err = results[flow]
         rom[flow] = (figs, boot) if stock_err else measure(fw, flash, root, flow, load="rom")
     rvals = {}
@@ -161,6 +164,8 @@ def run():
         rvals[2] = figs["phases"].get("KEY_EXCHANGE + FINISH")
         rvals[3] = figs["phases"].get("signed GET_MEASUREMENTS in session")
         rlong.append(figs["longest_step"])
+    if rom["psk"][0]:
+        rlong.append(rom["psk"][0]["longest_step"])
     rboot = [r for r in (rom["attest-p384-1.3"][1] or []) if isinstance(r, dict) and r.get("event") == "prepared"]
     if rboot:
         rvals[4] = rboot[0]["kinstr"]
@@ -311,8 +316,8 @@ def issue_table(vals, results, notes=None, rvals=None, longest_at=None):
             lines = [
                 "it is in %s, not in EC work (EC slices are at most %s k-instr in the chip bench's heap, row 'longest "
                 "slice'): a request handled in one step in a nearly full heap (the stock load imports the session "
-                "stack into it at KEY_EXCHANGE, one module per idle slice (uspdm.session_gate); the FINISH and the "
-                "late answer's encryption are one step each)"
+                "stack into it at KEY_EXCHANGE one module per idle slice (uspdm.session_gate), but at PSK_EXCHANGE "
+                "in the request's own step; the FINISH and the late answer's encryption are one step each)"
                 % (longest_at or "?", _k(ops.get("p384_slice", 0))),
             ]
             if rvals.get(5):
