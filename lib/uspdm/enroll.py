@@ -355,13 +355,22 @@ def _reset_flow(r, tag, overwrite, fp):
     return None
 
 
+def _refused(r, cap, code):
+    """The ERROR for a GET_CSR/SET_CERTIFICATE the connection may not send (before
+    1.2, the capability not offered, outside a session without enroll_in_clear)."""
+    if r.version < C.V12 or not (r.flags & cap):
+        return r._unsupported(code)
+    if getattr(r, "cur_session", None) is None and not getattr(r.cfg, "enroll_in_clear", False):
+        return _err(r, C.ERR_SESSION_REQUIRED)
+    return None
+
+
 def get_csr(r, msg):
+    e = _refused(r, _CAP_CSR, _GET_CSR)
+    if e:
+        return e
     v = r.version
     c = r.cfg
-    if v < C.V12 or not (r.flags & _CAP_CSR):
-        return r._unsupported(_GET_CSR)
-    if getattr(r, "cur_session", None) is None and not getattr(c, "enroll_in_clear", False):
-        return _err(r, C.ERR_SESSION_REQUIRED)
     n = len(msg)
     if n < 8:
         return _err(r, C.ERR_INVALID_REQUEST)
@@ -579,12 +588,11 @@ def check_chain(r, certs, root_hash, pubs):
 
 
 def set_certificate(r, msg):
+    e = _refused(r, _CAP_SET_CERT, _SET_CERTIFICATE)
+    if e:
+        return e
     v = r.version
     c = r.cfg
-    if v < C.V12 or not (r.flags & _CAP_SET_CERT):
-        return r._unsupported(_SET_CERTIFICATE)
-    if getattr(r, "cur_session", None) is None and not getattr(c, "enroll_in_clear", False):
-        return _err(r, C.ERR_SESSION_REQUIRED)
     p1 = msg[2]
     slot = p1 & 0x0F
     erase = False

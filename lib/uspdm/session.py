@@ -285,6 +285,17 @@ class SessionManager:
         # until the next secured response.  None: each response is a new bytearray.
         self.sec_buffer = None
 
+    def _vendor(self, conn, msg, s):
+        """VENDOR_DEFINED_REQUEST: the board's hook answers (s: the session it came in,
+        or None); UnsupportedRequest without one or when it declines."""
+        resp = None
+        if self.vendor_hook is not None:
+            try:
+                resp = self.vendor_hook(msg, s)
+            except Exception:
+                resp = self._err(conn, _ERR_UNSPECIFIED)
+        return resp if resp is not None else self._err(conn, _ERR_UNSUPPORTED_REQUEST, _VENDOR_DEFINED_REQUEST)
+
     # ---------------------------------------------------------- config
     def cap_flags(self, version):
         if version < _V11:
@@ -522,13 +533,7 @@ class SessionManager:
         if code == _END_SESSION:
             return self._err(conn, _ERR_INVALID_REQUEST)
         if code == _VENDOR_DEFINED_REQUEST:
-            resp = None
-            if self.vendor_hook is not None:
-                try:
-                    resp = self.vendor_hook(msg, s)
-                except Exception:
-                    resp = self._err(conn, _ERR_UNSPECIFIED)
-            return resp if resp is not None else self._err(conn, _ERR_UNSUPPORTED_REQUEST, code)
+            return self._vendor(conn, msg, s)
         if code in (_KEY_EXCHANGE, _PSK_EXCHANGE, _FINISH, _PSK_FINISH, _CHALLENGE, _GET_VERSION,
                     _GET_CAPABILITIES, _NEGOTIATE_ALGORITHMS):
             return self._err(conn, _ERR_UNEXPECTED_REQUEST)
@@ -678,15 +683,7 @@ class SessionManager:
                 return None
             return self._encode(s, resp)
         if code == _VENDOR_DEFINED_REQUEST:
-            resp = None
-            if self.vendor_hook is not None:
-                try:
-                    resp = self.vendor_hook(msg, s)
-                except Exception:
-                    resp = self._err(conn, _ERR_UNSPECIFIED)
-            if resp is None:
-                resp = self._err(conn, _ERR_UNSUPPORTED_REQUEST, code)
-            return self._encode(s, resp)
+            return self._encode(s, self._vendor(conn, msg, s))
         if code in (_KEY_EXCHANGE, _PSK_EXCHANGE, _FINISH, _PSK_FINISH, _CHALLENGE, _GET_VERSION,
                     _GET_CAPABILITIES, _NEGOTIATE_ALGORITHMS):
             return self._encode(s, self._err(conn, _ERR_UNEXPECTED_REQUEST))

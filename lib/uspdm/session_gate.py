@@ -104,13 +104,8 @@ class SessionGate:
         """The SessionManager (the session stack imported if needed)."""
         m = self.m
         if m is None:
-            # the handlers of the connection's first messages go first (their room goes
-            # to the stack: about 35 KB of code when copied into the heap), and the
-            # stack's largest modules are loaded first (uspdm.demand.need)
-            for k in list(demand._cache):
-                if k.startswith("rsp_"):
-                    demand.drop(k, collect=False)
-            gc.collect()
+            # the stack's largest modules are loaded first (uspdm.demand.need)
+            self._make_room()
             demand.need(_AES)
             s = demand.need("session", first=_STACK)
             demand.pin(_AES)   # live sessions hold its functions: never dropped under them
@@ -126,6 +121,23 @@ class SessionGate:
             self.stats["loads"] += 1
             self.m = m
         return m
+
+    @staticmethod
+    def _make_room():
+        """The handlers of the connection's first messages go before the stack comes
+        (their room goes to it: about 35 KB of code when copied into the heap)."""
+        for k in list(demand._cache):
+            if k.startswith("rsp_"):
+                demand.drop(k, collect=False)
+        gc.collect()
+
+    def _end_opened(self, before):
+        """End the sessions opened since `before` (a request that ran out of memory)."""
+        m = self.m
+        if m is not None:
+            for sid in list(m.sessions):
+                if sid not in before:
+                    m.end(m.sessions[sid], "out of memory")
 
     def _install_tables(self):
         """The AES kernel's tables (1.3 KB) made once and kept here, given to each
@@ -207,10 +219,7 @@ class SessionGate:
         mine = conn.pend
         before = list(self.m.sessions) if self.m is not None else ()
         try:
-            for k in list(demand._cache):
-                if k.startswith("rsp_"):
-                    demand.drop(k, collect=False)
-            gc.collect()
+            self._make_room()
             yield
             demand.need(_AES)
             yield
@@ -253,11 +262,7 @@ class SessionGate:
                 rsp = yield from gen
             return rsp
         except MemoryError:
-            m = self.m
-            if m is not None:
-                for sid in list(m.sessions):
-                    if sid not in before:
-                        m.end(m.sessions[sid], "out of memory")
+            self._end_opened(before)
             raise
         finally:
             self.release()
@@ -274,11 +279,7 @@ class SessionGate:
         except MemoryError:
             # the stack could not be loaded, or the handshake ran out of memory:
             # a session this request opened is ended; the responder answers Busy
-            m = self.m
-            if m is not None:
-                for sid in list(m.sessions):
-                    if sid not in before:
-                        m.end(m.sessions[sid], "out of memory")
+            self._end_opened(before)
             raise
         finally:
             self.release()
