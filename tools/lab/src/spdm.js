@@ -53,6 +53,9 @@ export const SIGN_CTX = {
   kex: "responder-key_exchange_rsp signing",
 };
 
+// RESPOND_IF_READY attempts before giving up (once WT_max has passed twice, see resolve())
+export const RNR_RETRIES = 20;
+
 export class SpdmError extends Error {}
 export class Unreachable extends SpdmError {}
 export class ProtocolError extends SpdmError {
@@ -234,6 +237,8 @@ export class Requester {
   async resolve(req, x, crypto, stats) {
     const deadline = performance.now() + 60000;
     let tries = 0;
+    let since = null;   // when the first ResponseNotReady came
+    let waited = 0;
     const first = x.reqE;
     while (x.rsp[1] === C.ERROR && (x.rsp[2] === 0x42 || x.rsp[2] === 0x0f)) {
       const rsp = x.rsp;
@@ -248,10 +253,19 @@ export class Requester {
       const [rdtExp, reqCode, token, rdtm] = [rsp[4], rsp[5], rsp[6], rsp[7]];
       if (reqCode !== req[1]) throw new ProtocolError("ResponseNotReady names request 0x" + hex([reqCode]) + ", sent 0x" + hex([req[1]]));
       stats.retries = ++tries;
-      if (tries > 20) throw new ProtocolError((CODE_NAMES[req[1]] || "?") + ": still not ready after 20 RESPOND_IF_READY");
       const rdt = Math.pow(2, Math.min(rdtExp, 31)) / 1000;
+      if (since === null) since = performance.now();
+      // as the host requester: give up after RNR_RETRIES only once the board has also had its
+      // own worst case, WT_max = RDT x RDTM, twice over (a busy host or a slow board stretches
+      // the work; the count alone would give up after 20 x RDT)
+      const spent = Math.max(waited, performance.now() - since);
+      if (tries > RNR_RETRIES && spent >= 2 * rdt * Math.max(rdtm, 1)) {
+        throw new ProtocolError((CODE_NAMES[req[1]] || "?") + ": still not ready after " + (tries - 1) + " RESPOND_IF_READY");
+      }
       if (performance.now() > deadline) throw new Unreachable((CODE_NAMES[req[1]] || "?") + ": no response within 60 s of ResponseNotReady");
-      await sleep(Math.min(rdt, 2000));
+      const pause = Math.min(rdt, 2000);
+      waited += pause;
+      await sleep(pause);
       x = await this.xfer(this.hdr(C.RESPOND_IF_READY, req[1], token), this.timeoutMs + rdt * Math.max(rdtm, 1));
       x.firstReqE = first;
     }
