@@ -36,7 +36,7 @@ BOOT_ONLY = ("spdm_setup", "boardlib", "settings", "uspdm.identity_admin")
 
 # The modules the SPDM context keeps (spdm_setup's imports, leaves first), imported by
 # the first background steps one at a time (see _background_step)
-PRELOAD = ("uspdm.compat", "uspdm.demand", "uspdm.chunk", "uspdm.crypto._sha512v", "uspdm.crypto.sha2",
+PRELOAD = ("uspdm.compat", "uspdm.demand", "uspdm.crypto._sha512v", "uspdm.crypto.sha2",
            "uspdm.transcript", "uspdm.responder", "uspdm.identity", "uspdm.measurements", "uspdm.crypto.hmac",
            "uspdm.crypto.drbg", "uspdm.crypto.ec", "uspdm.session_gate")
 
@@ -45,10 +45,8 @@ class Prepared:
     """The SPDM context once its background preparation is done: the public
     attributes of spdm_setup.SpdmContext (identity, measurements, DRBG, the
     responder's Config, the session gate or None, ...) in a class that does not keep
-    the boot-only spdm_setup module alive."""
+    the boot-only spdm_setup module alive (spdm_setup.settle)."""
     _stages = None
-    _prep = None
-    short_of_memory = False
 
     def __init__(self, ctx):
         # every public attribute (identity, measurements, drbg, config, sessions, the
@@ -58,22 +56,11 @@ class Prepared:
             if k[0] != "_":
                 setattr(self, k, d[k])
 
-    def background(self):
-        return False
-
-    def new_responder(self):
-        from uspdm.responder import Responder
-
-        r = Responder(self.identity, self.measurements, self.drbg, self.config)
-        r.sessions = self.sessions   # None, or the SessionGate (uspdm.session.attach)
-        return r
-
 
 class Device:
-    def __init__(self, board, verbose=False, measure_heap=False, log=None):
+    def __init__(self, board, verbose=False, log=None):
         self.board = board
         self.verbose = verbose
-        self.measure_heap = measure_heap
         self._log = log or print
         cfg = board.config()
         self.cfg = cfg
@@ -116,9 +103,7 @@ class Device:
         self._bg_fails = 0         # consecutive out-of-memory pauses of the background work
         self._bg_at = 0            # board ms when it may try again
         self._oom_said = False     # "out of memory in idle" logged (once per boot)
-        self.stats = {"messages": 0, "live_max": 0, "alloc_max": 0, "live": 0}
-        self._answered = 0
-        self._live_prev = gc.mem_alloc() if measure_heap else 0  # CPython has no gc.mem_alloc
+        self._answered = 0         # messages answered (simdev.SimDevice's heap figures count them)
         # I2C (DSP0237): requester EID -> its SMBus source address, so that
         # deferred responses go back on the transport the request came from
         # (EIDs not in here are answered on the USB serial).
@@ -185,36 +170,6 @@ class Device:
                 out.append(f)
         if rsp:
             self._answered += 1
-
-    def heap_sample(self):
-        """Heap figures after the last feed()/idle() (measure_heap only).
-
-        Call it as its own call from the host's top level (the simulator
-        does): on the WebAssembly port gc.collect() frees nothing that was
-        allocated in the same call from JS, so collecting inside feed()
-        would count garbage as live.  alloc = what was allocated since the
-        previous sample (garbage included: an upper bound of the peak)."""
-        if not self.measure_heap:
-            return ""
-        a1 = gc.mem_alloc()
-        gc.collect()
-        live = gc.mem_alloc()
-        st = self.stats
-        alloc = a1 - self._live_prev
-        self._live_prev = live
-        if not self._answered:
-            return ""
-        st["messages"] += self._answered
-        self._answered = 0
-        st["live"] = live
-        if live > st["live_max"]:
-            st["live_max"] = live
-        if alloc > st["alloc_max"]:
-            st["alloc_max"] = alloc
-        if self.verbose:
-            self.log("heap: live %d B after message (max %d), message allocated %s" % (
-                live, st["live_max"], ("~%d B" % alloc) if alloc >= 0 else "n/a (a collection ran)"))
-        return self.stats_line()
 
     def feed_i2c(self, src_addr, pkt):
         """One MCTP packet received on I2C from SMBus address src_addr (already
@@ -326,43 +281,11 @@ class Device:
             self._prepared()
 
     def _prepared(self):
-        """The background preparation is done: keep the context in a resident class
-        and drop the boot-only modules."""
-        import sys
+        """The background preparation is done: the context kept in the resident class
+        Prepared, the boot-only modules dropped (spdm_setup.settle)."""
+        import spdm_setup
 
-        if self._spdm is not None and not isinstance(self._spdm, Prepared):
-            self._spdm = Prepared(self._spdm)
-        for m in BOOT_ONLY:
-            sys.modules.pop(m, None)
-            i = m.rfind(".")
-            if i > 0 and m[:i] in sys.modules:   # and from its package (which refers to it)
-                try:
-                    delattr(sys.modules[m[:i]], m[i + 1:])
-                except (AttributeError, KeyError):
-                    pass
-        ctx = self._spdm
-        if ctx is not None:
-            # the measurement records built once, for each hash a requester can get
-            # them in (SHA-384 and SHA-256: either base hash with either curve, or
-            # the configured measurement hash), and the blocks let go: their
-            # digests, computed among the background steps' garbage, pinned small
-            # islands all over the top of the heap; the records go low and the free
-            # heap is left in large blocks (the next requests load handlers there)
-            gc.collect()
-            meas = ctx.measurements
-            mh = getattr(ctx.config, "meas_hash", None)
-            if not meas.freeze(("sha384", "sha256") + ((mh,) if mh else ())):
-                meas.compact()   # a hash not digested (asym_priority without p256): the blocks stay
-            gc.collect()
-            # the comb table of the preferred curve (6.5 KB for P-384, in 1.5 KB chunks),
-            # which every signature needs: loaded now, low in that heap, instead of at
-            # the first CHALLENGE into a heap the requests have fragmented
-            try:
-                from uspdm.crypto import ec
-
-                (ec.P384 if ctx.config.asym_priority[0] == "p384" else ec.P256).table()
-            except MemoryError:
-                pass
+        spdm_setup.settle(self, Prepared, BOOT_ONLY)
 
     def _bg_pause(self):
         """Background work ran out of memory: free what can be freed and wait, twice as
@@ -513,7 +436,10 @@ class Device:
                     return None
                 self._order.remove(old)
                 self.responders.pop(old, None)
-            r = ctx.new_responder()
+            from uspdm.responder import Responder
+
+            r = Responder(ctx.identity, ctx.measurements, ctx.drbg, ctx.config)
+            r.sessions = ctx.sessions   # None, or the SessionGate (uspdm.session.attach)
             ctx.config.rsp_buffer = self._rbuf   # the boot-time buffers (Device.__init__)
             if ctx.sessions is not None:
                 ctx.sessions.sec_buffer = self._sbuf
@@ -582,27 +508,3 @@ class Device:
         if self.verbose:
             self.log("spdm: EID %d secured message -> %s" % (src, "answer" if out is not None else "dropped"))
         return out
-
-    # -- helpers for hosts that pass hex strings (the simulator) -----------
-    def feed_hex(self, h):
-        return _hex(self.feed(_unhex(h)))
-
-    def idle_hex(self):
-        return _hex(self.idle())
-
-    def stats_line(self):
-        st = self.stats
-        return "messages %d live %d live_max %d alloc_max %d" % (
-            st["messages"], st["live"], st["live_max"], st["alloc_max"])
-
-
-def _hex(b):
-    # MicroPython's b''.hex() returns b'', not ''
-    return b.hex() if b else ""
-
-
-def _unhex(h):
-    try:
-        return bytes.fromhex(h)
-    except Exception:
-        return bytes(int(h[i:i + 2], 16) for i in range(0, len(h), 2))

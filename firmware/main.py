@@ -9,9 +9,14 @@ imports it and calls make_device() itself.
 
 def make_device(sim=False, verbose=False):
     import board
+
+    if sim:   # the simulator's Device: hex strings and heap figures (firmware/simdev.py)
+        from simdev import SimDevice
+
+        return SimDevice(board, verbose=verbose, measure_heap=True)
     from device import Device
 
-    return Device(board, verbose=verbose, measure_heap=sim)
+    return Device(board, verbose=verbose)
 
 
 def main():

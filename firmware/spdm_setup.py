@@ -14,6 +14,7 @@ Measurement indices (stable; README "Measurements"):
            file behind each digest above ("<folder>/ (<n> files)" for a folder)
   0xFE     device mode (type 5)
 """
+import gc
 import os
 import sys
 
@@ -374,3 +375,43 @@ class SpdmContext:
 
 def build_context(board, log=print, max_message=4160, staged=False, buffer_room=None):
     return SpdmContext(board, log, max_message, staged, buffer_room)
+
+
+def settle(dev, resident, boot_only):
+    """The background preparation of device dev is done (firmware/device.py): its
+    context kept in the resident class `resident`, the boot-only modules (this one
+    among them) dropped, the measurement records frozen and the preferred curve's
+    comb table built (code run once, so it lives here and not in device.py)."""
+    ctx = dev._spdm
+    if ctx is not None and not isinstance(ctx, resident):
+        ctx = dev._spdm = resident(ctx)
+    for m in boot_only:
+        sys.modules.pop(m, None)
+        i = m.rfind(".")
+        if i > 0 and m[:i] in sys.modules:   # and from its package (which refers to it)
+            try:
+                delattr(sys.modules[m[:i]], m[i + 1:])
+            except (AttributeError, KeyError):
+                pass
+    if ctx is not None:
+        # the measurement records built once, for each hash a requester can get
+        # them in (SHA-384 and SHA-256: either base hash with either curve, or
+        # the configured measurement hash), and the blocks let go: their
+        # digests, computed among the background steps' garbage, pinned small
+        # islands all over the top of the heap; the records go low and the free
+        # heap is left in large blocks (the next requests load handlers there)
+        gc.collect()
+        meas = ctx.measurements
+        mh = getattr(ctx.config, "meas_hash", None)
+        if not meas.freeze(("sha384", "sha256") + ((mh,) if mh else ())):
+            meas.compact()   # a hash not digested (asym_priority without p256): the blocks stay
+        gc.collect()
+        # the comb table of the preferred curve (6.5 KB for P-384, in 1.5 KB chunks),
+        # which every signature needs: loaded now, low in that heap, instead of at
+        # the first CHALLENGE into a heap the requests have fragmented
+        try:
+            from uspdm.crypto import ec
+
+            (ec.P384 if ctx.config.asym_priority[0] == "p384" else ec.P256).table()
+        except MemoryError:
+            pass

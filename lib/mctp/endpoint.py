@@ -33,7 +33,7 @@ Responder (firmware, simulator):
 
   A handler that wants to answer later returns None and keeps (src_eid,
   ep.last_tag) to call ep.respond() when ready.  Control messages (type 0) are
-  answered by mctp.control.  Messages with the IC bit, unknown types and
+  answered by mctp.control (imported for each one and let go again).  Messages with the IC bit, unknown types and
   responses (TO=0) are dropped (responses go to ep.on_response(src, tag, body)
   if set).  Nothing raised by wire data escapes: drops are counted in
   ep.dropped (and ep.reasm's counters); a handler exception is counted in
@@ -50,7 +50,6 @@ Requester (host tools; mctp.requester, not loaded on a board):
 EIDs: a packet is accepted when its destination is the own EID, 0 (null) or
 0xFF (broadcast) and its source is not 0xFF.
 """
-from mctp import control
 from mctp.packet import (
     BASELINE_MTU,
     EID_BROADCAST,
@@ -179,7 +178,7 @@ class Endpoint(_Base):
                     self.dropped += 1
                 return []
             if mt == 0x00:
-                rsp = control.respond(self, body)
+                rsp = self._control(body)
             else:
                 h = self.handlers.get(mt)
                 if h is None:
@@ -193,6 +192,26 @@ class Endpoint(_Base):
             self.dropped += 1
             self.last_error = e
             return []
+
+    def _control(self, body):
+        """A control request (a few per boot): mctp.control is imported for it and
+        let go again, so that its code does not stay in the heap in between (unless
+        something else, a host's requester, keeps it loaded)."""
+        import sys
+
+        had = "mctp.control" in sys.modules
+        from mctp import control
+
+        try:
+            return control.respond(self, body)
+        finally:
+            if not had:
+                control = None
+                sys.modules.pop("mctp.control", None)
+                try:
+                    delattr(sys.modules["mctp"], "control")
+                except (AttributeError, KeyError):
+                    pass
 
     def _call(self, fn, *args):
         try:

@@ -34,10 +34,11 @@ Config (plain attributes, defaults below):
                       []    AlgStruct selections (none yet; bit values, preferred first)
 
 Layout: this module is the resident core (state, dispatch, errors, GET_VERSION,
-RESPOND_IF_READY, CHUNK_GET, signing).  Every other request is handled by a
+RESPOND_IF_READY, signing).  Every other request is handled by a
 function `handler(r, msg) -> response` in a module loaded on demand
 (`_ROUTE` below: uspdm.rsp_vca, rsp_cert, rsp_challenge, rsp_meas,
-rsp_chunk_send; session requests go to `r.sessions`, see uspdm.session).
+rsp_chunk_send for CHUNK_SEND and CHUNK_GET, uspdm.chunk for a response
+cut into chunks; session requests go to `r.sessions`, see uspdm.session).
 uspdm.demand loads them and drops them again when memory runs short.
 Handler order: capability, phase, sizes and fields (nothing changed yet),
 build, `_size_err`, transcript fork and commit on success, state last.
@@ -58,7 +59,6 @@ import gc
 
 from uspdm.compat import const
 from uspdm import demand
-from uspdm.chunk import Outgoing
 from uspdm.compat import p16, p32, u16
 from uspdm.transcript import Transcript
 
@@ -188,6 +188,7 @@ _ROUTE = {
     _CHALLENGE: ("rsp_challenge", "challenge"),
     _GET_MEASUREMENTS: ("rsp_meas", "get_measurements"),
     _CHUNK_SEND: ("rsp_chunk_send", "chunk_send"),
+    _CHUNK_GET: ("rsp_chunk_send", "chunk_get"),
     0xED: ("enroll", "get_csr"),            # GET_CSR
     0xEE: ("enroll", "set_certificate"),    # SET_CERTIFICATE
 }
@@ -381,8 +382,6 @@ class Responder:
             return self._error(_ERR_VERSION_MISMATCH)
         if code == _RESPOND_IF_READY:
             resp = self._respond_if_ready(msg)
-        elif code == _CHUNK_GET:
-            resp = self._chunk_get(msg)
         else:
             rt = _ROUTE.get(code)
             if rt is not None:
@@ -435,7 +434,8 @@ class Responder:
                 and self.req_dts and len(resp) > self.req_dts and self._chunking()):
             self._handle_ctr = (self._handle_ctr + 1) & 0xFF
             # served over several requests: not from the shared response buffer
-            self.out = Outgoing(self._handle_ctr, bytes(resp) if isinstance(resp, memoryview) else resp)
+            self.out = demand.need("chunk").Outgoing(self._handle_ctr, bytes(resp) if isinstance(resp, memoryview)
+                                                     else resp)
             return self._error(_ERR_LARGE_RESPONSE, 0, bytes((self._handle_ctr,)))
         return resp
 
@@ -551,37 +551,6 @@ class Responder:
         o = self.cfg.opaque or b""
         # DSP0274: OpaqueDataLength <= 1024; a longer configured blob is not sent
         return o if len(o) <= _MAX_OPAQUE_SIZE else b""
-
-    # ------------------------------------------------------------- chunking
-    def _chunk_checks(self, code):
-        if self.state < ST_CAPS:
-            return self._error(_ERR_UNEXPECTED_REQUEST)
-        if self.version < _V12 or not (self.flags & _CAP_CHUNK):
-            return self._unsupported(code)
-        if not (self.req_flags & _CAP_CHUNK):
-            return self._error(_ERR_UNEXPECTED_REQUEST)
-        return None
-
-    def _chunk_get(self, msg):
-        err = self._chunk_checks(_CHUNK_GET)
-        if err is not None:
-            return err
-        if len(msg) < 6:
-            return self._error(_ERR_INVALID_REQUEST)
-        o = self.out
-        if o is None:
-            return self._error(_ERR_UNEXPECTED_REQUEST)
-        if msg[3] != o.handle or u16(msg, 4) != o.seq:
-            # a wrong handle or sequence number ends the transfer: nobody gets to guess
-            self.out = None
-            return self._error(_ERR_INVALID_REQUEST)
-        data, last = o.chunk(self.version, self.req_dts)
-        if data is None:
-            self.out = None
-            return self._error(_ERR_INVALID_REQUEST)
-        if last:
-            self.out = None
-        return data
 
     # ------------------------------------------------------------- sessions
     def session_request(self, msg, s):

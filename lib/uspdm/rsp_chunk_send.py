@@ -1,8 +1,9 @@
 """CHUNK_SEND: reassembly of a large request, then the inner request is
-dispatched by the core (loaded on demand by uspdm.responder)."""
+dispatched by the core; CHUNK_GET: the next chunk of a large response (loaded
+on demand by uspdm.responder: large messages are rare)."""
 from uspdm.compat import const
 from uspdm.chunk import Incoming, Outgoing, parse_chunk_send
-from uspdm.compat import p16
+from uspdm.compat import p16, u16
 
 # DSP0274 codes used here (private: compiled in, not in the module's dict)
 _CHUNK_EARLY_ERROR = const(0x01)
@@ -13,12 +14,48 @@ _ERROR = const(0x7F)
 _ERR_BUSY = const(0x03)
 _ERR_INVALID_REQUEST = const(0x01)
 _ERR_LARGE_RESPONSE = const(0x0F)
+_ERR_UNEXPECTED_REQUEST = const(0x04)
+_CAP_CHUNK = const(0x20000)
+_ST_CAPS = const(2)   # uspdm.responder.ST_CAPS
+_V12 = const(0x12)
 _GET_VERSION = const(0x84)
 _MIN_DATA_TRANSFER_SIZE_12 = const(0x2A)
 
 
+def _checks(r, code):
+    if r.state < _ST_CAPS:
+        return r._error(_ERR_UNEXPECTED_REQUEST)
+    if r.version < _V12 or not (r.flags & _CAP_CHUNK):
+        return r._unsupported(code)
+    if not (r.req_flags & _CAP_CHUNK):
+        return r._error(_ERR_UNEXPECTED_REQUEST)
+    return None
+
+
+def chunk_get(r, msg):
+    err = _checks(r, _CHUNK_GET)
+    if err is not None:
+        return err
+    if len(msg) < 6:
+        return r._error(_ERR_INVALID_REQUEST)
+    o = r.out
+    if o is None:
+        return r._error(_ERR_UNEXPECTED_REQUEST)
+    if msg[3] != o.handle or u16(msg, 4) != o.seq:
+        # a wrong handle or sequence number ends the transfer: nobody gets to guess
+        r.out = None
+        return r._error(_ERR_INVALID_REQUEST)
+    data, last = o.chunk(r.version, r.req_dts)
+    if data is None:
+        r.out = None
+        return r._error(_ERR_INVALID_REQUEST)
+    if last:
+        r.out = None
+    return data
+
+
 def chunk_send(r, msg):
-    err = r._chunk_checks(_CHUNK_SEND)
+    err = _checks(r, _CHUNK_SEND)
     if err is not None:
         return err
     pr = parse_chunk_send(msg)

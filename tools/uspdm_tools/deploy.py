@@ -151,7 +151,7 @@ def stage(board, build_dir, dest):
     roots = []
     fw = os.path.join(src, "firmware")
     for fn in sorted(os.listdir(fw)):
-        if fn == "main.py" or (fn.endswith(".mpy") and fn != "main.mpy"):
+        if fn == "main.py" or (fn.endswith(".mpy") and fn not in ("main.mpy", "simdev.mpy")):   # simdev: simulators only
             shutil.copyfile(os.path.join(fw, fn), os.path.join(dest, fn))
             roots.append(fn)
     bd = os.path.join(src, "boards", board)

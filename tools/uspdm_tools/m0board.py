@@ -238,7 +238,7 @@ def stage(build, dest, flash, rom=False):
                         ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     fw = os.path.join(build, "firmware")
     for fn in sorted(os.listdir(fw)):
-        if fn == "main.py" or (fn.endswith(".mpy") and fn != "main.mpy"):
+        if fn == "main.py" or (fn.endswith(".mpy") and fn not in ("main.mpy", "simdev.mpy")):   # simdev: wasm sims only
             shutil.copyfile(os.path.join(fw, fn), os.path.join(dest, fn))
     bd = os.path.join(build, "boards", "m0")
     shutil.copyfile(os.path.join(bd, "board.mpy"), os.path.join(dest, "board.mpy"))

@@ -2,7 +2,7 @@
 // boards/web/board.py), served by `uspdm lab` at /board-files.json, running
 // on the pinned MicroPython WebAssembly build.  Its flash (/flash: keys,
 // certificate chains, EID) is kept in the browser's localStorage.  The page
-// talks to it only through its USB serial bytes (Device.feed_hex/idle_hex),
+// talks to it only through its USB serial bytes (SimDevice.feed_hex/idle_hex, firmware/simdev.py),
 // exactly like the verifier talks to a real board.
 import { b64, hex, unb64, unhex, random } from "./util.js";
 
@@ -120,8 +120,8 @@ export class InPageBoard {
   // Start serving: the firmware's Device on the "USB serial".
   startDevice() {
     this.mp.runPython(
-      "import board\nfrom device import Device\n" +
-      "_dev = Device(board, verbose=False)\n");
+      "import board\nfrom simdev import SimDevice\n" +
+      "_dev = SimDevice(board, verbose=False)\n");
     this.dev = this.mp.globals.get("_dev");
     this.scheduleIdle(0);
   }
