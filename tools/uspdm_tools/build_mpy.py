@@ -48,6 +48,18 @@ def needs_native(path):
         return "@micropython.viper" in f.read()
 
 
+def source_name(rel):
+    """The file name a board build embeds for tracebacks: the module's own name
+    (lib/uspdm/sess_kex.py -> sess_kex, a package's __init__ -> the package).  The
+    board interns it when the module is loaded, and interned names are never freed;
+    the module's name is interned anyway (its package attribute, its import), so
+    this costs no name of its own (the path did: one per module, ~45 at a session's
+    peak; a session stack that overflows the board's name pools makes MicroPython
+    allocate a new pool of ~9 KB in one piece)."""
+    parts = rel.replace(os.sep, "/")[:-3].split("/")
+    return parts[-2] if parts[-1] == "__init__" and len(parts) > 1 else parts[-1]
+
+
 def build(arches=ARCHES, out="build", root=REPO_ROOT, quiet=False, source_lines=None):
     """source_lines: keep the line-number tables (tracebacks name the line).  By default
     only the bytecode build (the simulator) keeps them: on a board they are about 6 % of
@@ -69,7 +81,8 @@ def build(arches=ARCHES, out="build", root=REPO_ROOT, quiet=False, source_lines=
             march = [] if arch == "bytecode" else ["-march=" + arch]  # bytecode: any port (the simulator)
             lines = (arch == "bytecode") if source_lines is None else source_lines
             p = subprocess.run(
-                [exe] + march + ([] if lines else ["-X", "no-source-lines"]) + ["-O1", "-s", rel, "-o", dst, rel],
+                [exe] + march + ([] if lines else ["-X", "no-source-lines"])
+                + ["-O1", "-s", rel if lines else source_name(rel), "-o", dst, rel],
                 cwd=root, capture_output=True, text=True,
             )
             # mpy-cross takes one input; the -s name is what tracebacks show.

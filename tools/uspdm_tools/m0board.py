@@ -169,7 +169,7 @@ def source_digest():
     from . import build_mpy
 
     h = hashlib.sha256()
-    h.update(b"armv6m -X no-source-lines\0")   # the build's flags (build_mpy.build)
+    h.update(b"armv6m -X no-source-lines -s module-name\0")   # the build's flags (build_mpy.build)
     for rel in build_mpy.sources(REPO_ROOT):
         h.update(rel.encode() + b"\0")
         with open(os.path.join(REPO_ROOT, rel), "rb") as f:
