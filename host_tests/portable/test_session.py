@@ -7,6 +7,7 @@ from _session_util import NO_CLEAR_FLAGS, SESSION_FLAGS, Req, le16, make_respond
 from test_spdm_common import drbg, parametrize
 
 from uspdm import keysched, secured
+from uspdm import sess_hs as HS
 from uspdm import session as S
 from uspdm.storage import MemoryStorage
 
@@ -123,19 +124,19 @@ def test_secured_decode_rejects():
 
 def test_opaque_formats():
     # SPDM 1.1 header: SpecID "DMTF" (0x444D5446 LE), OpaqueVersion 1, TotalElements, reserved
-    o11 = S.sm_supported(0x11, (0x1000, 0x1100))
+    o11 = HS.sm_supported(0x11, (0x1000, 0x1100))
     assert o11 == unhex("46544d44" "01010000" "0000" "0700" "010102" "0010" "0011" "00")
-    assert S.parse_sm_versions(0x11, o11) == [0x1000, 0x1100]
+    assert HS.parse_sm_versions(0x11, o11) == [0x1000, 0x1100]
     # SPDM 1.2 general opaque format: TotalElements, 3 reserved, then the element
-    sel = S.sm_selection(0x12, 0x1100)
+    sel = HS.sm_selection(0x12, 0x1100)
     assert sel == unhex("01000000" "0000" "0400" "01000011")
-    assert S.parse_sm_versions(0x12, S.sm_supported(0x12, (0x1200,))) == [0x1200]
+    assert HS.parse_sm_versions(0x12, HS.sm_supported(0x12, (0x1200,))) == [0x1200]
     for bad in (b"\x01\x00\x00", unhex("01000000000009000101010011000000"), unhex("02000000" "0000040001000011"),
                 unhex("01000000" "0000" "0300" "010100" "ff")):
-        raises(ValueError, S.parse_sm_versions, 0x12, bad)
-    raises(ValueError, S.parse_sm_versions, 0x11, b"XXXX" + o11[4:])
+        raises(ValueError, HS.parse_sm_versions, 0x12, bad)
+    raises(ValueError, HS.parse_sm_versions, 0x11, b"XXXX" + o11[4:])
     # an element of another registry is skipped
-    assert S.parse_sm_versions(0x12, unhex("01000000" "0500" "0000")) == []
+    assert HS.parse_sm_versions(0x12, unhex("01000000" "0500" "0000")) == []
 
 
 # --------------------------------------------------------------------- flows

@@ -25,9 +25,13 @@ Wire form of one message (the body after the MCTP type byte 0x06):
 
 The counter of a direction advances on every encode/decode attempt, as in
 libspdm, so a failed message also consumes its sequence number.
+
+The AEAD (uspdm.crypto.gcm, with AES and its kernels) is imported when a
+direction first seals or opens a message, not with this module: a session's
+handshake keys exist before it is needed (uspdm.session_gate loads it after
+KEY_EXCHANGE's EC work, or with the first secured message).
 """
 from uspdm.compat import u16
-from uspdm.crypto.gcm import AesGcm, AuthenticationError
 
 TAG = 16
 HDR = 8          # SessionID u32 + SeqNum u16 + Length u16 (MCTP binding)
@@ -55,6 +59,8 @@ class Direction:
 
     def gcm(self):
         if self._gcm is None:
+            from uspdm.crypto.gcm import AesGcm
+
             self._gcm = AesGcm(self.key)
         return self._gcm
 
@@ -147,7 +153,7 @@ def decode(session_id, d, body, mac_only=False):
             d.gcm().open(d.nonce(seq), body[:end - TAG], body[end - TAG:end])
             return bytes(body[HDR:end - TAG])
         pt = d.gcm().open(d.nonce(seq), body[:HDR], body[HDR:end])
-    except AuthenticationError:
+    except ValueError:   # uspdm.crypto.gcm.AuthenticationError
         raise SecuredError("authentication failed")
     if len(pt) < 2:
         raise SecuredError("no AppDataLength")

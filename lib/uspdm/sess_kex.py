@@ -3,11 +3,10 @@ uspdm.session.SessionManager `mgr`, loaded on demand (uspdm.demand) when a
 requester opens a certificate session, and dropped when memory runs short."""
 from uspdm.compat import const
 from uspdm.responder import signing_prefix
-from uspdm import demand, keysched
+from uspdm import demand, keysched, sess_hs
 from uspdm.compat import ct_eq, p16, u16
 from uspdm.crypto import sha2
-from uspdm.session import (_ERR_DECRYPT, DHE_SIZE, FINISH_RSP, KEY_EXCHANGE_RSP, POLICY_EVENT_ALL, SIGN_CTX_KEX,
-                           ST_HANDSHAKE, sm_selection)
+from uspdm.session import ST_HANDSHAKE
 
 # DSP0274 codes used here (private: compiled in, not in the module's dict)
 _AEAD_AES_256_GCM = const(0x02)
@@ -17,18 +16,25 @@ _CAP_HBEAT = const(0x2000)
 _CAP_KEY_EX = const(0x200)
 _DHE_SECP384R1 = const(0x10)
 _ERROR = const(0x7F)
+_ERR_DECRYPT_ERROR = const(0x06)
 _ERR_INVALID_REQUEST = const(0x01)
 _ERR_SESSION_LIMIT_EXCEEDED = const(0x0A)
 _ERR_UNEXPECTED_REQUEST = const(0x04)
 _ERR_UNSPECIFIED = const(0x05)
 _ERR_UNSUPPORTED_REQUEST = const(0x07)
 _FINISH = const(0xE5)
+_FINISH_RSP = const(0x65)
 _KEY_EXCHANGE = const(0xE4)
+_KEY_EXCHANGE_RSP = const(0x64)
 _KEY_SCHEDULE_SPDM = const(0x01)
 _OPAQUE_FMT_1 = const(0x02)
 _OPAQUE_FMT_MASK = const(0x0F)
 _V12 = const(0x12)
 _V13 = const(0x13)
+_POLICY_EVENT_ALL = const(0x02)   # SessionPolicy bit 1 (1.3): needs EVENT_CAP, which we do not have
+_DHE_SIZE = const(96)  # secp384r1 X||Y
+
+SIGN_CTX_KEX = b"responder-key_exchange_rsp signing"
 
 
 def key_exchange(mgr, conn, msg, now):
@@ -43,14 +49,14 @@ def key_exchange(mgr, conn, msg, now):
     v = conn.version
     if v >= _V12 and (conn.other_params & _OPAQUE_FMT_MASK) != _OPAQUE_FMT_1:
         return mgr._err(conn, _ERR_INVALID_REQUEST)
-    ok, summary = mgr._summary(conn, msg[2])
+    ok, summary = sess_hs.summary(conn, msg[2])
     if not ok:
         return mgr._err(conn, _ERR_INVALID_REQUEST)
     slot = msg[3]
     mask = conn.identity.provisioned_mask(conn.asym)
     if slot >= 8 or not (mask >> slot) & 1:
         return mgr._err(conn, _ERR_INVALID_REQUEST)
-    fixed = 40 + DHE_SIZE
+    fixed = 40 + _DHE_SIZE
     if len(msg) < fixed + 2:
         return mgr._err(conn, _ERR_INVALID_REQUEST)
     olen = u16(msg, fixed)
@@ -58,7 +64,7 @@ def key_exchange(mgr, conn, msg, now):
     if len(msg) < size:
         return mgr._err(conn, _ERR_INVALID_REQUEST)
     msg = msg[:size]
-    smv = mgr._sm_version(conn, msg[fixed + 2:size])
+    smv = sess_hs.sm_version(conn, msg[fixed + 2:size])
     if smv is None:
         return mgr._err(conn, _ERR_INVALID_REQUEST)
     peer = msg[40:fixed]
@@ -72,9 +78,9 @@ def key_exchange(mgr, conn, msg, now):
     d_id = conn.identity.slot_key(slot, conn.asym)
     if cb is None or d_id is None:
         return mgr._err(conn, _ERR_UNSPECIFIED)
-    if v >= _V13 and msg[6] & POLICY_EVENT_ALL and not (conn.flags & _CAP_EVENT):
+    if v >= _V13 and msg[6] & _POLICY_EVENT_ALL and not (conn.flags & _CAP_EVENT):
         return mgr._err(conn, _ERR_INVALID_REQUEST)
-    s = mgr._open(conn, u16(msg, 4), False)
+    s = sess_hs.open_session(mgr, conn, u16(msg, 4), False)
     if s is None:
         return mgr._err(conn, _ERR_SESSION_LIMIT_EXCEEDED)
     s.in_clear = mgr.in_clear and mgr._both(conn, _CAP_HANDSHAKE_IN_THE_CLEAR)
@@ -118,11 +124,11 @@ def _kex_iter(mgr, conn, s, msg, peer, ct, d_id, summary):
         if mgr.sessions.get(s.id) is not s:
             keysched.wipe(z)
             return mgr._err(conn, _ERR_UNSPECIFIED)
-        opaque = sm_selection(v, s.sm_version)
+        opaque = sess_hs.sm_selection(v, s.sm_version)
         hb = s.heartbeat
-        body = (bytes((v, KEY_EXCHANGE_RSP, hb, 0)) + p16(s.id >> 16) + b"\x00\x00"
+        body = (bytes((v, _KEY_EXCHANGE_RSP, hb, 0)) + p16(s.id >> 16) + b"\x00\x00"
                 + mgr.drbg.generate(32) + pub + summary + p16(len(opaque)) + opaque)
-        th = mgr._th_start(conn)
+        th = sess_hs.th_start(conn)
         if getattr(conn, "mk", False) and conn.dig_d is not None:
             th.update(conn.dig_d)   # SPDM 1.3 multi-key connection: TH = A || D || Ct || K
         th.update(ct)
@@ -146,10 +152,10 @@ def _kex_iter(mgr, conn, s, msg, peer, ct, d_id, summary):
         yield
         if mgr.sessions.get(s.id) is not s:
             return mgr._err(conn, _ERR_UNSPECIFIED)
-        s.enter_handshake_keys()
+        sess_hs.handshake_keys(s)
         resp = body + sig
         if not s.in_clear:
-            vd = mgr._hmac(s, s.ks.rsp_finished, th1)
+            vd = sess_hs.hmac(s, s.ks.rsp_finished, th1)
             th.update(vd)
             resp += vd
         s.th = th
@@ -174,18 +180,18 @@ def finish_clear(mgr, conn, msg, now):
         # without HANDSHAKE_IN_THE_CLEAR, FINISH belongs inside the session:
         # SessionRequired (1.2+) / Unspecified (1.1), as libspdm and the
         # Responder-Validator (case 9.11) expect
-        return mgr._session_required(conn, _FINISH)
+        return mgr._session_required(conn)
     sid = mgr.latest.get(id(conn))
     s = mgr.sessions.get(sid) if sid is not None else None
     if s is None or s.conn is not conn or s.psk or s.state != ST_HANDSHAKE or not s.in_clear or s.th is None:
         return mgr._err(conn, _ERR_UNEXPECTED_REQUEST)
     resp, ok = finish(mgr, s, msg)
     if ok:
-        s.enter_application(s.th.digest())
+        sess_hs.application_keys(s, s.th.digest())
         s.th = None
         s.last_rx = now
         mgr._log("session %08x established (KEY_EXCHANGE, handshake in the clear)" % s.id)
-    elif resp[1] == _ERROR and resp[2] == _ERR_DECRYPT:
+    elif resp[1] == _ERROR and resp[2] == _ERR_DECRYPT_ERROR:
         mgr.end(s, "FINISH verify data mismatch")
     return resp
 
@@ -201,16 +207,29 @@ def finish(mgr, s, msg):
         return mgr._err(conn, _ERR_INVALID_REQUEST), False
     th = s.th.copy()
     th.update(msg[:4])
-    expect = mgr._hmac(s, s.ks.req_finished, th.digest())
+    expect = sess_hs.hmac(s, s.ks.req_finished, th.digest())
     if not ct_eq(expect, msg[4:4 + h]):
         mgr.stats["decrypt_errors"] += 1
-        return mgr._err(conn, _ERR_DECRYPT), False
+        return mgr._err(conn, _ERR_DECRYPT_ERROR), False
     th.update(msg[4:4 + h])
-    resp = bytes((conn.version, FINISH_RSP, 0, 0))
+    resp = bytes((conn.version, _FINISH_RSP, 0, 0))
     if s.in_clear:
         t2 = th.copy()
         t2.update(resp)
-        resp += mgr._hmac(s, s.ks.rsp_finished, t2.digest())
+        resp += sess_hs.hmac(s, s.ks.rsp_finished, t2.digest())
     th.update(resp)
     s.th = th
     return resp, True
+
+
+def finish_in(mgr, s, msg):
+    """FINISH inside session s (its handshake keys): the secured answer."""
+    resp, ok = finish(mgr, s, msg)
+    out = mgr._encode(s, resp)
+    if ok and s.id in mgr.sessions:
+        sess_hs.application_keys(s, s.th.digest())
+        s.th = None
+        mgr._log("session %08x established (KEY_EXCHANGE)" % s.id)
+    elif not ok and resp[2] == _ERR_DECRYPT_ERROR and s.id in mgr.sessions:
+        mgr.end(s, "FINISH verify data mismatch")
+    return out

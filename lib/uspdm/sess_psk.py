@@ -2,10 +2,9 @@
 uspdm.session.SessionManager `mgr`, loaded on demand (uspdm.demand) when a
 requester opens a PSK session, and dropped when memory runs short."""
 from uspdm.compat import const
-from uspdm import keysched
+from uspdm import keysched, sess_hs
 from uspdm.compat import ct_eq, p16, u16
-from uspdm.session import (_ERR_DECRYPT, MAX_PSK_HINT, POLICY_EVENT_ALL, PSK_CAP_SHIFT, PSK_EXCHANGE_RSP,
-                           PSK_FINISH_RSP, PSK_WITH_CONTEXT, sm_selection)
+from uspdm.session import PSK_WITH_CONTEXT
 
 # DSP0274 codes used here (private: compiled in, not in the module's dict)
 _AEAD_AES_256_GCM = const(0x02)
@@ -22,20 +21,26 @@ _OPAQUE_FMT_MASK = const(0x0F)
 _PSK_EXCHANGE = const(0xE6)
 _V12 = const(0x12)
 _V13 = const(0x13)
+_ERR_DECRYPT_ERROR = const(0x06)
+_PSK_EXCHANGE_RSP = const(0x66)
+_PSK_FINISH_RSP = const(0x67)
+_POLICY_EVENT_ALL = const(0x02)   # SessionPolicy bit 1 (1.3): needs EVENT_CAP, which we do not have
+_PSK_CAP_SHIFT = const(10)
+MAX_PSK_HINT = 32
 
 
 def psk_exchange(mgr, conn, msg, now):
     e = mgr._version_checks(conn, msg)
     if e:
         return e
-    if not mgr.psk_mode or not (conn.flags & (3 << PSK_CAP_SHIFT)) or not (conn.req_flags & (3 << PSK_CAP_SHIFT)):
+    if not mgr.psk_mode or not (conn.flags & (3 << _PSK_CAP_SHIFT)) or not (conn.req_flags & (3 << _PSK_CAP_SHIFT)):
         return mgr._err(conn, _ERR_UNSUPPORTED_REQUEST, _PSK_EXCHANGE)
     if conn.sel_aead != _AEAD_AES_256_GCM or conn.sel_ks != _KEY_SCHEDULE_SPDM:
         return mgr._err(conn, _ERR_UNEXPECTED_REQUEST)
     v = conn.version
     if v >= _V12 and (conn.other_params & _OPAQUE_FMT_MASK) != _OPAQUE_FMT_1:
         return mgr._err(conn, _ERR_INVALID_REQUEST)
-    ok, summary = mgr._summary(conn, msg[2])
+    ok, summary = sess_hs.summary(conn, msg[2])
     if not ok:
         return mgr._err(conn, _ERR_INVALID_REQUEST)
     if len(msg) < 12:
@@ -46,16 +51,16 @@ def psk_exchange(mgr, conn, msg, now):
         return mgr._err(conn, _ERR_INVALID_REQUEST)
     msg = msg[:size]
     hint = msg[12:12 + hl]
-    smv = mgr._sm_version(conn, msg[12 + hl + cl:size])
+    smv = sess_hs.sm_version(conn, msg[12 + hl + cl:size])
     if smv is None:
         return mgr._err(conn, _ERR_INVALID_REQUEST)
-    if v >= _V13 and msg[3] & POLICY_EVENT_ALL and not (conn.flags & _CAP_EVENT):
+    if v >= _V13 and msg[3] & _POLICY_EVENT_ALL and not (conn.flags & _CAP_EVENT):
         return mgr._err(conn, _ERR_INVALID_REQUEST)
-    psk = mgr.read_psk(hint)
+    psk = read_psk(mgr, hint)
     if not psk:
         return mgr._err(conn, _ERR_INVALID_REQUEST)
     psk = bytearray(psk)
-    s = mgr._open(conn, u16(msg, 4), True)
+    s = sess_hs.open_session(mgr, conn, u16(msg, 4), True)
     if s is None:
         keysched.wipe(psk)
         return mgr._err(conn, _ERR_SESSION_LIMIT_EXCEEDED)
@@ -66,27 +71,30 @@ def psk_exchange(mgr, conn, msg, now):
         s.heartbeat = hb
         s.psk_context = mgr.psk_mode == PSK_WITH_CONTEXT
         ctx = mgr.drbg.generate(s.ks.h) if s.psk_context else b""
-        opaque = sm_selection(v, smv)
-        body = (bytes((v, PSK_EXCHANGE_RSP, hb, 0)) + p16(s.id >> 16) + b"\x00\x00" + p16(len(ctx))
+        opaque = sess_hs.sm_selection(v, smv)
+        body = (bytes((v, _PSK_EXCHANGE_RSP, hb, 0)) + p16(s.id >> 16) + b"\x00\x00" + p16(len(ctx))
                 + p16(len(opaque)) + summary + ctx + opaque)
-        th = mgr._th_start(conn)
+        th = sess_hs.th_start(conn)
         th.update(msg)
         th.update(body)
         th1 = th.digest()
         s.ks.handshake(psk, th1, psk=True)
         keysched.wipe(psk)
-        s.enter_handshake_keys()
-        vd = mgr._hmac(s, s.ks.rsp_finished, th1)
+        sess_hs.handshake_keys(s)
+        vd = sess_hs.hmac(s, s.ks.rsp_finished, th1)
         th.update(vd)
         s.th = th
     except Exception:
         mgr.end(s, "PSK_EXCHANGE failed")
         return mgr._err(conn, _ERR_UNSPECIFIED)
-    if hasattr(conn.t, "reset_l"):
-        conn.t.reset_l()
+    # L and M1 (B, C) of an unfinished CHALLENGE are reset by PSK_EXCHANGE (libspdm); also
+    # when it was deferred (uspdm.session_gate), collected by RESPOND_IF_READY
+    for fn in ("reset_l", "reset_m1"):
+        if hasattr(conn.t, fn):
+            getattr(conn.t, fn)()
     s.last_rx = now
     if not s.psk_context:
-        s.enter_application(th.digest())
+        sess_hs.application_keys(s, th.digest())
         s.th = None
         mgr._log("session %08x established (PSK, no PSK_FINISH)" % s.id)
     return body + vd
@@ -100,19 +108,29 @@ def psk_finish(mgr, s, msg):
         return mgr._encode(s, mgr._err(conn, _ERR_INVALID_REQUEST))
     th = s.th.copy()
     th.update(msg[:4])
-    expect = mgr._hmac(s, s.ks.req_finished, th.digest())
+    expect = sess_hs.hmac(s, s.ks.req_finished, th.digest())
     if not ct_eq(expect, msg[4:4 + h]):
         mgr.stats["decrypt_errors"] += 1
-        out = mgr._encode(s, mgr._err(conn, _ERR_DECRYPT))
+        out = mgr._encode(s, mgr._err(conn, _ERR_DECRYPT_ERROR))
         if s.id in mgr.sessions:
             mgr.end(s, "PSK_FINISH verify data mismatch")
         return out
     th.update(msg[4:4 + h])
-    resp = bytes((conn.version, PSK_FINISH_RSP, 0, 0))
+    resp = bytes((conn.version, _PSK_FINISH_RSP, 0, 0))
     th.update(resp)
     out = mgr._encode(s, resp)
     if s.id in mgr.sessions:
-        s.enter_application(th.digest())
+        sess_hs.application_keys(s, th.digest())
         s.th = None
         mgr._log("session %08x established (PSK)" % s.id)
     return out
+
+
+def read_psk(mgr, hint):
+    if mgr.storage is None:
+        return None
+    name = "uspdm/psk_%s.bin" % ("".join("%02x" % b for b in hint))
+    try:
+        return mgr.storage.read(name)
+    except Exception:
+        return None

@@ -30,9 +30,6 @@ All keys and secrets are bytearrays overwritten when a session ends.
 """
 from uspdm.compat import const
 from uspdm import demand, keysched, secured
-from uspdm.compat import p16, u16
-from uspdm.crypto import hmac as _hmac
-from uspdm.crypto import sha2
 
 # DSP0274 codes used here (private: compiled in, not in the module's dict)
 _AEAD_AES_256_GCM = const(0x02)
@@ -42,59 +39,43 @@ _CAP_HBEAT = const(0x2000)
 _CAP_KEY_EX = const(0x200)
 _CAP_KEY_UPD = const(0x4000)
 _CAP_MAC = const(0x80)
-_CAP_MEAS_MASK = const(0x18)
-_CHALLENGE = const(0x83)
 _CHUNK_GET = const(0x86)
 _CHUNK_SEND = const(0x85)
 _DHE_SECP384R1 = const(0x10)
 _END_SESSION = const(0xEC)
+_END_SESSION_ACK = const(0x6C)
 _ERROR = const(0x7F)
 _ERR_DECRYPT_ERROR = const(0x06)
-_ERR_INVALID_REQUEST = const(0x01)
 _ERR_SESSION_REQUIRED = const(0x0B)
 _ERR_UNEXPECTED_REQUEST = const(0x04)
 _ERR_UNSPECIFIED = const(0x05)
 _ERR_UNSUPPORTED_REQUEST = const(0x07)
 _ERR_VERSION_MISMATCH = const(0x41)
 _FINISH = const(0xE5)
-_GET_CAPABILITIES = const(0xE1)
 _GET_CERTIFICATE = const(0x82)
 _GET_DIGESTS = const(0x81)
 _GET_MEASUREMENTS = const(0xE0)
-_GET_VERSION = const(0x84)
 _HEARTBEAT = const(0xE8)
+_HEARTBEAT_ACK = const(0x68)
 _KEY_EXCHANGE = const(0xE4)
 _KEY_SCHEDULE_SPDM = const(0x01)
 _KEY_UPDATE = const(0xE9)
-_NEGOTIATE_ALGORITHMS = const(0xE3)
 _PSK_EXCHANGE = const(0xE6)
 _PSK_FINISH = const(0xE7)
 _RESPOND_IF_READY = const(0xFF)
-_SUMMARY_ALL = const(0xFF)
-_SUMMARY_NONE = const(0x00)
-_SUMMARY_TCB = const(0x01)
 _V11 = const(0x11)
 _V12 = const(0x12)
-_VENDOR_DEFINED_REQUEST = const(0xFE)
+_MAX_PAD = const(32)   # uspdm.secured.MAX_PAD
 
-KEY_EXCHANGE_RSP = 0x64
-FINISH_RSP = 0x65
-PSK_EXCHANGE_RSP = 0x66
-PSK_FINISH_RSP = 0x67
-HEARTBEAT_ACK = 0x68
-KEY_UPDATE_ACK = 0x69
-END_SESSION_ACK = 0x6C
-VENDOR_DEFINED_RESPONSE = 0x7E
+# What stays loaded while sessions live is this module (the secured-message path:
+# decode, HEARTBEAT, END_SESSION, in-session requests handed to the responder, expiry)
+# with uspdm.keysched and uspdm.secured, and the AEAD (uspdm.crypto.gcm, imported at the
+# first sealed or opened message).  Loaded on demand and dropped when not needed:
+# uspdm.sess_hs (what both handshakes share), uspdm.sess_kex (KEY_EXCHANGE / FINISH),
+# uspdm.sess_psk (PSK_EXCHANGE / PSK_FINISH) and uspdm.sess_more (KEY_UPDATE, vendor
+# requests, retries with the other nonce byte order or the pre-KEY_UPDATE key, requests
+# that are errors, chunked requests inside a session).
 
-KU_UPDATE_KEY = 1
-KU_UPDATE_ALL_KEYS = 2
-KU_VERIFY_NEW_KEY = 3
-
-END_SESSION_PRESERVE_STATE_CLEAR = 0x01
-POLICY_TERMINATION = 0x01   # SessionPolicy bit 0 (1.2+)
-POLICY_EVENT_ALL = 0x02     # SessionPolicy bit 1 (1.3): needs EVENT_CAP, which we do not have
-
-PSK_CAP_SHIFT = 10
 PSK_NONE = 0
 PSK_NO_CONTEXT = 1     # PSK_EXCHANGE_RSP ends the handshake (no PSK_FINISH)
 PSK_WITH_CONTEXT = 2   # responder context, PSK_FINISH required
@@ -102,91 +83,9 @@ PSK_WITH_CONTEXT = 2   # responder context, PSK_FINISH required
 ST_HANDSHAKE = 1
 ST_ESTABLISHED = 2
 
-SIGN_CTX_KEX = b"responder-key_exchange_rsp signing"
-SM_SPEC_ID = b"\x46\x54\x4d\x44"   # 0x444D5446 ("DMTF") little endian
-SM_VERSIONS = (0x1000, 0x1100, 0x1200)  # secured message (DSP0277) versions we speak
-SM_LE_ONLY = 0x1200  # from DSP0277 1.2 on the counter is XORed into the nonce little endian, no other reading
-MAX_PSK_HINT = 32
 # A half-open session (KEY_EXCHANGE/PSK_EXCHANGE answered, FINISH/PSK_FINISH not received)
 # is ended after 2 x (CT + RDT) of its connection, at least this long (ms)
 HANDSHAKE_MIN_MS = 2000
-DHE_SIZE = 96  # secp384r1 X||Y
-
-_ERR_DECRYPT = _ERR_DECRYPT_ERROR
-
-
-# ------------------------------------------------------------ opaque data
-def parse_sm_versions(version, data):
-    """Supported secured-message versions listed in a KEY_EXCHANGE/PSK_EXCHANGE
-    opaque field (SPDM 1.1 header or the 1.2+ general format).  Returns a list
-    of u16 versions, [] when the field carries no such element, raises
-    ValueError when the field is malformed."""
-    n = len(data)
-    if version >= _V12:
-        if n & 3 or n < 4:
-            raise ValueError("opaque size")
-        total = data[0]
-        off = 4
-    else:
-        if n < 8 or data[0:4] != SM_SPEC_ID or data[4] != 1:
-            raise ValueError("opaque header")
-        total = data[5]
-        off = 8
-    if total < 1:
-        raise ValueError("no opaque element")
-    found = []
-    for _ in range(total):
-        if off + 4 > n:
-            raise ValueError("opaque element header")
-        eid = data[off]
-        vlen = data[off + 1]
-        if off + 2 + vlen + 2 > n:
-            raise ValueError("opaque element vendor id")
-        dlen = u16(data, off + 2 + vlen)
-        body = off + 4 + vlen
-        end = body + dlen
-        padded = (end - off + 3) & ~3
-        if off + padded > n:
-            raise ValueError("opaque element length")
-        if version >= _V12:
-            for i in range(end, off + padded):
-                if data[i]:
-                    raise ValueError("opaque padding")
-        if eid == 0 and vlen == 0 and dlen >= 3 and data[body] == 1 and data[body + 1] == 1:
-            cnt = data[body + 2]
-            if dlen < 3 + 2 * cnt:
-                raise ValueError("version list")
-            for i in range(cnt):
-                found.append(u16(data, body + 3 + 2 * i))
-        off += padded
-    if off != n:
-        raise ValueError("opaque trailing bytes")
-    return found
-
-
-def sm_opaque(version, sm_data):
-    """Opaque field with one secured-message element (sm_data after its header)."""
-    el = b"\x00\x00" + p16(len(sm_data)) + sm_data
-    el += bytes((-len(el)) & 3)
-    if version >= _V12:
-        return b"\x01\x00\x00\x00" + el
-    return SM_SPEC_ID + b"\x01\x01\x00\x00" + el
-
-
-def sm_selection(version, selected):
-    return sm_opaque(version, b"\x01\x00" + p16(selected))
-
-
-def sm_supported(version, versions):
-    return sm_opaque(version, b"\x01\x01" + bytes((len(versions),)) + b"".join(p16(v) for v in versions))
-
-
-
-
-
-
-
-
 
 
 # ---------------------------------------------------------------- session
@@ -222,21 +121,6 @@ class Session:
 
     def direction(self, key, iv):
         return secured.Direction(key, iv, self.mgr.max_seq, self.endian == "be")
-
-    def _dirs(self, pair):
-        (rk, ri), (sk, si) = pair
-        return self.direction(rk, ri), self.direction(sk, si)
-
-    def enter_handshake_keys(self):
-        self.req, self.rsp = self._dirs(self.ks.hs_keys())
-
-    def enter_application(self, th2):
-        self.ks.application(th2)
-        for d in (self.req, self.rsp):
-            if d is not None:
-                d.wipe()
-        self.req, self.rsp = self._dirs(self.ks.app_keys())
-        self.state = ST_ESTABLISHED
 
     def wipe(self):
         self.ks.wipe()
@@ -285,17 +169,6 @@ class SessionManager:
         # until the next secured response.  None: each response is a new bytearray.
         self.sec_buffer = None
 
-    def _vendor(self, conn, msg, s):
-        """VENDOR_DEFINED_REQUEST: the board's hook answers (s: the session it came in,
-        or None); UnsupportedRequest without one or when it declines."""
-        resp = None
-        if self.vendor_hook is not None:
-            try:
-                resp = self.vendor_hook(msg, s)
-            except Exception:
-                resp = self._err(conn, _ERR_UNSPECIFIED)
-        return resp if resp is not None else self._err(conn, _ERR_UNSUPPORTED_REQUEST, _VENDOR_DEFINED_REQUEST)
-
     # ---------------------------------------------------------- config
     def cap_flags(self, version):
         if version < _V11:
@@ -304,7 +177,7 @@ class SessionManager:
         if self.in_clear:
             f |= _CAP_HANDSHAKE_IN_THE_CLEAR
         if self.psk_mode:
-            f |= (self.psk_mode & 3) << PSK_CAP_SHIFT
+            f |= (self.psk_mode & 3) << 10
         return f
 
     def _log(self, msg):
@@ -318,7 +191,14 @@ class SessionManager:
     def _err(self, conn, code, data=0):
         return bytes((conn.version, _ERROR, code, data))
 
-    def _session_required(self, conn, code):
+    def _version_checks(self, conn, msg):
+        if conn.version < _V11:
+            return self._err(conn, _ERR_UNSUPPORTED_REQUEST, msg[1])
+        if msg[0] != conn.version:
+            return self._err(conn, _ERR_VERSION_MISMATCH)
+        return None
+
+    def _session_required(self, conn):
         if conn.version >= _V12:
             return self._err(conn, _ERR_SESSION_REQUIRED)
         return self._err(conn, _ERR_UNSPECIFIED)
@@ -339,25 +219,6 @@ class SessionManager:
             if not clash:
                 return v
         return None
-
-    def _open(self, conn, req_sid, psk):
-        # one half-open handshake per requester: a new one replaces it, so one requester
-        # cannot take every slot with handshakes it never finishes
-        for x in list(self.sessions.values()):
-            if x.conn is conn and x.state == ST_HANDSHAKE and x.req is not None:
-                self.end(x, "replaced by a new handshake")
-        if len(self.sessions) >= self.max_sessions:
-            self.tick(self.now)
-        if len(self.sessions) >= self.max_sessions:
-            return None
-        r = self._new_rsp_id()
-        if r is None:
-            return None
-        sid = (r << 16) | req_sid
-        s = Session(self, conn, sid, psk)
-        self.sessions[sid] = s
-        self.stats["opened"] += 1
-        return s
 
     def end(self, s, why=""):
         if self.sessions.get(s.id) is s:
@@ -416,53 +277,18 @@ class SessionManager:
             return False
         return d > 2000 * s.heartbeat
 
-    def _summary(self, conn, kind):
-        """(ok, bytes) for a MeasurementSummaryHashType request parameter."""
-        if kind == _SUMMARY_NONE:
-            return True, b""
-        if kind not in (_SUMMARY_TCB, _SUMMARY_ALL):
-            return False, None
-        if not (conn.flags & _CAP_MEAS_MASK) or not conn.meas_spec or not conn.meas_hashname:
-            return False, None
-        return True, conn.meas.summary_hash(kind, conn.hashname, conn.meas_hashname)
-
-    def _sm_version(self, conn, opaque):
-        """Selected secured-message version, or None when the opaque data is bad."""
-        if not opaque:
-            return SM_VERSIONS[-1]
-        try:
-            offered = parse_sm_versions(conn.version, opaque)
-        except ValueError:
-            return None
-        best = 0
-        for v in offered:
-            vv = v & 0xFF00
-            if vv in SM_VERSIONS and vv > best:
-                best = vv
-        return best or None
-
-    def _pad(self, s):
-        if s.mac_only:
-            return b""
-        n = (self.drbg.generate(1)[0] % secured.MAX_PAD) + 1
-        return self.drbg.generate(n)
-
     def _encode(self, s, spdm):
-        """Wrap an SPDM response in the session's current response key; on a
-        counter overflow the session ends and nothing is sent."""
+        """Wrap an SPDM response in the session's current response key (with
+        random padding unless MAC-only); on a counter overflow the session ends
+        and nothing is sent."""
+        pad = b""
+        if not s.mac_only:
+            pad = self.drbg.generate((self.drbg.generate(1)[0] % _MAX_PAD) + 1)
         try:
-            return secured.encode(s.id, s.rsp, spdm, self._pad(s), s.mac_only, b"\x05", self.sec_buffer)
+            return secured.encode(s.id, s.rsp, spdm, pad, s.mac_only, b"\x05", self.sec_buffer)
         except secured.SecuredError:
             self.end(s, "response sequence number exhausted")
             return None
-
-    def _th_start(self, conn):
-        h = sha2.new(conn.hashname)
-        h.update(conn.t.a)
-        return h
-
-    def _hmac(self, s, key, digest):
-        return _hmac.hmac(s.hashname, key, digest)
 
     # ------------------------------------------------------ in the clear
     def handle_in_clear(self, conn, msg, now=0):
@@ -475,94 +301,19 @@ class SessionManager:
         self.tick(now)   # half-open sessions past their window end before anything else
         if not conn.version or not conn.hashname:
             return bytes((conn.version or msg[0], _ERROR, _ERR_UNEXPECTED_REQUEST, 0))
+        # KEY_EXCHANGE / FINISH (uspdm.sess_kex) and PSK_EXCHANGE (uspdm.sess_psk) are
+        # loaded on demand: needed once per session; the rest are errors (uspdm.sess_more)
         if code == _KEY_EXCHANGE:
-            return self._key_exchange(conn, msg, now)
+            return demand.need("sess_kex").key_exchange(self, conn, msg, now)
         if code == _PSK_EXCHANGE:
-            return self._psk_exchange(conn, msg, now)
+            return demand.need("sess_psk").psk_exchange(self, conn, msg, now)
         if code == _FINISH:
-            return self._finish_clear(conn, msg, now)
-        if code in (_PSK_FINISH, _HEARTBEAT, _KEY_UPDATE, _END_SESSION):
-            e = self._version_checks(conn, msg)
-            if e:
-                return e
-            # libspdm checks the capability before the session: a request the
-            # connection did not negotiate is UnsupportedRequest either way
-            if (code == _HEARTBEAT and not self._both(conn, _CAP_HBEAT)) \
-                    or (code == _KEY_UPDATE and not self._both(conn, _CAP_KEY_UPD)) \
-                    or (code == _PSK_FINISH and not (self.psk_mode == PSK_WITH_CONTEXT
-                                                      and conn.flags & (PSK_WITH_CONTEXT << PSK_CAP_SHIFT)
-                                                      and conn.req_flags & (3 << PSK_CAP_SHIFT))):
-                return self._err(conn, _ERR_UNSUPPORTED_REQUEST, code)
-            return self._session_required(conn, code)
-        return None
-
-    # KEY_EXCHANGE / FINISH (uspdm.sess_kex) and PSK_EXCHANGE / PSK_FINISH
-    # (uspdm.sess_psk) are loaded on demand: needed once per session
-    def _key_exchange(self, conn, msg, now):
-        return demand.need("sess_kex").key_exchange(self, conn, msg, now)
-
-    def _finish_clear(self, conn, msg, now):
-        return demand.need("sess_kex").finish_clear(self, conn, msg, now)
-
-    def _finish(self, s, msg):
-        return demand.need("sess_kex").finish(self, s, msg)
-
-    def _psk_exchange(self, conn, msg, now):
-        return demand.need("sess_psk").psk_exchange(self, conn, msg, now)
+            return demand.need("sess_kex").finish_clear(self, conn, msg, now)
+        return demand.need("sess_more").in_clear(self, conn, msg)
 
     def wrapped_request(self, s, msg):
-        """A request reassembled from CHUNK_SEND inside session s meets the filter an
-        unwrapped one meets in _in_session: None when the responder is to handle it
-        (GET_MEASUREMENTS / GET_DIGESTS / GET_CERTIFICATE / GET_CSR / SET_CERTIFICATE),
-        else the plain response
-        (an ERROR, or the vendor hook's answer)."""
-        conn = s.conn
-        code = msg[1]
-        if s.state != ST_ESTABLISHED:
-            return self._err(conn, _ERR_UNEXPECTED_REQUEST)
-        if code in (_GET_MEASUREMENTS, _GET_DIGESTS, _GET_CERTIFICATE, 0xED, 0xEE):  # + GET_CSR, SET_CERTIFICATE
-            return None
-        if code == _HEARTBEAT:
-            if not self._both(conn, _CAP_HBEAT):
-                return self._err(conn, _ERR_UNSUPPORTED_REQUEST, code)
-            return self._err(conn, _ERR_INVALID_REQUEST)   # never 4 bytes when chunked
-        if code == _KEY_UPDATE:
-            if not self._both(conn, _CAP_KEY_UPD):
-                return self._err(conn, _ERR_UNSUPPORTED_REQUEST, code)
-            return self._err(conn, _ERR_INVALID_REQUEST)
-        if code == _END_SESSION:
-            return self._err(conn, _ERR_INVALID_REQUEST)
-        if code == _VENDOR_DEFINED_REQUEST:
-            return self._vendor(conn, msg, s)
-        if code in (_KEY_EXCHANGE, _PSK_EXCHANGE, _FINISH, _PSK_FINISH, _CHALLENGE, _GET_VERSION,
-                    _GET_CAPABILITIES, _NEGOTIATE_ALGORITHMS):
-            return self._err(conn, _ERR_UNEXPECTED_REQUEST)
-        return self._err(conn, _ERR_UNSUPPORTED_REQUEST, code)
-
-    def _psk_finish(self, s, msg):
-        return demand.need("sess_psk").psk_finish(self, s, msg)
-
-    def _version_checks(self, conn, msg):
-        if conn.version < _V11:
-            return self._err(conn, _ERR_UNSUPPORTED_REQUEST, msg[1])
-        if msg[0] != conn.version:
-            return self._err(conn, _ERR_VERSION_MISMATCH)
-        return None
-
-
-
-
-
-
-
-    def read_psk(self, hint):
-        if self.storage is None:
-            return None
-        name = "uspdm/psk_%s.bin" % ("".join("%02x" % b for b in hint))
-        try:
-            return self.storage.read(name)
-        except Exception:
-            return None
+        """A request reassembled from CHUNK_SEND inside session s (uspdm.sess_more)."""
+        return demand.need("sess_more").wrapped_request(self, s, msg)
 
     # ------------------------------------------------------- secured
     def handle_secured(self, src, body, now=0):
@@ -584,58 +335,17 @@ class SessionManager:
             if s.endian is None and s.req.seq == 2:
                 s.endian = "le"
         except secured.SecuredError as e:
-            app = None
-            if s.endian is None and s.req.seq == 2 and s.sm_version < SM_LE_ONLY:
-                app = self._try_big_endian(s, body)
-            if app is None and s.req_backup is not None:
-                app = self._try_backup(s, body)
-            if app is None:
-                self.stats["decrypt_errors"] += 1
-                self._log("session %08x: %s" % (s.id, e))
-                out = self._encode(s, self._err(s.conn, _ERR_DECRYPT))
-                if s.id in self.sessions:
-                    self.end(s, "decrypt error")
-                return out
+            # the other nonce byte order (secured messages 1.0/1.1), the key before
+            # KEY_UPDATE, or ERROR DecryptError and the session ends (uspdm.sess_more)
+            return demand.need("sess_more").undecoded(self, s, body, e, now)
+        return self._app(s, app, now)
+
+    def _app(self, s, app, now):
         s.last_rx = now
         if len(app) < 5 or app[0] != 0x05:
             # not an SPDM message inside: libspdm treats it as an app message; we have none
             return self._encode(s, self._err(s.conn, _ERR_UNSUPPORTED_REQUEST, app[2] if len(app) > 2 else 0))
-        msg = bytes(app[1:])
-        return self._in_session(s, msg, now)
-
-    def _try_big_endian(self, s, body):
-        """Counter 1 is the first where the two nonce encodings differ: if the
-        little-endian one fails, try big endian and keep whichever works for
-        both directions (libspdm's optional ENC_LITTLE_DEC_BOTH).  Only for
-        secured-message versions 1.0/1.1, which leave the byte order open;
-        DSP0277 1.2 fixes it as little endian (libspdm then uses little
-        endian unconditionally), so a 1.2 session never tries this."""
-        d = s.req
-        d.seq = 1
-        d.big = True
-        try:
-            app = secured.decode(s.id, d, body, s.mac_only)
-        except secured.SecuredError:
-            d.big = False
-            d.seq = 2
-            return None
-        s.endian = "be"
-        s.rsp.big = True
-        return app
-
-    def _try_backup(self, s, body):
-        """KEY_UPDATE: the requester may still use its previous key (libspdm
-        retries with the backup and re-derives the pending new key)."""
-        b = s.req_backup
-        try:
-            app = secured.decode(s.id, b, body, s.mac_only)
-        except secured.SecuredError:
-            return None
-        # keep the pending new key, restarted at sequence number 0
-        s.req.wipe()
-        key, iv = s.ks.key_iv(s.ks.req_app)
-        s.req = s.direction(key, iv)
-        return app
+        return self._in_session(s, bytes(app[1:]), now)
 
     def _in_session(self, s, msg, now):
         conn = s.conn
@@ -644,32 +354,16 @@ class SessionManager:
             return self._encode(s, self._err(conn, _ERR_VERSION_MISMATCH))
         if s.state == ST_HANDSHAKE:
             if code == _FINISH and not s.psk and not s.in_clear:
-                resp, ok = self._finish(s, msg)
-                out = self._encode(s, resp)
-                if ok and s.id in self.sessions:
-                    s.enter_application(s.th.digest())
-                    s.th = None
-                    self._log("session %08x established (KEY_EXCHANGE)" % s.id)
-                elif not ok and resp[2] == _ERR_DECRYPT and s.id in self.sessions:
-                    self.end(s, "FINISH verify data mismatch")
-                return out
+                return demand.need("sess_kex").finish_in(self, s, msg)
             if code == _PSK_FINISH and s.psk and s.psk_context:
-                return self._psk_finish(s, msg)
+                return demand.need("sess_psk").psk_finish(self, s, msg)
             return self._encode(s, self._err(conn, _ERR_UNEXPECTED_REQUEST))
         # established
-        if code == _HEARTBEAT:
-            if not self._both(conn, _CAP_HBEAT):
-                return self._encode(s, self._err(conn, _ERR_UNSUPPORTED_REQUEST, code))
-            if len(msg) != 4:
-                # only ever inside a session, so no transport padding: exact size (libspdm)
-                return self._encode(s, self._err(conn, _ERR_INVALID_REQUEST))
-            return self._encode(s, bytes((conn.version, HEARTBEAT_ACK, 0, 0)))
-        if code == _KEY_UPDATE:
-            return self._key_update(s, msg)
-        if code == _END_SESSION:
-            if len(msg) != 4:
-                return self._encode(s, self._err(conn, _ERR_INVALID_REQUEST))
-            out = self._encode(s, bytes((conn.version, END_SESSION_ACK, 0, 0)))
+        if code == _HEARTBEAT and len(msg) == 4 and self._both(conn, _CAP_HBEAT):
+            # (only ever inside a session, so no transport padding: exact size, as libspdm)
+            return self._encode(s, bytes((conn.version, _HEARTBEAT_ACK, 0, 0)))
+        if code == _END_SESSION and len(msg) == 4:
+            out = self._encode(s, bytes((conn.version, _END_SESSION_ACK, 0, 0)))
             if s.id in self.sessions:
                 self.end(s, "END_SESSION")
             return out
@@ -682,56 +376,8 @@ class SessionManager:
             if resp is None:
                 return None
             return self._encode(s, resp)
-        if code == _VENDOR_DEFINED_REQUEST:
-            return self._encode(s, self._vendor(conn, msg, s))
-        if code in (_KEY_EXCHANGE, _PSK_EXCHANGE, _FINISH, _PSK_FINISH, _CHALLENGE, _GET_VERSION,
-                    _GET_CAPABILITIES, _NEGOTIATE_ALGORITHMS):
-            return self._encode(s, self._err(conn, _ERR_UNEXPECTED_REQUEST))
-        return self._encode(s, self._err(conn, _ERR_UNSUPPORTED_REQUEST, code))
-
-
-    def _key_update(self, s, msg):
-        conn = s.conn
-        if not self._both(conn, _CAP_KEY_UPD):
-            return self._encode(s, self._err(conn, _ERR_UNSUPPORTED_REQUEST, _KEY_UPDATE))
-        if len(msg) != 4:
-            return self._encode(s, self._err(conn, _ERR_INVALID_REQUEST))
-        op = msg[2]
-        ack = bytes((conn.version, KEY_UPDATE_ACK, op, msg[3]))
-        if op in (KU_UPDATE_KEY, KU_UPDATE_ALL_KEYS):
-            if s.last_ku is not None:
-                return self._encode(s, self._err(conn, _ERR_INVALID_REQUEST))
-            self._update_req(s)
-            s.last_ku = op
-            if op == KU_UPDATE_ALL_KEYS:
-                # the responder commits its new key at once: the ACK already uses it
-                new = s.ks.update_secret(s.ks.rsp_app)
-                keysched.wipe(s.ks.rsp_app)
-                s.ks.rsp_app = new
-                s.rsp.wipe()
-                key, iv = s.ks.key_iv(new)
-                s.rsp = s.direction(key, iv)
-            return self._encode(s, ack)
-        if op == KU_VERIFY_NEW_KEY:
-            if s.last_ku is None:
-                return self._encode(s, self._err(conn, _ERR_INVALID_REQUEST))
-            if s.req_backup is not None:
-                s.req_backup.wipe()
-            keysched.wipe(s.req_backup_secret)
-            s.req_backup = s.req_backup_secret = None
-            s.last_ku = None
-            return self._encode(s, ack)
-        return self._encode(s, self._err(conn, _ERR_INVALID_REQUEST))
-
-    def _update_req(self, s):
-        if s.req_backup is not None:
-            s.req_backup.wipe()
-        keysched.wipe(s.req_backup_secret)
-        s.req_backup = s.req
-        s.req_backup_secret = s.ks.req_app
-        s.ks.req_app = s.ks.update_secret(s.req_backup_secret)
-        key, iv = s.ks.key_iv(s.ks.req_app)
-        s.req = s.direction(key, iv)
+        # KEY_UPDATE, VENDOR_DEFINED_REQUEST, and what is an error here
+        return demand.need("sess_more").in_session(self, s, msg)
 
 
 # ------------------------------------------------------------ glue

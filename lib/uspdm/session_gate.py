@@ -31,13 +31,23 @@ _CAP_MAC = const(0x80)
 _ERROR = const(0x7F)
 _ERR_BUSY = const(0x03)
 _KEY_EXCHANGE = const(0xE4)
+_KEY_EXCHANGE_RSP = const(0x64)
+_PSK_EXCHANGE_RSP = const(0x66)
 _V11 = const(0x11)
 
 SESSION_CONFIG = "uspdm/session.json"
-# what uspdm.session imports, largest first (AES with its viper kernels: a demand module of its
-# own, loaded at boot and kept until memory runs short; then the AEAD, ...)
-_AES = "crypto.aes"
-_STACK = ("uspdm.crypto.gcm", "uspdm.secured", "uspdm.keysched")
+# the session stack, in the order it is loaded (a module's code is copied into the heap in
+# pieces as large as its largest function: largest first, while the large free blocks last):
+# uspdm.session with what it imports, then the handshake's own module (uspdm.sess_kex or
+# uspdm.sess_psk, with uspdm.sess_hs); the AEAD (AES with its viper kernels, and GCM) only
+# once the handshake's keys exist: KEY_EXCHANGE_RSP is sent in the clear, so its EC work
+# runs without the AEAD in the heap.  uspdm.session and the AEAD stay while sessions live;
+# the handshake modules and uspdm.sess_more (rare paths) go once no handshake is in progress.
+_STACK = ("uspdm.keysched", "uspdm.secured")
+_AEAD = "crypto.gcm"
+_AEAD_FIRST = ("uspdm.crypto.aes",)   # (with its viper kernels, uspdm.crypto._gcmv, where the port has them)
+_TRANSIENT = ("sess_kex", "sess_psk", "sess_hs", "sess_more")
+_PSK_EXCHANGE = const(0xE6)
 _KEYS = ("max_sessions", "heartbeat", "psk_mode", "handshake_in_the_clear", "max_seq", "defer_key_exchange",
          "allow_replayable_psk", "keep_session_code", "warm_session_code")
 
@@ -89,7 +99,7 @@ class SessionGate:
             # longer has), its tables made, and the rest of the stack's names interned,
             # so the first KEY_EXCHANGE needs no large contiguous block (uspdm.demand.warm)
             try:
-                demand.need(_AES)   # a demand module: dropped when memory runs short
+                demand.need(_AEAD, first=_AEAD_FIRST)   # a demand module: dropped when memory runs short
                 # KEY_EXCHANGE's one-time key always needs the P-384 comb table (6.4 KB in
                 # 1.5 KB pieces, kept once loaded): loaded now, not into a fragmented heap
                 from uspdm.crypto import ec
@@ -97,23 +107,21 @@ class SessionGate:
                 ec.P384.table()
             except MemoryError:
                 pass
-            demand.warm(("session", "sess_kex", "sess_psk"), _STACK, self._install_tables)
+            demand.warm(("session", "sess_hs", "sess_kex", "sess_psk", "sess_more"), _STACK, self._install_tables)
 
     # ------------------------------------------------------------ the stack
     def manager(self):
-        """The SessionManager (the session stack imported if needed)."""
+        """The SessionManager (uspdm.session and what it imports loaded if needed;
+        the AEAD comes with the first session's keys: aead())."""
         m = self.m
         if m is None:
             # the stack's largest modules are loaded first (uspdm.demand.need)
             self._make_room()
-            demand.need(_AES)
             s = demand.need("session", first=_STACK)
-            demand.pin(_AES)   # live sessions hold its functions: never dropped under them
-            demand.pin("session")
+            demand.pin("session")   # live sessions hold its classes: never dropped under them
             m = s.from_settings(self.drbg, self.storage, self.settings, log=self.log,
                                 vendor_hook=self.vendor_hook, ticks_diff=self.ticks_diff)
             m.sec_buffer = self.sec_buffer
-            self._install_tables()
             for k in m.stats:
                 if k not in self.stats:
                     self.stats[k] = m.stats[k]
@@ -121,6 +129,43 @@ class SessionGate:
             self.stats["loads"] += 1
             self.m = m
         return m
+
+    def aead(self):
+        """AES-GCM (uspdm.crypto.gcm with AES and its kernels) loaded and pinned while
+        the stack is: a session's directions seal and open with it."""
+        if not demand.loaded(_AEAD):
+            demand.need(_AEAD, first=_AEAD_FIRST)
+        if self.m is not None and not demand._pins.get(_AEAD):
+            demand.pin(_AEAD)   # live sessions hold its objects: never dropped under them (release())
+            self._install_tables()
+
+    @staticmethod
+    def _steps(leaf, first=()):
+        """Demand module `leaf` imported as need(leaf, first=first) does, one module per
+        idle slice (a generator); what its import brings in goes when it is dropped."""
+        if demand.loaded(leaf):
+            return
+        had = set(sys.modules)
+        try:
+            for f in first:
+                if f not in sys.modules:
+                    __import__(f)
+                    yield
+            demand.need(leaf)
+        except BaseException:
+            if not demand.loaded(leaf):
+                for k in list(sys.modules):
+                    if k not in had:
+                        demand._forget(k)
+            raise
+        deps = demand._deps.setdefault(leaf, [])
+        full = "uspdm." + leaf
+        for k in sys.modules:
+            if k not in had and k != full and k.startswith("uspdm.") and k not in deps \
+                    and k[6:] not in demand._cache:
+                deps.append(k)
+        had = None
+        yield
 
     @staticmethod
     def _make_room():
@@ -158,22 +203,22 @@ class SessionGate:
         if m is None or self.keep:
             return False
         if m.sessions:
-            # no handshake in progress: its modules (KEY_EXCHANGE/FINISH, PSK) go until
-            # the next one (room for the signed answers inside the sessions)
+            # no handshake in progress: its modules (KEY_EXCHANGE/FINISH, PSK) and the rare
+            # paths go until needed again (room for the signed answers inside the sessions)
             for x in m.sessions.values():
                 if x.state == 1:   # uspdm.session.ST_HANDSHAKE
                     return False
-            demand.drop("sess_kex", collect=False)
-            demand.drop("sess_psk", collect=False)
+            for k in _TRANSIENT:
+                demand.drop(k, collect=False)
             return False
         self.m = None
         demand.unpin("session")
-        demand.unpin(_AES)
+        demand.unpin(_AEAD)
         # the handshake modules refer to the stack's functions: they go first
-        demand.drop("sess_kex", collect=False)
-        demand.drop("sess_psk", collect=False)
+        for k in _TRANSIENT:
+            demand.drop(k, collect=False)
         if not self._warm:
-            demand.drop(_AES, collect=False)   # (warm_session_code keeps it until memory runs short)
+            demand.drop(_AEAD, collect=False)   # (warm_session_code keeps it until memory runs short)
         demand.drop("session")
         return True
 
@@ -196,58 +241,41 @@ class SessionGate:
         return len(self.m.sessions) if self.m is not None else 0
 
     def _stepwise(self, conn, msg):
-        """True when KEY_EXCHANGE msg is to load the stack in idle steps first: the stack
-        is not loaded, the request would be deferred anyway (its EC work in slices, as
-        uspdm.sess_kex decides) and passes the checks that need no stack code (so a
-        malformed one is answered at once, as before)."""
-        if self.m is not None or getattr(conn, "defer_work", None) is None or len(msg) < 138:
+        """True when KEY_EXCHANGE / PSK_EXCHANGE msg is to load the stack in idle steps
+        first: the stack is not loaded, the board defers such work (KEY_EXCHANGE's EC work
+        in slices, as uspdm.sess_kex decides) and the request passes the checks that need
+        no stack code (so a malformed one is answered at once, as before)."""
+        if self.m is not None or getattr(conn, "defer_work", None) is None:
             return False
         d = self.settings.get("defer_key_exchange")
         if d is None:
             d = getattr(getattr(conn, "cfg", None), "defer_signing", False)
+        if not (d and conn.version and conn.hashname and msg[0] == conn.version):
+            return False
+        if msg[1] == _PSK_EXCHANGE:
+            # AES-256-GCM and the SPDM key schedule, a PSK mode offered and asked for
+            return len(msg) >= 12 and self._psk_mode and getattr(conn, "sel_aead", 0) == 0x02 \
+                and getattr(conn, "sel_ks", 0) == 0x01 and conn.req_flags & (3 << 10)
         # secp384r1, AES-256-GCM, the SPDM key schedule: the only selections sess_kex accepts
-        return bool(d) and bool(conn.version) and bool(conn.hashname) and msg[0] == conn.version \
-            and getattr(conn, "sel_dhe", 0) == 0x10 and getattr(conn, "sel_aead", 0) == 0x02 \
+        return len(msg) >= 138 and getattr(conn, "sel_dhe", 0) == 0x10 and getattr(conn, "sel_aead", 0) == 0x02 \
             and getattr(conn, "sel_ks", 0) == 0x01
 
-    def _load_iter(self, conn, msg, now):
-        """KEY_EXCHANGE as pending work (conn.defer_work): the session stack imported one
-        module per idle slice (in a nearly full heap the whole stack at once is about
-        30 M instructions on the M0, during which the board answers nothing), then the
-        request handled by the manager, whose EC work (its own pending work) continues
-        in this one: the requester's token and the board's late answer stay this one's."""
+    def _load_iter(self, conn, msg, now, leaf):
+        """KEY_EXCHANGE (leaf sess_kex) / PSK_EXCHANGE (sess_psk) as pending work
+        (conn.defer_work): the session stack imported one module per idle slice (in a
+        nearly full heap the whole stack at once is about 30 M instructions on the M0,
+        during which the board answers nothing), then the request handled by the manager,
+        whose EC work (its own pending work) continues in this one: the requester's token
+        and the board's late answer stay this one's; then the AEAD, one module per slice,
+        once that work's memory is free again."""
         mine = conn.pend
         before = list(self.m.sessions) if self.m is not None else ()
         try:
             self._make_room()
             yield
-            demand.need(_AES)
-            yield
-            if not demand.loaded("session"):
-                # the stack's modules largest first (demand.need's first=), one per slice;
-                # what they bring in goes with uspdm.session when it is dropped
-                had = set(sys.modules)
-                try:
-                    for f in _STACK:
-                        if f not in sys.modules:
-                            __import__(f)
-                            yield
-                    demand.need("session")
-                except BaseException:
-                    if not demand.loaded("session"):
-                        for k in list(sys.modules):
-                            if k not in had:
-                                demand._forget(k)
-                    raise
-                deps = demand._deps.setdefault("session", [])
-                for k in sys.modules:
-                    if k not in had and k != "uspdm.session" and k.startswith("uspdm.") and k not in deps \
-                            and k[6:] not in demand._cache:
-                        deps.append(k)
-                had = None
-                yield
-            demand.need("sess_kex")
-            yield
+            # what uspdm.session imports, largest first, then it (pinned: as manager())
+            yield from self._steps("session", _STACK)
+            yield from self._steps(leaf, ("uspdm.sess_hs",))
             # the manager made and used in one slice (between slices, with no session
             # yet, the board's tick would let it go again: release())
             m = self.manager()
@@ -260,6 +288,12 @@ class SessionGate:
                 gen = q.gen
                 q = rsp = None
                 rsp = yield from gen
+            if rsp is not None and len(rsp) > 1 and rsp[1] in (_KEY_EXCHANGE_RSP, _PSK_EXCHANGE_RSP) \
+                    and not demand.loaded(_AEAD):
+                # the session's keys exist: the AEAD for its secured messages (the stack
+                # is kept meanwhile: the half-open session holds it)
+                yield from self._steps(_AEAD, _AEAD_FIRST)
+                self.aead()
             return rsp
         except MemoryError:
             self._end_opened(before)
@@ -268,9 +302,11 @@ class SessionGate:
             self.release()
 
     def handle_in_clear(self, conn, msg, now=0):
-        if msg[1] == _KEY_EXCHANGE and self._stepwise(conn, msg):
+        code = msg[1]
+        if (code == _KEY_EXCHANGE or code == _PSK_EXCHANGE) and self._stepwise(conn, msg):
             # the stack is loaded in idle slices before the request is handled
-            return conn.defer_work(_KEY_EXCHANGE, self._load_iter(conn, msg, now))
+            return conn.defer_work(code, self._load_iter(conn, msg, now,
+                                                         "sess_kex" if code == _KEY_EXCHANGE else "sess_psk"))
         # KEY_EXCHANGE / PSK_EXCHANGE load the stack; anything else with no
         # session loads it for the manager's checks and answer, then drops it
         before = list(self.m.sessions) if self.m is not None else ()
@@ -289,6 +325,7 @@ class SessionGate:
             self.stats["dropped"] += 1   # no session at all: an unknown session ID
             return None
         try:
+            self.aead()   # (a session's first secured message, after a handshake that did not load it)
             return self.m.handle_secured(src, body, now)
         except MemoryError:
             return self._busy(body)
