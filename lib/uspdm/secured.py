@@ -27,9 +27,8 @@ The counter of a direction advances on every encode/decode attempt, as in
 libspdm, so a failed message also consumes its sequence number.
 
 The AEAD (uspdm.crypto.gcm, with AES and its kernels) is imported when a
-direction first seals or opens a message, not with this module: a session's
-handshake keys exist before it is needed (uspdm.session_gate loads it after
-KEY_EXCHANGE's EC work, or with the first secured message).
+direction first seals or opens a message, not with this module (on the
+board uspdm.session_gate loads it as a demand module of its own).
 """
 from uspdm.compat import u16
 

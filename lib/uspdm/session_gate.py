@@ -31,18 +31,18 @@ _CAP_MAC = const(0x80)
 _ERROR = const(0x7F)
 _ERR_BUSY = const(0x03)
 _KEY_EXCHANGE = const(0xE4)
-_KEY_EXCHANGE_RSP = const(0x64)
-_PSK_EXCHANGE_RSP = const(0x66)
 _V11 = const(0x11)
 
 SESSION_CONFIG = "uspdm/session.json"
 # the session stack, in the order it is loaded (a module's code is copied into the heap in
 # pieces as large as its largest function: largest first, while the large free blocks last):
-# uspdm.session with what it imports, then the handshake's own module (uspdm.sess_kex or
-# uspdm.sess_psk, with uspdm.sess_hs); the AEAD (AES with its viper kernels, and GCM) only
-# once the handshake's keys exist: KEY_EXCHANGE_RSP is sent in the clear, so its EC work
-# runs without the AEAD in the heap.  uspdm.session and the AEAD stay while sessions live;
-# the handshake modules and uspdm.sess_more (rare paths) go once no handshake is in progress.
+# the AEAD (AES with its viper kernels, and GCM), uspdm.session with what it imports, then
+# the handshake's own module (uspdm.sess_kex or uspdm.sess_psk, with uspdm.sess_hs).
+# uspdm.session and the AEAD stay while sessions live; the handshake modules and
+# uspdm.sess_more (rare paths) go once no handshake is in progress.  (The AEAD is not needed
+# before the handshake's keys exist, but loaded after KEY_EXCHANGE's EC work it interns its
+# names then: the qstr pool that overflows is a new ~9 KB block, which a heap fragmented by
+# the EC work no longer has -- 200 KB, two requesters: KEY_EXCHANGE answered Busy.)
 _STACK = ("uspdm.keysched", "uspdm.secured")
 _AEAD = "crypto.gcm"
 _AEAD_FIRST = ("uspdm.crypto.aes",)   # (with its viper kernels, uspdm.crypto._gcmv, where the port has them)
@@ -92,6 +92,7 @@ class SessionGate:
         self._in_clear = bool(c.get("handshake_in_the_clear", True))
         self._tables = None   # AES kernel tables (T0, S-box), made once, kept across loads
         self._warm = bool(c.get("warm_session_code", False))
+        self._named = False   # _names() done
         if self._warm and not self.keep:
             # (a setting, off by default: costs ~20 KB of heap to flows without sessions)
             # built while the heap is young: AES with its viper kernels stays loaded (its
@@ -111,13 +112,14 @@ class SessionGate:
 
     # ------------------------------------------------------------ the stack
     def manager(self):
-        """The SessionManager (uspdm.session and what it imports loaded if needed;
-        the AEAD comes with the first session's keys: aead())."""
+        """The SessionManager (the session stack imported if needed)."""
         m = self.m
         if m is None:
             # the stack's largest modules are loaded first (uspdm.demand.need)
             self._make_room()
+            demand.need(_AEAD, first=_AEAD_FIRST)
             s = demand.need("session", first=_STACK)
+            self._names()
             demand.pin("session")   # live sessions hold its classes: never dropped under them
             m = s.from_settings(self.drbg, self.storage, self.settings, log=self.log,
                                 vendor_hook=self.vendor_hook, ticks_diff=self.ticks_diff)
@@ -128,7 +130,22 @@ class SessionGate:
             m.stats = self.stats
             self.stats["loads"] += 1
             self.m = m
+            self.aead()
         return m
+
+    def _names(self):
+        """uspdm.sess_more (the rare paths: KEY_UPDATE, ...) imported and dropped again
+        with the first load of the stack (after uspdm.session, which it imports): its
+        names are interned with the stack's, while
+        the heap has room (MicroPython's qstr pools are never freed, and the one that
+        overflows is a new block of up to ~9 KB: a KEY_UPDATE inside a session, on a
+        fragmented heap, could not allocate it).  True when it did that now."""
+        if self._named:
+            return False
+        self._named = True
+        demand.need("sess_more")
+        demand.drop("sess_more", collect=False)
+        return True
 
     def aead(self):
         """AES-GCM (uspdm.crypto.gcm with AES and its kernels) loaded and pinned while
@@ -266,15 +283,17 @@ class SessionGate:
         nearly full heap the whole stack at once is about 30 M instructions on the M0,
         during which the board answers nothing), then the request handled by the manager,
         whose EC work (its own pending work) continues in this one: the requester's token
-        and the board's late answer stay this one's; then the AEAD, one module per slice,
-        once that work's memory is free again."""
+        and the board's late answer stay this one's."""
         mine = conn.pend
         before = list(self.m.sessions) if self.m is not None else ()
         try:
             self._make_room()
             yield
-            # what uspdm.session imports, largest first, then it (pinned: as manager())
+            # the AEAD, what uspdm.session imports, largest first, then it (pinned: manager())
+            yield from self._steps(_AEAD, _AEAD_FIRST)
             yield from self._steps("session", _STACK)
+            if self._names():
+                yield
             yield from self._steps(leaf, ("uspdm.sess_hs",))
             # the manager made and used in one slice (between slices, with no session
             # yet, the board's tick would let it go again: release())
@@ -288,12 +307,6 @@ class SessionGate:
                 gen = q.gen
                 q = rsp = None
                 rsp = yield from gen
-            if rsp is not None and len(rsp) > 1 and rsp[1] in (_KEY_EXCHANGE_RSP, _PSK_EXCHANGE_RSP) \
-                    and not demand.loaded(_AEAD):
-                # the session's keys exist: the AEAD for its secured messages (the stack
-                # is kept meanwhile: the half-open session holds it)
-                yield from self._steps(_AEAD, _AEAD_FIRST)
-                self.aead()
             return rsp
         except MemoryError:
             self._end_opened(before)
