@@ -34,6 +34,9 @@ _KEY_EXCHANGE = const(0xE4)
 _V11 = const(0x11)
 
 SESSION_CONFIG = "uspdm/session.json"
+# a heap smaller than this (bytes) holds the EC comb tables off while the session stack is
+# loaded (SessionGate._make_room): a 128 KB board; a 200 KB RP2040 keeps them (speed)
+SMALL_HEAP = 160 * 1024
 # the session stack, in the order it is loaded (a module's code is copied into the heap in
 # pieces as large as its largest function: largest first, while the large free blocks last):
 # the AEAD (AES with its viper kernels, and GCM), uspdm.session with what it imports, then
@@ -90,6 +93,8 @@ class SessionGate:
             psk = 2   # refused by the manager too: PSK with a responder context
         self._psk_mode = psk
         self._in_clear = bool(c.get("handshake_in_the_clear", True))
+        self._held = False    # the comb tables held off while the stack is loaded (_make_room)
+        self._loading = False  # the stack being loaded in idle slices (_load_iter)
         self._tables = None   # AES kernel tables (T0, S-box), made once, kept across loads
         self._warm = bool(c.get("warm_session_code", False))
         self._named = False   # _names() done
@@ -184,14 +189,25 @@ class SessionGate:
         had = None
         yield
 
-    @staticmethod
-    def _make_room():
-        """The handlers of the connection's first messages go before the stack comes
-        (their room goes to it: about 35 KB of code when copied into the heap)."""
+    def _make_room(self):
+        """Before the stack comes: the handlers of the connection's first messages go
+        (their room goes to it: about 35 KB of code when copied into the heap), and on a
+        small heap (under SMALL_HEAP bytes: a 128 KB board) the EC comb tables too, held
+        off while the stack is loaded: signatures and key generation compute without
+        them (P-384's table is 6.4 KB; about 4x slower: uspdm.crypto.ec.hold_tables)."""
         for k in list(demand._cache):
-            if k.startswith("rsp_"):
+            if k.startswith("rsp_") or k == "chunk":
                 demand.drop(k, collect=False)
+        mf = getattr(gc, "mem_free", None)   # (MicroPython)
+        if not self._held and mf is not None and mf() + gc.mem_alloc() < SMALL_HEAP:
+            self._hold(True)
         gc.collect()
+
+    def _hold(self, on):
+        f = getattr(sys.modules.get("uspdm.crypto.ec"), "hold_tables", None)
+        if f is not None:
+            f(on)
+            self._held = on
 
     def _end_opened(self, before):
         """End the sessions opened since `before` (a request that ran out of memory)."""
@@ -217,7 +233,11 @@ class SessionGate:
     def release(self):
         """Drop the session stack if no session (not even a half-open one) remains."""
         m = self.m
-        if m is None or self.keep:
+        if m is None:
+            if self._held and not self._loading:
+                self._hold(False)   # the stack did not come (out of memory)
+            return False
+        if self.keep:
             return False
         if m.sessions:
             # no handshake in progress: its modules (KEY_EXCHANGE/FINISH, PSK) and the rare
@@ -237,6 +257,8 @@ class SessionGate:
         if not self._warm:
             demand.drop(_AEAD, collect=False)   # (warm_session_code keeps it until memory runs short)
         demand.drop("session")
+        if self._held:
+            self._hold(False)   # the next signature loads its table again
         return True
 
     # ------------------------------------------- SessionManager interface
@@ -287,6 +309,7 @@ class SessionGate:
         mine = conn.pend
         before = list(self.m.sessions) if self.m is not None else ()
         try:
+            self._loading = True   # (the comb tables stay held off between its slices: release())
             self._make_room()
             yield
             # the AEAD, what uspdm.session imports, largest first, then it (pinned: manager())
@@ -299,6 +322,7 @@ class SessionGate:
             # yet, the board's tick would let it go again: release())
             m = self.manager()
             before = list(m.sessions)
+            self._loading = False
             rsp = m.handle_in_clear(conn, msg, now)
             q = conn.pend
             if q is not mine and q is not None and q.sig is None:
@@ -312,6 +336,7 @@ class SessionGate:
             self._end_opened(before)
             raise
         finally:
+            self._loading = False
             self.release()
 
     def handle_in_clear(self, conn, msg, now=0):
