@@ -403,8 +403,15 @@ def settle(dev, resident, boot_only):
         gc.collect()
         meas = ctx.measurements
         mh = getattr(ctx.config, "meas_hash", None)
-        if not meas.freeze(("sha384", "sha256") + ((mh,) if mh else ())):
+        if meas.freeze(("sha384", "sha256") + ((mh,) if mh else ())):
+            # the records alone stay (uspdm.meas_rec): the Measurements object, its
+            # class and the module that declares and digests blocks go
+            ctx.measurements = meas = meas.frozen
+            for r in dev.responders.values():   # (made by a request before the boot was done)
+                r.meas = meas
+        else:
             meas.compact()   # a hash not digested (asym_priority without p256): the blocks stay
+        meas = None
         gc.collect()
         # the comb table of the preferred curve (6.5 KB for P-384, in 1.5 KB chunks),
         # which every signature needs: loaded now, low in that heap, instead of at

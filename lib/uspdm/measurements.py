@@ -129,6 +129,7 @@ class Measurements:
         # (0xFD), DMTF type 4 freeform manifest, raw, whose value is every
         # block above concatenated; the summary hash (TCB or all) is over it
         self.single = None
+        self.frozen = None   # uspdm.meas_rec.Records once frozen (freeze())
         for b in blocks:
             if isinstance(b, Block):
                 self._add(b)
@@ -218,12 +219,13 @@ class Measurements:
                 for h in hashnames:
                     if h not in b._digests:
                         return False   # files not digested in that hash yet: stays as it is
+        from uspdm.meas_rec import Records
+
         rec = {}
         for h in hashnames:
             rec[h] = b"".join(b.encode(h) for b in self.blocks)
-        self._tcb = bytes(1 if b.tcb else 0 for b in self.blocks)
-        self._rec = rec
-        self._n = len(self.blocks)
+        self.frozen = Records(rec, bytes(1 if b.tcb else 0 for b in self.blocks), len(self.blocks), self.single,
+                              self.version)
         self.blocks = None
         return True
 
@@ -232,31 +234,18 @@ class Measurements:
             b.value_for(hashname)
 
     # queries ----------------------------------------------------------------
+    # (frozen: the Records answer; a board keeps only them, see uspdm.meas_rec)
     def count(self):
-        if self.single:
-            return 1
-        return self._n if self.blocks is None else len(self.blocks)
+        if self.frozen is not None:
+            return self.frozen.count()
+        return 1 if self.single else len(self.blocks)
 
     def _all(self, hashname):
-        """Every block's record, concatenated (None: frozen without this hash)."""
-        if self.blocks is None:
-            return self._rec.get(hashname)
+        """Every block's record, concatenated."""
         return b"".join(b.encode(hashname) for b in self.blocks)
-
-    def _split(self, rec):
-        """(index, offset, length) of each block in a record of all blocks."""
-        out = []
-        o = 0
-        while o + 4 <= len(rec):
-            n = 4 + (rec[o + 2] | rec[o + 3] << 8)
-            out.append((rec[o], o, n))
-            o += n
-        return out
 
     def _single(self, hashname):
         v = self._all(hashname)
-        if v is None:
-            return None
         return bytes((self.single, 0x01)) + p16(3 + len(v)) + bytes((0x84,)) + p16(len(v)) + v
 
     def get(self, index):
@@ -267,20 +256,14 @@ class Measurements:
 
     def record(self, index, hashname):
         """Measurement record bytes for one index or all (0xFF); None if the index is unknown."""
+        if self.frozen is not None:
+            return self.frozen.record(index, hashname)
         if self.single:
             if index not in (0xFF, self.single):
                 return None
-            v = self._single(hashname)
-            return (v, 1) if v is not None else None
+            return self._single(hashname), 1
         if index == 0xFF:
-            v = self._all(hashname)
-            return (v, self.count()) if v is not None else None
-        if self.blocks is None:
-            rec = self._rec.get(hashname)
-            for i, o, n in self._split(rec or b""):
-                if i == index:
-                    return rec[o:o + n], 1
-            return None
+            return self._all(hashname), self.count()
         b = self.get(index)
         if b is None:
             return None
@@ -289,21 +272,14 @@ class Measurements:
     def summary_hash(self, kind, hashname, meas_hashname=None):
         """Measurement summary hash: Hash(concatenated blocks) over the TCB
         blocks (kind 1) or all blocks (kind 0xFF), blocks in the measurement hash."""
+        if self.frozen is not None:
+            return self.frozen.summary_hash(kind, hashname, meas_hashname)
         from uspdm.crypto import sha2
 
         h = sha2.new(hashname)
         mh = meas_hashname or hashname
         if self.single:
-            h.update(self._single(mh) or b"")   # OpenPRoT: the one manifest block is the TCB and all
-            return h.digest()
-        if self.blocks is None:
-            rec = self._rec.get(mh) or b""
-            mv = memoryview(rec)
-            k = 0
-            for i, o, n in self._split(rec):
-                if kind == 0xFF or self._tcb[k]:
-                    h.update(mv[o:o + n])
-                k += 1
+            h.update(self._single(mh))   # OpenPRoT: the one manifest block is the TCB and all
             return h.digest()
         for b in self.blocks:
             if kind == 0xFF or b.tcb:
