@@ -8,7 +8,7 @@ from uspdm.compat import const
 from uspdm.compat import p16, u16
 from uspdm.crypto import hmac as _hmac
 from uspdm.crypto import sha2
-from uspdm.session import ST_ESTABLISHED, ST_HANDSHAKE, Session
+from uspdm.session import ST_HANDSHAKE, Session
 
 _CAP_MEAS_MASK = const(0x18)
 _SUMMARY_ALL = const(0xFF)
@@ -145,21 +145,7 @@ def open_session(mgr, conn, req_sid, psk):
     return s
 
 
-def _dirs(s, pair):
-    (rk, ri), (sk, si) = pair
-    return s.direction(rk, ri), s.direction(sk, si)
-
-
 def handshake_keys(s):
     """Session s's handshake traffic keys (its key schedule's handshake secrets)."""
-    s.req, s.rsp = _dirs(s, s.ks.hs_keys())
-
-
-def application_keys(s, th2):
-    """Session s established: the application traffic keys from Hash(TH2)."""
-    s.ks.application(th2)
-    for d in (s.req, s.rsp):
-        if d is not None:
-            d.wipe()
-    s.req, s.rsp = _dirs(s, s.ks.app_keys())
-    s.state = ST_ESTABLISHED
+    (rk, ri), (sk, si) = s.ks.hs_keys()
+    s.req, s.rsp = s.direction(rk, ri), s.direction(sk, si)

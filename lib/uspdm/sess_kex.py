@@ -1,12 +1,12 @@
-"""KEY_EXCHANGE and FINISH, responder side (DSP0274, DSP0277): functions of a
+"""KEY_EXCHANGE, responder side (DSP0274, DSP0277): functions of a
 uspdm.session.SessionManager `mgr`, loaded on demand (uspdm.demand) when a
-requester opens a certificate session, and dropped when memory runs short."""
+requester opens a certificate session, and dropped once KEY_EXCHANGE_RSP is
+made (FINISH: uspdm.sess_fin) or when memory runs short."""
 from uspdm.compat import const
 from uspdm.responder import signing_prefix
 from uspdm import demand, keysched, sess_hs
-from uspdm.compat import ct_eq, p16, u16
+from uspdm.compat import p16, u16
 from uspdm.crypto import sha2
-from uspdm.session import ST_HANDSHAKE
 
 # DSP0274 codes used here (private: compiled in, not in the module's dict)
 _AEAD_AES_256_GCM = const(0x02)
@@ -15,15 +15,11 @@ _CAP_HANDSHAKE_IN_THE_CLEAR = const(0x8000)
 _CAP_HBEAT = const(0x2000)
 _CAP_KEY_EX = const(0x200)
 _DHE_SECP384R1 = const(0x10)
-_ERROR = const(0x7F)
-_ERR_DECRYPT_ERROR = const(0x06)
 _ERR_INVALID_REQUEST = const(0x01)
 _ERR_SESSION_LIMIT_EXCEEDED = const(0x0A)
 _ERR_UNEXPECTED_REQUEST = const(0x04)
 _ERR_UNSPECIFIED = const(0x05)
 _ERR_UNSUPPORTED_REQUEST = const(0x07)
-_FINISH = const(0xE5)
-_FINISH_RSP = const(0x65)
 _KEY_EXCHANGE = const(0xE4)
 _KEY_EXCHANGE_RSP = const(0x64)
 _KEY_SCHEDULE_SPDM = const(0x01)
@@ -168,68 +164,3 @@ def _kex_iter(mgr, conn, s, msg, peer, ct, d_id, summary):
         mgr.end(s, "KEY_EXCHANGE failed")
         return mgr._err(conn, _ERR_UNSPECIFIED)
     return resp
-
-
-def finish_clear(mgr, conn, msg, now):
-    e = mgr._version_checks(conn, msg)
-    if e:
-        return e
-    if not mgr._both(conn, _CAP_KEY_EX):
-        return mgr._err(conn, _ERR_UNSUPPORTED_REQUEST, _FINISH)
-    if not (mgr.in_clear and mgr._both(conn, _CAP_HANDSHAKE_IN_THE_CLEAR)):
-        # without HANDSHAKE_IN_THE_CLEAR, FINISH belongs inside the session:
-        # SessionRequired (1.2+) / Unspecified (1.1), as libspdm and the
-        # Responder-Validator (case 9.11) expect
-        return mgr._session_required(conn)
-    sid = mgr.latest.get(id(conn))
-    s = mgr.sessions.get(sid) if sid is not None else None
-    if s is None or s.conn is not conn or s.psk or s.state != ST_HANDSHAKE or not s.in_clear or s.th is None:
-        return mgr._err(conn, _ERR_UNEXPECTED_REQUEST)
-    resp, ok = finish(mgr, s, msg)
-    if ok:
-        sess_hs.application_keys(s, s.th.digest())
-        s.th = None
-        s.last_rx = now
-        mgr._log("session %08x established (KEY_EXCHANGE, handshake in the clear)" % s.id)
-    elif resp[1] == _ERROR and resp[2] == _ERR_DECRYPT_ERROR:
-        mgr.end(s, "FINISH verify data mismatch")
-    return resp
-
-
-def finish(mgr, s, msg):
-    """Check a FINISH; return (response, ok).  On success s.th covers TH2."""
-    conn = s.conn
-    h = s.ks.h
-    if msg[2] & 0x01:
-        # we never ask for mutual authentication, so no signature may be present
-        return mgr._err(conn, _ERR_INVALID_REQUEST), False
-    if len(msg) < 4 + h:
-        return mgr._err(conn, _ERR_INVALID_REQUEST), False
-    th = s.th.copy()
-    th.update(msg[:4])
-    expect = sess_hs.hmac(s, s.ks.req_finished, th.digest())
-    if not ct_eq(expect, msg[4:4 + h]):
-        mgr.stats["decrypt_errors"] += 1
-        return mgr._err(conn, _ERR_DECRYPT_ERROR), False
-    th.update(msg[4:4 + h])
-    resp = bytes((conn.version, _FINISH_RSP, 0, 0))
-    if s.in_clear:
-        t2 = th.copy()
-        t2.update(resp)
-        resp += sess_hs.hmac(s, s.ks.rsp_finished, t2.digest())
-    th.update(resp)
-    s.th = th
-    return resp, True
-
-
-def finish_in(mgr, s, msg):
-    """FINISH inside session s (its handshake keys): the secured answer."""
-    resp, ok = finish(mgr, s, msg)
-    out = mgr._encode(s, resp)
-    if ok and s.id in mgr.sessions:
-        sess_hs.application_keys(s, s.th.digest())
-        s.th = None
-        mgr._log("session %08x established (KEY_EXCHANGE)" % s.id)
-    elif not ok and resp[2] == _ERR_DECRYPT_ERROR and s.id in mgr.sessions:
-        mgr.end(s, "FINISH verify data mismatch")
-    return out

@@ -1,9 +1,10 @@
-"""PSK_EXCHANGE and PSK_FINISH, responder side (DSP0274, DSP0277): functions of a
+"""PSK_EXCHANGE, responder side (DSP0274, DSP0277): functions of a
 uspdm.session.SessionManager `mgr`, loaded on demand (uspdm.demand) when a
-requester opens a PSK session, and dropped when memory runs short."""
+requester opens a PSK session, and dropped once PSK_EXCHANGE_RSP is made
+(PSK_FINISH: uspdm.sess_fin) or when memory runs short."""
 from uspdm.compat import const
-from uspdm import keysched, sess_hs
-from uspdm.compat import ct_eq, p16, u16
+from uspdm import demand, keysched, sess_hs
+from uspdm.compat import p16, u16
 from uspdm.session import PSK_WITH_CONTEXT
 
 # DSP0274 codes used here (private: compiled in, not in the module's dict)
@@ -21,9 +22,7 @@ _OPAQUE_FMT_MASK = const(0x0F)
 _PSK_EXCHANGE = const(0xE6)
 _V12 = const(0x12)
 _V13 = const(0x13)
-_ERR_DECRYPT_ERROR = const(0x06)
 _PSK_EXCHANGE_RSP = const(0x66)
-_PSK_FINISH_RSP = const(0x67)
 _POLICY_EVENT_ALL = const(0x02)   # SessionPolicy bit 1 (1.3): needs EVENT_CAP, which we do not have
 _PSK_CAP_SHIFT = const(10)
 MAX_PSK_HINT = 32
@@ -94,36 +93,10 @@ def psk_exchange(mgr, conn, msg, now):
             getattr(conn.t, fn)()
     s.last_rx = now
     if not s.psk_context:
-        sess_hs.application_keys(s, th.digest())
+        demand.need("sess_fin").application_keys(s, th.digest())
         s.th = None
         mgr._log("session %08x established (PSK, no PSK_FINISH)" % s.id)
     return body + vd
-
-
-def psk_finish(mgr, s, msg):
-    conn = s.conn
-    h = s.ks.h
-    if len(msg) != 4 + h:
-        # only ever inside a session: exact size, as libspdm
-        return mgr._encode(s, mgr._err(conn, _ERR_INVALID_REQUEST))
-    th = s.th.copy()
-    th.update(msg[:4])
-    expect = sess_hs.hmac(s, s.ks.req_finished, th.digest())
-    if not ct_eq(expect, msg[4:4 + h]):
-        mgr.stats["decrypt_errors"] += 1
-        out = mgr._encode(s, mgr._err(conn, _ERR_DECRYPT_ERROR))
-        if s.id in mgr.sessions:
-            mgr.end(s, "PSK_FINISH verify data mismatch")
-        return out
-    th.update(msg[4:4 + h])
-    resp = bytes((conn.version, _PSK_FINISH_RSP, 0, 0))
-    th.update(resp)
-    out = mgr._encode(s, resp)
-    if s.id in mgr.sessions:
-        sess_hs.application_keys(s, th.digest())
-        s.th = None
-        mgr._log("session %08x established (PSK)" % s.id)
-    return out
 
 
 def read_psk(mgr, hint):

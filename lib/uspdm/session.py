@@ -71,10 +71,11 @@ _MAX_PAD = const(32)   # uspdm.secured.MAX_PAD
 # decode, HEARTBEAT, END_SESSION, in-session requests handed to the responder, expiry)
 # with uspdm.keysched and uspdm.secured, and the AEAD (uspdm.crypto.gcm, imported at the
 # first sealed or opened message).  Loaded on demand and dropped when not needed:
-# uspdm.sess_hs (what both handshakes share), uspdm.sess_kex (KEY_EXCHANGE / FINISH),
-# uspdm.sess_psk (PSK_EXCHANGE / PSK_FINISH) and uspdm.sess_more (KEY_UPDATE, vendor
-# requests, retries with the other nonce byte order or the pre-KEY_UPDATE key, requests
-# that are errors, chunked requests inside a session).
+# uspdm.sess_kex (KEY_EXCHANGE) or uspdm.sess_psk (PSK_EXCHANGE), with uspdm.sess_hs (what
+# both share), until the handshake's answer is made; uspdm.sess_fin (FINISH, PSK_FINISH)
+# until the handshake ends; uspdm.sess_more (KEY_UPDATE, vendor requests, retries with
+# the other nonce byte order or the pre-KEY_UPDATE key, requests that are errors, chunked
+# requests inside a session) for the request that needs it.
 
 PSK_NONE = 0
 PSK_NO_CONTEXT = 1     # PSK_EXCHANGE_RSP ends the handshake (no PSK_FINISH)
@@ -301,14 +302,15 @@ class SessionManager:
         self.tick(now)   # half-open sessions past their window end before anything else
         if not conn.version or not conn.hashname:
             return bytes((conn.version or msg[0], _ERROR, _ERR_UNEXPECTED_REQUEST, 0))
-        # KEY_EXCHANGE / FINISH (uspdm.sess_kex) and PSK_EXCHANGE (uspdm.sess_psk) are
-        # loaded on demand: needed once per session; the rest are errors (uspdm.sess_more)
+        # KEY_EXCHANGE (uspdm.sess_kex), PSK_EXCHANGE (uspdm.sess_psk) and FINISH
+        # (uspdm.sess_fin) are loaded on demand: needed once per session; the rest are
+        # errors (uspdm.sess_more)
         if code == _KEY_EXCHANGE:
             return demand.need("sess_kex").key_exchange(self, conn, msg, now)
         if code == _PSK_EXCHANGE:
             return demand.need("sess_psk").psk_exchange(self, conn, msg, now)
         if code == _FINISH:
-            return demand.need("sess_kex").finish_clear(self, conn, msg, now)
+            return demand.need("sess_fin").finish_clear(self, conn, msg, now)
         return demand.need("sess_more").in_clear(self, conn, msg)
 
     def wrapped_request(self, s, msg):
@@ -354,9 +356,9 @@ class SessionManager:
             return self._encode(s, self._err(conn, _ERR_VERSION_MISMATCH))
         if s.state == ST_HANDSHAKE:
             if code == _FINISH and not s.psk and not s.in_clear:
-                return demand.need("sess_kex").finish_in(self, s, msg)
+                return demand.need("sess_fin").finish_in(self, s, msg)
             if code == _PSK_FINISH and s.psk and s.psk_context:
-                return demand.need("sess_psk").psk_finish(self, s, msg)
+                return demand.need("sess_fin").psk_finish(self, s, msg)
             return self._encode(s, self._err(conn, _ERR_UNEXPECTED_REQUEST))
         # established
         if code == _HEARTBEAT and len(msg) == 4 and self._both(conn, _CAP_HBEAT):

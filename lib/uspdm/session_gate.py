@@ -39,17 +39,18 @@ SESSION_CONFIG = "uspdm/session.json"
 SMALL_HEAP = 160 * 1024
 # the session stack, in the order it is loaded (a module's code is copied into the heap in
 # pieces as large as its largest function: largest first, while the large free blocks last):
-# the AEAD (AES with its viper kernels, and GCM), uspdm.session with what it imports, then
-# the handshake's own module (uspdm.sess_kex or uspdm.sess_psk, with uspdm.sess_hs).
-# uspdm.session and the AEAD stay while sessions live; the handshake modules and
-# uspdm.sess_more (rare paths) go once no handshake is in progress.  (The AEAD is not needed
-# before the handshake's keys exist, but loaded after KEY_EXCHANGE's EC work it interns its
-# names then: the qstr pool that overflows is a new ~9 KB block, which a heap fragmented by
-# the EC work no longer has -- 200 KB, two requesters: KEY_EXCHANGE answered Busy.)
+# uspdm.session with what it imports, then the handshake's own module (uspdm.sess_kex or
+# uspdm.sess_psk, with uspdm.sess_hs) until its answer is made; then the AEAD (AES with its
+# viper kernels, and GCM: KEY_EXCHANGE_RSP / PSK_EXCHANGE_RSP is sent in the clear, so the
+# EC work runs without it) and, for FINISH / PSK_FINISH, uspdm.sess_fin.  uspdm.session
+# and the AEAD stay while sessions live; uspdm.sess_more (rare paths) is loaded per request.
+# The first load interns the names of all of them before the EC work (_names): MicroPython's
+# qstr pools are never freed, and the pool that a late import would overflow is a new
+# block of up to ~9 KB, which a heap fragmented by the EC work no longer has.
 _STACK = ("uspdm.keysched", "uspdm.secured")
 _AEAD = "crypto.gcm"
 _AEAD_FIRST = ("uspdm.crypto.aes",)   # (with its viper kernels, uspdm.crypto._gcmv, where the port has them)
-_TRANSIENT = ("sess_kex", "sess_psk", "sess_hs", "sess_more")
+_HANDSHAKE = ("sess_kex", "sess_psk")   # (uspdm.sess_hs goes with them)
 _PSK_EXCHANGE = const(0xE6)
 _KEYS = ("max_sessions", "heartbeat", "psk_mode", "handshake_in_the_clear", "max_seq", "defer_key_exchange",
          "allow_replayable_psk", "keep_session_code", "warm_session_code")
@@ -98,6 +99,8 @@ class SessionGate:
         self._tables = None   # AES kernel tables (T0, S-box), made once, kept across loads
         self._warm = bool(c.get("warm_session_code", False))
         self._named = False   # _names() done
+        self._named_done = []
+        self._had = None   # sys.modules before a stepwise import (_step)
         if self._warm and not self.keep:
             # (a setting, off by default: costs ~20 KB of heap to flows without sessions)
             # built while the heap is young: AES with its viper kernels stays loaded (its
@@ -113,18 +116,22 @@ class SessionGate:
                 ec.P384.table()
             except MemoryError:
                 pass
-            demand.warm(("session", "sess_hs", "sess_kex", "sess_psk", "sess_more"), _STACK, self._install_tables)
+            demand.warm(("session", "sess_hs", "sess_kex", "sess_psk", "sess_fin", "sess_more"), _STACK,
+                        self._install_tables)
 
     # ------------------------------------------------------------ the stack
-    def manager(self):
-        """The SessionManager (the session stack imported if needed)."""
+    def manager(self, aead=True):
+        """The SessionManager (the session stack imported if needed; aead=False: not
+        the AEAD yet, the stepwise load brings it after the handshake's EC work)."""
         m = self.m
         if m is None:
             # the stack's largest modules are loaded first (uspdm.demand.need)
             self._make_room()
-            demand.need(_AEAD, first=_AEAD_FIRST)
+            if aead:
+                demand.need(_AEAD, first=_AEAD_FIRST)
             s = demand.need("session", first=_STACK)
-            self._names()
+            while self._names():
+                pass
             demand.pin("session")   # live sessions hold its classes: never dropped under them
             m = s.from_settings(self.drbg, self.storage, self.settings, log=self.log,
                                 vendor_hook=self.vendor_hook, ticks_diff=self.ticks_diff)
@@ -135,22 +142,28 @@ class SessionGate:
             m.stats = self.stats
             self.stats["loads"] += 1
             self.m = m
-            self.aead()
+            if aead:
+                self.aead()
         return m
 
     def _names(self):
-        """uspdm.sess_more (the rare paths: KEY_UPDATE, ...) imported and dropped again
-        with the first load of the stack (after uspdm.session, which it imports): its
-        names are interned with the stack's, while
-        the heap has room (MicroPython's qstr pools are never freed, and the one that
-        overflows is a new block of up to ~9 KB: a KEY_UPDATE inside a session, on a
-        fragmented heap, could not allocate it).  True when it did that now."""
+        """The modules the first load of the stack brings later (the AEAD, uspdm.sess_fin,
+        uspdm.sess_more): imported and dropped again, after uspdm.session (which they
+        import), one per step, so that their names are interned now, while the heap has
+        room for the qstr pool they may overflow (see _STACK).  Returns what is still to
+        do (None: nothing); a step at a time: `while self._names(): yield`."""
         if self._named:
             return False
+        for leaf in (_AEAD, "sess_fin", "sess_more"):
+            if leaf not in self._named_done:
+                self._named_done.append(leaf)
+                if not demand.loaded(leaf):
+                    demand.need(leaf, first=_AEAD_FIRST if leaf == _AEAD else ())
+                    demand.drop(leaf)
+                return True
         self._named = True
-        demand.need("sess_more")
-        demand.drop("sess_more", collect=False)
-        return True
+        self._named_done = None
+        return False
 
     def aead(self):
         """AES-GCM (uspdm.crypto.gcm with AES and its kernels) loaded and pinned while
@@ -161,33 +174,44 @@ class SessionGate:
             demand.pin(_AEAD)   # live sessions hold its objects: never dropped under them (release())
             self._install_tables()
 
-    @staticmethod
-    def _steps(leaf, first=()):
-        """Demand module `leaf` imported as need(leaf, first=first) does, one module per
-        idle slice (a generator); what its import brings in goes when it is dropped."""
+    def _step(self, leaf, first=()):
+        """One step of importing demand module `leaf` as need(leaf, first=first) does:
+        the next module of `first` not imported yet, else leaf itself (what its import
+        brings in goes when it is dropped).  True while there is a step to take after
+        it: `while self._step(leaf, first): yield` imports one module per idle slice.
+        (Not a generator: a finished generator that a live one still refers to keeps
+        the objects its frame last held, a dropped module among them.)"""
         if demand.loaded(leaf):
-            return
-        had = set(sys.modules)
+            return False
+        had = self._had
+        if had is None:
+            self._had = had = set(sys.modules)
         try:
             for f in first:
                 if f not in sys.modules:
                     __import__(f)
-                    yield
+                    return True
             demand.need(leaf)
         except BaseException:
-            if not demand.loaded(leaf):
-                for k in list(sys.modules):
-                    if k not in had:
-                        demand._forget(k)
+            self._abort_step()
             raise
+        self._had = None
         deps = demand._deps.setdefault(leaf, [])
         full = "uspdm." + leaf
         for k in sys.modules:
             if k not in had and k != full and k.startswith("uspdm.") and k not in deps \
                     and k[6:] not in demand._cache:
                 deps.append(k)
-        had = None
-        yield
+        return True
+
+    def _abort_step(self):
+        """A stepwise import left half-way: the modules it imported go."""
+        had = self._had
+        self._had = None
+        if had is not None:
+            for k in list(sys.modules):
+                if k not in had and k.startswith("uspdm.") and k[6:] not in demand._cache:
+                    demand._forget(k)
 
     def _make_room(self):
         """Before the stack comes: the handlers of the connection's first messages go
@@ -231,7 +255,8 @@ class SessionGate:
         self._tables = (k.T, k.S)
 
     def release(self):
-        """Drop the session stack if no session (not even a half-open one) remains."""
+        """Drop the session stack if no session (not even a half-open one) remains;
+        else what no session needs now."""
         m = self.m
         if m is None:
             if self._held and not self._loading:
@@ -240,26 +265,39 @@ class SessionGate:
         if self.keep:
             return False
         if m.sessions:
-            # no handshake in progress: its modules (KEY_EXCHANGE/FINISH, PSK) and the rare
-            # paths go until needed again (room for the signed answers inside the sessions)
+            # the handshake modules go once no answer to KEY_EXCHANGE / PSK_EXCHANGE is
+            # being computed, uspdm.sess_fin once no handshake is in progress, the rare
+            # paths after each request (room for the signed answers inside the sessions)
+            hs = fin = False
             for x in m.sessions.values():
                 if x.state == 1:   # uspdm.session.ST_HANDSHAKE
-                    return False
-            for k in _TRANSIENT:
-                demand.drop(k, collect=False)
+                    fin = True
+                    if x.req is None:
+                        hs = True
+            if not hs:
+                self._drop_handshake()
+            if not fin:
+                demand.drop("sess_fin", collect=False)
+            demand.drop("sess_more", collect=False)
             return False
         self.m = None
         demand.unpin("session")
         demand.unpin(_AEAD)
         # the handshake modules refer to the stack's functions: they go first
-        for k in _TRANSIENT:
-            demand.drop(k, collect=False)
+        self._drop_handshake()
+        demand.drop("sess_fin", collect=False)
+        demand.drop("sess_more", collect=False)
         if not self._warm:
             demand.drop(_AEAD, collect=False)   # (warm_session_code keeps it until memory runs short)
         demand.drop("session")
         if self._held:
             self._hold(False)   # the next signature loads its table again
         return True
+
+    @staticmethod
+    def _drop_handshake():
+        for k in _HANDSHAKE:
+            demand.drop(k, collect=False)
 
     # ------------------------------------------- SessionManager interface
     def cap_flags(self, version):
@@ -305,22 +343,24 @@ class SessionGate:
         nearly full heap the whole stack at once is about 30 M instructions on the M0,
         during which the board answers nothing), then the request handled by the manager,
         whose EC work (its own pending work) continues in this one: the requester's token
-        and the board's late answer stay this one's."""
+        and the board's late answer stay this one's; then the AEAD, once that work's
+        memory is free again (see _STACK)."""
         mine = conn.pend
         before = list(self.m.sessions) if self.m is not None else ()
         try:
             self._loading = True   # (the comb tables stay held off between its slices: release())
             self._make_room()
             yield
-            # the AEAD, what uspdm.session imports, largest first, then it (pinned: manager())
-            yield from self._steps(_AEAD, _AEAD_FIRST)
-            yield from self._steps("session", _STACK)
-            if self._names():
+            # what uspdm.session imports, largest first, then it (pinned: manager())
+            while self._step("session", _STACK):
                 yield
-            yield from self._steps(leaf, ("uspdm.sess_hs",))
+            while self._names():
+                yield
+            while self._step(leaf, ("uspdm.sess_hs",)):
+                yield
             # the manager made and used in one slice (between slices, with no session
             # yet, the board's tick would let it go again: release())
-            m = self.manager()
+            m = self.manager(False)
             before = list(m.sessions)
             self._loading = False
             rsp = m.handle_in_clear(conn, msg, now)
@@ -331,12 +371,22 @@ class SessionGate:
                 gen = q.gen
                 q = rsp = None
                 rsp = yield from gen
+            if rsp is not None and len(rsp) > 1 and rsp[1] in (0x64, 0x66) and not demand.loaded(_AEAD):
+                # KEY_EXCHANGE_RSP / PSK_EXCHANGE_RSP made: its modules go, the AEAD comes
+                # for the session's secured messages (one module per slice)
+                self._drop_handshake()
+                gc.collect()
+                yield
+                while self._step(_AEAD, _AEAD_FIRST):
+                    yield
+                self.aead()
             return rsp
         except MemoryError:
             self._end_opened(before)
             raise
         finally:
             self._loading = False
+            self._abort_step()
             self.release()
 
     def handle_in_clear(self, conn, msg, now=0):
