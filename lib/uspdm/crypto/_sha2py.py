@@ -1,6 +1,9 @@
 """Pure-Python SHA-256/384/512 (FIPS 180-4): the twins of the C hashlib and
 of the viper SHA-512 kernel, used by sha2 where neither exists (the wasm
-build, CPython without a copyable hashlib) and by tests and benchmarks.
+build, CPython without a copyable hashlib) and by tests and benchmarks; and
+the parts of uspdm.crypto.sha2 that a board never runs (sha2's attributes
+reach them: sha2.pure(), sha2.kernel()): the wrapper of a copyable
+hashlib (CPython), the pure xor_pad/zero (ports without viper).
 
 Tuned for MicroPython where 64-bit words are big ints: every big-int
 operation allocates, so the code minimises the number of operations:
@@ -10,7 +13,7 @@ word suffices); maj reuses the previous round's a^b.  (An 8x-unrolled round
 body measured no faster on MicroPython wasm, so the loop form is kept:
 smaller bytecode.)
 """
-from uspdm.crypto.sha2 import _hex
+from uspdm.crypto import sha2 as _s
 
 _M64 = 0xFFFFFFFFFFFFFFFF
 _D64 = 0x10000000000000001  # x * _D64 == x | x << 64 for x < 2**64
@@ -207,9 +210,6 @@ class _PureBase:
         out = b"".join(x.to_bytes(ws, "big") for x in self._final())
         return out[:self.digest_size]
 
-    def hexdigest(self):
-        return _hex(self.digest())
-
     def copy(self):
         o = object.__new__(self.__class__)
         o._h = list(self._h)
@@ -254,3 +254,51 @@ class _Sha256(_PureBase):
 
 
 PURE = {"sha256": _Sha256, "sha384": _Sha384, "sha512": _Sha512}
+
+
+class _Wrap:
+    """hashlib object that already has copy() and a non-finalizing digest()."""
+
+    def __init__(self, name, ctor, data=b"", obj=None):
+        self.name = name
+        o = self._o = ctor() if obj is None else obj
+        self._ctor = ctor
+        self.digest_size = o.digest_size
+        self.block_size = o.block_size
+        if data:
+            o.update(data)
+
+    def update(self, data):
+        self._o.update(data)
+
+    def digest(self):
+        return self._o.digest()
+
+    def copy(self):
+        return _Wrap(self.name, self._ctor, b"", self._o.copy())
+
+    def wipe(self):
+        self._o = None  # C state: cannot be overwritten from Python
+
+
+def xor_pad(dst, key, n, v):
+    """dst[:n] = key[:n] ^ v (the viper kernel's twin)."""
+    for i in range(n):
+        dst[i] = key[i] ^ v
+
+
+def zero(b):
+    """Overwrite a bytearray with zeros in place."""
+    b[0:len(b)] = bytes(len(b))
+
+
+def pure(name, data=b""):
+    """The pure-Python implementation regardless of backend (tests, bench)."""
+    return PURE[_s._check(name)](data)
+
+
+def kernel(name, data=b""):
+    """The viper-kernel implementation (sha384/sha512), or None where the
+    port has no native emitter (tests, bench)."""
+    k = _s._KERNEL.get(_s._check(name))
+    return k(data) if k is not None else None

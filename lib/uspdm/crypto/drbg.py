@@ -29,8 +29,8 @@ class HmacDrbg:
     def __init__(self, entropy, nonce=b"", personalization=b"", name="sha256"):
         self.name = name
         self._outlen = sha2.digest_size(name)
-        _check_len(personalization, "personalization")
-        _check_entropy(entropy)
+        _check(personalization, "personalization")
+        _check(entropy, "entropy", SECURITY_STRENGTH)
         self.reseed_interval = RESEED_INTERVAL
         self._source = None
         self._k = bytes(self._outlen)
@@ -52,15 +52,15 @@ class HmacDrbg:
             self._v = self._mac(self._v)
 
     def reseed(self, entropy, additional=b""):
-        _check_entropy(entropy)
-        _check_len(additional, "additional input")
+        _check(entropy, "entropy", SECURITY_STRENGTH)
+        _check(additional, "additional input")
         self._update(bytes(entropy) + bytes(additional))
         self.reseed_counter = 1
 
     def generate(self, n, additional=b""):
         if n < 0 or n > MAX_REQUEST:
             raise ValueError("HMAC_DRBG request size")
-        _check_len(additional, "additional input")
+        _check(additional, "additional input")
         if self.reseed_counter > self.reseed_interval:
             if self._source is None:
                 raise ReseedRequired("HMAC_DRBG reseed required")
@@ -83,19 +83,14 @@ class HmacDrbg:
         self.reseed_counter += 1
         return bytes(out[:n])
 
-    def randbytes(self, n):
-        return self.generate(n)
+    randbytes = generate   # randbytes(n): generate(n)
 
 
-def _check_len(b, what):
+def _check(b, what, least=0):
+    if len(b) < least:
+        raise ValueError("HMAC_DRBG needs at least %d bytes of %s" % (least, what))
     if len(b) > MAX_LENGTH:
         raise ValueError("HMAC_DRBG %s too long" % what)
-
-
-def _check_entropy(e):
-    if len(e) < SECURITY_STRENGTH:
-        raise ValueError("HMAC_DRBG needs at least %d bytes of entropy" % SECURITY_STRENGTH)
-    _check_len(e, "entropy")
 
 
 def from_source(read_entropy, personalization=b"", name="sha256"):

@@ -15,6 +15,27 @@ returning the result through StopIteration.value, so a single-threaded
 device can keep serving while it computes; sign() and friends only drive
 them with run_iter().
 
+What a board keeps in its heap (a stock deploy copies code into it): this
+module has what attestation runs (keys, fixed-base multiplication, signing).
+The rest is loaded when it is asked for, through this module's attributes
+as before (module __getattr__):
+- ecdh/ecdh_iter, verify/verify_iter, validate_public_key and the variable-
+  base multiplication: _ecvar, a demand module (uspdm.demand, leaf
+  "crypto._ecvar") loaded by KEY_EXCHANGE (or by a fixed-base operation
+  with no comb table, below) and dropped again when an ECDH ends;
+- table generation and key encoding (make_table, table_module,
+  table_chunks, private_key_from_bytes/_to_bytes): _ecgen, used by
+  provisioning, the host tools and tests, never on a board.
+
+Comb tables under memory pressure (uspdm.demand's eviction):
+    drop_tables()        # forget the comb tables in the heap now (6.4 KB for P-384)
+    hold_tables(True)    # ... and do not load them again until hold_tables(False)
+A fixed-base operation (signing, key generation) without its table (held
+off, or not loadable now: MemoryError) computes k*G with the variable-base
+method instead: the same results, about 4x slower (P-384 signature on the
+emulated M0: ~270 M instead of ~64 M instructions), with _ecvar (about
+3 KB) loaded in place of the 6.4 KB table.
+
 How it computes:
 - Jacobian coordinates, a = -3 doubling (3M+5S), mixed Jacobian+affine
   addition (8M+3S).  Field elements are plain ints reduced with % p.
@@ -86,16 +107,14 @@ import hashlib
 from uspdm.compat import const
 
 _BLIND_BITS = const(64)
-_W = const(5)  # variable-base window width (table of 2^(_W-1) odd multiples)
 _SLICE_COLS = const(2)  # comb columns per generator step (P-384 on the M0: ~3 M instr, up to ~5x that in a full heap)
 _TBL_SHIFT = const(4)
 _TBL_CHUNK = const(16)  # comb table points per stored chunk (1 << _TBL_SHIFT)
-_SLICE_WINS = const(1)  # variable-base windows per generator step (P-384 on the M0: ~3 M instr, up to ~5x that in a full heap)
 
 
 # A bytes constant of this module: where its data lives says where the table
 # modules' constants would (uspdm.crypto modules are deployed alike).
-_PROBE = b"uspdm.crypto.ec: constants in flash or in the heap?"
+_PROBE = b"uspdm.crypto.ec: constants in flash?"
 
 
 def _consts_in_flash():
@@ -121,7 +140,6 @@ class Curve:
         self.name = name
         self.size = size
         self.p = p
-        self.a = p - 3
         self.b = b
         self.n = n
         self.gx = gx
@@ -133,9 +151,6 @@ class Curve:
         self.big = big     # ec_<name>_big: a larger table, used where it stays in flash
         self.use_big = None  # None: decided at the first table() (_consts_in_flash); tests force it
         self._tbl = None
-
-    def __repr__(self):
-        return "<Curve %s>" % self.name
 
     def table(self):
         """The fixed-base comb table: a tuple of memoryviews over chunks of
@@ -161,7 +176,9 @@ class Curve:
                 try:
                     t = _import_tbl(self)
                 except ImportError:
-                    t = table_chunks(self, make_table(self))
+                    from uspdm.crypto import _ecgen
+
+                    t = _ecgen.table_chunks(self, _ecgen.make_table(self))
             t = self._tbl = tuple(memoryview(x) for x in t)
         return t
 
@@ -182,17 +199,61 @@ def _import_tbl(c):
     the heap at a time (a small board keeps the preferred curve's loaded; a
     signature with the other curve swaps them, about 1 M instructions on the
     emulated M0, instead of holding both)."""
+    for o in CURVES:
+        if o is not c:
+            _drop_tbl(o)
+    return __import__("uspdm.crypto.ec_%s_tbl" % c.name, None, None, ["T"]).T
+
+
+def _drop_tbl(c):
+    """Forget c's comb table if it is one copied into the heap (not the larger
+    table that stays in flash); True if there was one."""
+    if c._tbl is None or c.comb != c.small:
+        return False
     import sys
 
-    for o in CURVES:
-        if o is not c and o._tbl is not None and o.comb == o.small:
-            o._tbl = None
-            sys.modules.pop("uspdm.crypto.ec_%s_tbl" % o.name, None)
-            try:
-                delattr(sys.modules["uspdm.crypto"], "ec_%s_tbl" % o.name)
-            except (AttributeError, KeyError):
-                pass
-    return __import__("uspdm.crypto.ec_%s_tbl" % c.name, None, None, ["T"]).T
+    c._tbl = None
+    sys.modules.pop("uspdm.crypto.ec_%s_tbl" % c.name, None)
+    try:
+        delattr(sys.modules["uspdm.crypto"], "ec_%s_tbl" % c.name)
+    except (AttributeError, KeyError):
+        pass
+    return True
+
+
+_hold = False
+
+
+def drop_tables():
+    """Forget the comb tables held in the heap (P-384's is 6.4 KB); returns how
+    many.  Signing and key generation stay correct: the next one loads its
+    table again (or, held off or short of memory, computes without it)."""
+    n = 0
+    for c in CURVES:
+        n += _drop_tbl(c)
+    return n
+
+
+def hold_tables(on):
+    """on=True: drop the comb tables and load none until hold_tables(False);
+    fixed-base operations meanwhile compute k*G without a table (slower)."""
+    global _hold
+    _hold = bool(on)
+    if _hold:
+        drop_tables()
+
+
+def _fixed_table(c):
+    """c's comb table, or None: held off (hold_tables), or it cannot be loaded
+    now (MemoryError: the operation then runs without it)."""
+    if c._tbl is not None:
+        return c._tbl
+    if _hold:
+        return None
+    try:
+        return c.table()
+    except MemoryError:
+        return None
 
 
 P384 = Curve(
@@ -216,6 +277,28 @@ P256 = Curve(
 )
 
 CURVES = (P384, P256)
+
+
+def _var():
+    """The variable-base half (_ecvar), a demand module."""
+    from uspdm import demand
+
+    return demand.need("crypto._ecvar")
+
+
+def __getattr__(name):
+    # the parts of this module that live in _ecvar (board: KEY_EXCHANGE) or
+    # _ecgen (host tools, tests, provisioning): see the module docstring
+    if name[:2] == "__":
+        raise AttributeError(name)
+    try:
+        return getattr(_var(), name)
+    except AttributeError:
+        pass
+    from uspdm.crypto import _ecgen
+
+    return getattr(_ecgen, name)
+
 
 # ---------------------------------------------------------------- randomness
 
@@ -312,39 +395,11 @@ def _madd(X1, Y1, Z1, x2, y2, p):
     return X3, (r * (V - X3) - Y1 * HHH) % p, Z1 * H % p
 
 
-def _add(X1, Y1, Z1, X2, Y2, Z2, p):
-    """Jacobian + Jacobian."""
-    if not Z1:
-        return X2, Y2, Z2
-    if not Z2:
-        return X1, Y1, Z1
-    z1 = Z1 * Z1 % p
-    z2 = Z2 * Z2 % p
-    U1 = X1 * z2 % p
-    H = (X2 * z1 - U1) % p
-    S1 = Y1 * z2 % p * Z2 % p
-    r = (Y2 * z1 % p * Z1 - S1) % p
-    if not H:
-        if r:
-            return 1, 1, 0
-        return _dbl(X1, Y1, Z1, p)
-    HH = H * H % p
-    HHH = H * HH % p
-    V = U1 * HH % p
-    X3 = (r * r - HHH - 2 * V) % p
-    return X3, (r * (V - X3) - S1 * HHH) % p, Z1 * Z2 % p * H % p
-
-
 def _affine(c, X, Y, Z, blind=1):
     p = c.p
     zi = _binv(Z, p, blind)
     z2 = zi * zi % p
     return X * z2 % p, Y * z2 % p * zi % p
-
-
-def _on_curve(c, x, y):
-    p = c.p
-    return (y * y - x * x * x + 3 * x - c.b) % p == 0
 
 
 def _prep_scalar(c, k, mb=None):
@@ -362,9 +417,9 @@ def _prep_scalar(c, k, mb=None):
 # ---------------------------------------------------------------- fixed base
 
 
-def _comb_iter(c, k, zr=0):
-    """k*G for odd k < 2^(h*v*b), Jacobian; yields every few columns."""
-    tbl = c.table()   # first: it sets c.comb to the table's parameters
+def _comb_iter(c, k, zr, tbl):
+    """k*G for odd k < 2^(h*v*b), Jacobian, over c's comb table tbl (which
+    set c.comb); yields every few columns."""
     h, v, b = c.comb
     vb = v * b
     T = h * vb
@@ -405,72 +460,12 @@ def _comb_iter(c, k, zr=0):
     return X, Y, Z
 
 
-# ---------------------------------------------------------------- variable base
-
-
-def _window_iter(c, k, T, x, y, zr=1):
-    """k*(x, y) for odd k < 2^T with signed fixed windows, Jacobian; the
-    start point gets projective Z = zr (random when blinding)."""
-    p = c.p
-    # odd multiples 1P..31P in Jacobian, then to affine with one inversion
-    half = 1 << (_W - 1)
-    X2, Y2, Z2 = _dbl(x, y, 1, p)
-    pts = [(x, y, 1)]
-    for i in range(half - 1):
-        X, Y, Z = pts[-1]
-        pts.append(_add(X, Y, Z, X2, Y2, Z2, p))
-        if i % 3 == 2:
-            yield
-    yield
-    acc = [1] * half
-    a = 1
-    for i in range(half):
-        acc[i] = a
-        a = a * pts[i][2] % p
-    ai = _inv(a, p)
-    yield   # an inversion and the conversions below are slices of their own (a full heap makes each dear)
-    tx = [0] * half
-    ty = [0] * half
-    for i in range(half - 1, -1, -1):
-        X, Y, Z = pts[i]
-        zi = ai * acc[i] % p
-        ai = ai * Z % p
-        z2 = zi * zi % p
-        tx[i] = X * z2 % p
-        ty[i] = Y * z2 % p * zi % p
-        if i % 4 == 0:
-            yield
-    pts = acc = None
-    nw = (T + _W - 1) // _W
-    T = nw * _W
-    B = ((k + (1 << T) - 1) >> 1).to_bytes(T // 8 + 2, "little")
-    mask = half - 1
-    X = Y = 1
-    Z = 0
-    i = nw - 1
-    while i >= 0:
-        if Z:
-            X, Y, Z = _dbl(X, Y, Z, p)
-            X, Y, Z = _dbl(X, Y, Z, p)
-            X, Y, Z = _dbl(X, Y, Z, p)
-            X, Y, Z = _dbl(X, Y, Z, p)
-            X, Y, Z = _dbl(X, Y, Z, p)
-        q = i * _W
-        w = ((B[q >> 3] | (B[(q >> 3) + 1] << 8)) >> (q & 7)) & (2 * half - 1)
-        top = w >> (_W - 1)
-        j = (w ^ ((top - 1) & mask)) & mask
-        yy = ty[j]
-        yy = (p - yy, yy)[top]
-        if Z:
-            X, Y, Z = _madd(X, Y, Z, tx[j], yy, p)
-        else:
-            z = zr % p or 1
-            zz = z * z % p
-            X, Y, Z = tx[j] * zz % p, yy * zz % p * z % p, z
-        if i % _SLICE_WINS == 0:
-            yield
-        i -= 1
-    return X, Y, Z
+def _fixed_iter(c, k, T, zr):
+    """k*G (k odd, < 2^T) over the comb table, or without it (_fixed_table)."""
+    tbl = _fixed_table(c)
+    if tbl is None:
+        return (yield from _var()._window_iter(c, k, T, c.gx, c.gy, zr))
+    return (yield from _comb_iter(c, k, zr, tbl))
 
 
 # ---------------------------------------------------------------- keys
@@ -490,39 +485,6 @@ def generate_private_key(curve, randbytes):
     raise ValueError("random source keeps failing")
 
 
-def private_key_from_bytes(curve, b):
-    if len(b) != curve.size:
-        raise ValueError("private key must be %d bytes" % curve.size)
-    d = int.from_bytes(b, "big")
-    _check_d(curve, d)
-    return d
-
-
-def private_key_to_bytes(curve, d):
-    _check_d(curve, d)
-    return d.to_bytes(curve.size, "big")
-
-
-def validate_public_key(curve, pub):
-    """X||Y -> (x, y) if it is a valid point (cofactor 1), else ValueError."""
-    sz = curve.size
-    try:
-        ln = len(pub)
-    except TypeError:
-        raise ValueError("public key must be bytes")
-    if ln != 2 * sz:
-        raise ValueError("public key must be %d bytes (X||Y), got %d" % (2 * sz, ln))
-    x = int.from_bytes(pub[:sz], "big")
-    y = int.from_bytes(pub[sz:], "big")
-    if x == 0 and y == 0:
-        raise ValueError("public key is the point at infinity")
-    if x >= curve.p or y >= curve.p:
-        raise ValueError("public key coordinate out of range (>= p)")
-    if not _on_curve(curve, x, y):
-        raise ValueError("public key is not on the curve")
-    return x, y
-
-
 def _enc(c, x, y):
     return x.to_bytes(c.size, "big") + y.to_bytes(c.size, "big")
 
@@ -538,8 +500,8 @@ def _blinds(c, seed):
 def _kmul_g_iter(c, k, seed):
     """Blinded fixed-base k*G -> affine (x, y)."""
     mb, zr, ib = _blinds(c, seed)
-    kb, _ = _prep_scalar(c, k, mb)
-    X, Y, Z = yield from _comb_iter(c, kb, zr)
+    kb, T = _prep_scalar(c, k, mb)
+    X, Y, Z = yield from _fixed_iter(c, kb, T, zr)
     if not Z:
         raise ValueError("point at infinity")
     yield   # the inversion of Z in a slice of its own
@@ -556,32 +518,6 @@ def public_key(curve, d):
     return run_iter(public_key_iter(curve, d))
 
 
-# ---------------------------------------------------------------- ECDH
-
-
-def ecdh_iter(curve, d, peer_pub, ephemeral=False):
-    """ephemeral=True: d is used for this one ECDH only (SPDM KEY_EXCHANGE's
-    DHE key), so the scalar is not blinded: blinding defends against attacks
-    that average many traces of the same scalar, which a key used once never
-    gives; the operation sequence is still fixed and the coordinates and
-    the final inversion still randomized.  It saves 64 of the 450 scalar
-    bits: 12 of 90 windows (about 13% of a P-384 ECDH)."""
-    _check_d(curve, d)
-    x, y = validate_public_key(curve, peer_pub)
-    mb, zr, ib = _blinds(curve, d.to_bytes(curve.size, "big") + peer_pub)
-    k, T = _prep_scalar(curve, d, None if ephemeral else mb)
-    X, Y, Z = yield from _window_iter(curve, k, T, x, y, zr)
-    if not Z:
-        raise ValueError("shared secret is the point at infinity")
-    yield
-    x, y = _affine(curve, X, Y, Z, ib)
-    return x.to_bytes(curve.size, "big")
-
-
-def ecdh(curve, d, peer_pub, ephemeral=False):
-    return run_iter(ecdh_iter(curve, d, peer_pub, ephemeral))
-
-
 # ---------------------------------------------------------------- ECDSA
 
 
@@ -593,26 +529,26 @@ def _bits2int(c, h):
     return e
 
 
-_HLEN = {32: "sha256", 48: "sha384", 64: "sha512"}
-_HSZ = {"sha256": 32, "sha384": 48, "sha512": 64}
-
-
 def _rfc6979_iter(c, d, digest, extra):
     """Candidate nonces k per RFC 6979 section 3.2 (3.6 with extra data).
 
     The HMAC hash is the one whose output length equals len(digest)
-    (as in the RFC, where it is the message hash), else the curve's hash.
+    (sha256/384/512, as in the RFC, where it is the message hash), else the
+    curve's hash (whose length is the curve's size).
     Yields None between HMAC steps and ints (candidates in [1, n-1])."""
     from uspdm.crypto import hmac
 
-    name = _HLEN.get(len(digest), c.hashname)
+    hl = len(digest)
+    if hl != 32 and hl != 48 and hl != 64:
+        hl = c.size
+    name = "sha%d" % (8 * hl)
     n = c.n
     sz = c.size
     x = d.to_bytes(sz, "big")
     h1 = (_bits2int(c, digest) % n).to_bytes(sz, "big")
     tail = x + h1 + (extra or b"")
-    V = b"\x01" * _HSZ[name]
-    hk = hmac.Hmac(name, b"\x00" * _HSZ[name])
+    V = b"\x01" * hl
+    hk = hmac.Hmac(name, bytes(hl))
     for sep in (b"\x00", b"\x01"):
         K = _hmac_with(hk, V + sep + tail)
         yield None
@@ -678,105 +614,3 @@ def sign_iter(curve, d, digest, extra_entropy=None):
 
 def sign(curve, d, digest, extra_entropy=None):
     return run_iter(sign_iter(curve, d, digest, extra_entropy))
-
-
-def verify_iter(curve, pub, digest, sig):
-    """True if sig (r||s) is valid for digest under pub; False on any bad input."""
-    try:
-        sz = curve.size
-        if len(sig) != 2 * sz:
-            return False
-        x, y = validate_public_key(curve, pub)
-        n = curve.n
-        r = int.from_bytes(sig[:sz], "big")
-        s = int.from_bytes(sig[sz:], "big")
-        if not (0 < r < n and 0 < s < n):
-            return False
-        e = _bits2int(curve, digest)
-    except (ValueError, TypeError):
-        return False
-    w = _inv(s, n)
-    u1 = e * w % n
-    u2 = r * w % n
-    p = curve.p
-    if u1:
-        k, _ = _prep_scalar(curve, u1)
-        X1, Y1, Z1 = yield from _comb_iter(curve, k, 1)
-    else:
-        X1 = Y1 = 1
-        Z1 = 0
-    k, T = _prep_scalar(curve, u2)
-    X2, Y2, Z2 = yield from _window_iter(curve, k, T, x, y)
-    X, Y, Z = _add(X1, Y1, Z1, X2, Y2, Z2, p)
-    if not Z:
-        return False
-    zz = Z * Z % p
-    if r * zz % p == X:
-        return True
-    return r + n < p and (r + n) * zz % p == X
-
-
-def verify(curve, pub, digest, sig):
-    try:
-        return run_iter(verify_iter(curve, pub, digest, sig))
-    except Exception:
-        return False
-
-
-# ---------------------------------------------------------------- table generation
-
-
-def table_chunks(c, tbl):
-    """The comb table bytes cut into the chunks ec_<name>_tbl.T stores."""
-    n = _TBL_CHUNK * 2 * c.size
-    return tuple(tbl[i:i + n] for i in range(0, len(tbl), n))
-
-
-def table_module(c, big=False):
-    """Source of lib/uspdm/crypto/ec_<name>_tbl.py (big: lib_rom/uspdm/crypto/
-    ec_<name>_big.py, the larger table used where module constants stay in
-    flash; it is deployed only with the code in ROMFS)."""
-    comb = c.big if big else c.small
-    h, v, b = comb
-    chunks = table_chunks(c, make_table(c, comb))
-    out = ['"""Fixed-base comb table for %s (generated, do not edit).' % c.name.upper(), "",
-           "%d sub-combs x %d affine points X||Y (%d bytes each), teeth=%d, columns=%d, in %d chunks of"
-           % (v, 1 << (h - 1), 2 * c.size, h, b, len(chunks)),
-           "%d points; layout and meaning: uspdm.crypto.ec._comb_iter / make_table.  Regenerate with"
-           % _TBL_CHUNK,
-           "`python -c \"from uspdm.crypto import ec; print(ec.table_module(ec.%s%s), end='')\" > %s`"
-           % (c.name.upper(), ", big=True" if big else "",
-              ("../lib_rom/uspdm/crypto/ec_%s_big.py" % c.name) if big else "THIS_FILE"),
-           "(in lib/); checked against the `cryptography` package by host_tests/test_ec_xcheck.py.",
-           '"""', "", "T = ("]
-    for ch in chunks:
-        out.append("    (")
-        for i in range(0, len(ch), 24):
-            out.append("        %r" % (ch[i:i + 24],))
-        out.append("    ),")
-    out.append(")")
-    return "\n".join(out) + "\n"
-
-
-def make_table(c, comb=None):
-    """The comb table of c as bytes (what ec_<name>_tbl.T stores, in chunks),
-    for comb (default: the small table's parameters)."""
-    h, v, b = comb or c.small
-    vb = v * b
-    n = c.n
-    half = 1 << (h - 1)
-    out = []
-    for t in range(v):
-        for idx in range(half):
-            s = 1 << ((h - 1) * vb)
-            for j in range(h - 1):
-                if (idx >> j) & 1:
-                    s += 1 << (j * vb)
-                else:
-                    s -= 1 << (j * vb)
-            s = (s << (t * b)) % n
-            k, T = _prep_scalar(c, s)
-            X, Y, Z = run_iter(_window_iter(c, k, T, c.gx, c.gy))
-            x, y = _affine(c, X, Y, Z)
-            out.append(_enc(c, x, y))
-    return b"".join(out)

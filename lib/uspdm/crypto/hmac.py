@@ -2,6 +2,7 @@
 
     hmac.hmac('sha384', key, msg) -> bytes
     m = hmac.Hmac('sha384', key); m.update(a); m.update(b); m.digest()
+    hmac.new(name, key, msg=None)          # = Hmac(name, key, msg)
 
 An Hmac keeps its keyed inner and outer hash states; copy() forks them, so
 a key used many times (HKDF-Expand, HMAC_DRBG, session keys) hashes its
@@ -46,9 +47,6 @@ class Hmac:
         o.update(self._inner.digest())
         return o.digest()
 
-    def hexdigest(self):
-        return "".join("%02x" % x for x in self.digest())
-
     def wipe(self):
         """Overwrite the keyed inner state, and the outer one unless it is
         shared with the template this object was copied from."""
@@ -69,11 +67,10 @@ class Hmac:
         return o
 
 
-def new(name, key, msg=None):
-    return Hmac(name, key, msg)
-
-
 def hmac(name, key, msg):
     m = Hmac(name, key)
     m.update(msg)
     return m.digest()
+
+
+new = Hmac
