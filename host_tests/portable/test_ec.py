@@ -331,3 +331,21 @@ def test_table_fallback_when_module_missing():
     assert c2.table_bytes() == c.table_bytes()
     assert max(len(x) for x in c.table()) <= 16 * 2 * c.size  # chunks, no 4 KB block needed
     assert ec.public_key(c2, 0xABC) == ec.public_key(c, 0xABC)
+
+
+def test_without_comb_table():
+    # ec.hold_tables (eviction under memory pressure): k*G by the variable-base
+    # method gives the same keys and the same deterministic signatures
+    c = ec.P256
+    d = 0xBADC0DE
+    dig = bytes(range(32))
+    pub = ec.public_key(c, d)
+    sig = ec.sign(c, d, dig)
+    ec.hold_tables(True)
+    try:
+        assert c._tbl is None
+        assert ec.public_key(c, d) == pub and ec.sign(c, d, dig) == sig
+        assert c._tbl is None
+    finally:
+        ec.hold_tables(False)
+    assert ec.sign(c, d, dig) == sig and c._tbl is not None
