@@ -28,7 +28,7 @@ def _verify(curve, pub, digest, sig):
 
 def test_one_comb_table_at_a_time():
     for c in ec.CURVES:
-        c.choose_table(False)   # the small tables, as a stock deploy loads them
+        ec.choose_table(c, False)   # the small tables, as a stock deploy loads them
     try:
         keys = {}
         for c in (ec.P384, ec.P256):
@@ -42,17 +42,17 @@ def test_one_comb_table_at_a_time():
             _verify(c, pub, digest, sig)
     finally:
         for c in ec.CURVES:
-            c.choose_table(None)
+            ec.choose_table(c, None)
 
 
 @pytest.fixture
 def small_tables():
     for c in ec.CURVES:
-        c.choose_table(False)   # the small tables, as a stock deploy loads them
+        ec.choose_table(c, False)   # the small tables, as a stock deploy loads them
     yield
     ec.hold_tables(False)
     for c in ec.CURVES:
-        c.choose_table(None)
+        ec.choose_table(c, None)
 
 
 def _key(c):

@@ -179,11 +179,11 @@ def table_choice():
             spec.loader.exec_module(mod)
             sys.modules[name] = mod
             added.append(name)
-        c.choose_table(big)
+        ec.choose_table(c, big)
 
     yield choose
     for c in used:
-        c.choose_table(None)
+        ec.choose_table(c, None)
     for name in added:
         sys.modules.pop(name, None)
 
@@ -196,7 +196,7 @@ def test_stored_comb_table(c, curve, h, hf, big, table_choice):
     if big and c.big is None:
         pytest.skip("no larger table for %s" % c.name)
     table_choice(c, big)
-    tbl = c.table_bytes()
+    tbl = ec.table_bytes(c)
     assert c.comb == (c.big if big else c.small)
     hh, v, b = c.comb
     vb = v * b

@@ -9,6 +9,19 @@ from uspdm.crypto.ec import _affine, _check_d, _enc, _prep_scalar, run_iter
 _TBL_CHUNK = const(16)  # points per stored chunk: ec's _TBL_CHUNK
 
 
+def choose_table(c, big):
+    """Tests and benchmarks: curve c uses the larger comb table (True), the small
+    one (False) or decides as on the board (None), from the next operation on."""
+    c.use_big = big
+    c._tbl = None
+    c.comb = c.small
+
+
+def table_bytes(c):
+    """c's whole comb table as one bytes object (tests)."""
+    return b"".join(bytes(x) for x in c.table())
+
+
 def private_key_from_bytes(curve, b):
     if len(b) != curve.size:
         raise ValueError("private key must be %d bytes" % curve.size)

@@ -1,5 +1,5 @@
-"""Variable-base scalar multiplication, ECDH, ECDSA verification and public key
-validation: the half of uspdm.crypto.ec that attestation never runs.
+"""Variable-base scalar multiplication, ECDH and ECDSA verification: the half
+of uspdm.crypto.ec that attestation never runs.
 
 Reached through uspdm.crypto.ec's attributes (ec.ecdh_iter, ec.verify, ...),
 which load this module on demand (uspdm.demand leaf "crypto._ecvar"): on a
@@ -9,7 +9,7 @@ when it ends) or while fixed-base operations run without a comb table
 """
 from uspdm.compat import const
 from uspdm.crypto.ec import (_affine, _bits2int, _blinds, _check_d, _dbl, _fixed_iter, _inv,
-                             _madd, _prep_scalar, run_iter)
+                             _madd, _prep_scalar, run_iter, validate_public_key)
 
 _W = const(5)  # variable-base window width (table of 2^(_W-1) odd multiples)
 _SLICE_WINS = const(1)  # windows per generator step (P-384 on the M0: ~3 M instr, up to ~5x that in a full heap)
@@ -101,27 +101,6 @@ def _window_iter(c, k, T, x, y, zr=1):
             yield
         i -= 1
     return X, Y, Z
-
-
-def validate_public_key(curve, pub):
-    """X||Y -> (x, y) if it is a valid point (cofactor 1), else ValueError."""
-    sz = curve.size
-    try:
-        ln = len(pub)
-    except TypeError:
-        raise ValueError("public key must be bytes")
-    if ln != 2 * sz:
-        raise ValueError("public key must be %d bytes (X||Y), got %d" % (2 * sz, ln))
-    x = int.from_bytes(pub[:sz], "big")
-    y = int.from_bytes(pub[sz:], "big")
-    p = curve.p
-    if x == 0 and y == 0:
-        raise ValueError("public key is the point at infinity")
-    if x >= p or y >= p:
-        raise ValueError("public key coordinate out of range (>= p)")
-    if (y * y - x * x * x + 3 * x - curve.b) % p:
-        raise ValueError("public key is not on the curve")
-    return x, y
 
 
 def _done():

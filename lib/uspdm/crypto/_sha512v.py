@@ -7,8 +7,9 @@ order (word 15 is the high half of H0, word 14 its low half, ... word 0 the
 low half of H7), so that the little-endian buffer read backwards is the
 big-endian digest; data: bytes-like; off: byte offset of
 the first 128-byte block; nblk: number of blocks.  No allocation per block:
-the message schedule lives in the module's preallocated 640-byte buffer (the
-kernel is not re-entrant, which a single-threaded device never needs).
+the message schedule is computed as the rounds need it, in the module's
+preallocated ring of 16 words of 64 bits (128 bytes; the kernel is not
+re-entrant, which a single-threaded device never needs).
 The round constants are a bytes constant read as 32-bit words in place (no
 copy in the heap), except where it is not 4-byte aligned (a ROMFS deploy
 keeps it in flash at any offset: then it is copied once, as the Cortex-M0
@@ -87,7 +88,7 @@ try:
 except ImportError:   # unaligned (or cannot tell): a copy in the heap, word-aligned
     _K = array("I", _K)
 
-_W = array("I", bytes(640))  # message schedule: 80 (high, low) pairs
+_W = array("I", bytes(128))  # message schedule: a ring of 16 (high, low) pairs
 
 
 @micropython.viper
@@ -102,34 +103,6 @@ def compress(st: ptr32, data: ptr8, off: int, nblk: int):
             W[i] = (data[off] << 24) | (data[off + 1] << 16) | (data[off + 2] << 8) | data[off + 3]
             off += 4
             i += 1
-        while i < 160:
-            # sigma0(W[t-15]): ROTR1 ^ ROTR8 ^ SHR7
-            xh = uint(W[i - 30])
-            xl = uint(W[i - 29])
-            s0h = ((xh >> 1) | (xl << 31)) ^ ((xh >> 8) | (xl << 24)) ^ (xh >> 7)
-            s0l = (((xl >> 1) | (xh << 31)) ^ ((xl >> 8) | (xh << 24)) ^ ((xl >> 7) | (xh << 25))) & M
-            # sigma1(W[t-2]): ROTR19 ^ ROTR61 ^ SHR6
-            xh = uint(W[i - 4])
-            xl = uint(W[i - 3])
-            s1h = ((xh >> 19) | (xl << 13)) ^ ((xl >> 29) | (xh << 3)) ^ (xh >> 6)
-            s1l = (((xl >> 19) | (xh << 13)) ^ ((xh >> 29) | (xl << 3)) ^ ((xl >> 6) | (xh << 26))) & M
-            lo = (s0l + s1l) & M
-            hi = s0h + s1h
-            if lo < s0l:
-                hi += 1
-            x = uint(W[i - 13])
-            y = (lo + x) & M
-            hi += uint(W[i - 14])
-            if y < x:
-                hi += 1
-            x = uint(W[i - 31])
-            lo = (y + x) & M
-            hi += uint(W[i - 32])
-            if lo < x:
-                hi += 1
-            W[i] = hi
-            W[i + 1] = lo
-            i += 2
         ah = uint(st[15])
         al = uint(st[14])
         bh = uint(st[13])
@@ -148,6 +121,35 @@ def compress(st: ptr32, data: ptr8, off: int, nblk: int):
         hl = uint(st[0])
         i = 0
         while i < 160:
+            j = i & 31   # W[t] in the ring of 16 (high, low) pairs
+            if i >= 32:
+                # W[t] = sigma1(W[t-2]) + W[t-7] + sigma0(W[t-15]) + W[t-16], over the slot of W[t-16]
+                # sigma0(W[t-15]): ROTR1 ^ ROTR8 ^ SHR7
+                xh = uint(W[(i + 2) & 31])
+                xl = uint(W[(i + 3) & 31])
+                s0h = ((xh >> 1) | (xl << 31)) ^ ((xh >> 8) | (xl << 24)) ^ (xh >> 7)
+                s0l = (((xl >> 1) | (xh << 31)) ^ ((xl >> 8) | (xh << 24)) ^ ((xl >> 7) | (xh << 25))) & M
+                # sigma1(W[t-2]): ROTR19 ^ ROTR61 ^ SHR6
+                xh = uint(W[(i + 28) & 31])
+                xl = uint(W[(i + 29) & 31])
+                s1h = ((xh >> 19) | (xl << 13)) ^ ((xl >> 29) | (xh << 3)) ^ (xh >> 6)
+                s1l = (((xl >> 19) | (xh << 13)) ^ ((xh >> 29) | (xl << 3)) ^ ((xl >> 6) | (xh << 26))) & M
+                lo = (s0l + s1l) & M
+                hi = s0h + s1h
+                if lo < s0l:
+                    hi += 1
+                x = uint(W[(i + 19) & 31])
+                y = (lo + x) & M
+                hi += uint(W[(i + 18) & 31])
+                if y < x:
+                    hi += 1
+                x = uint(W[j + 1])
+                lo = (y + x) & M
+                hi += uint(W[j])
+                if lo < x:
+                    hi += 1
+                W[j] = hi
+                W[j + 1] = lo
             # t1 = h + Sigma1(e) + Ch(e, f, g) + K[t] + W[t]
             x = (((el >> 14) | (eh << 18)) ^ ((el >> 18) | (eh << 14)) ^ ((eh >> 9) | (el << 23))) & M
             lo = (hl + x) & M
@@ -164,9 +166,9 @@ def compress(st: ptr32, data: ptr8, off: int, nblk: int):
             hi += uint(K[i])
             if lo < x:
                 hi += 1
-            x = uint(W[i + 1])
+            x = uint(W[j + 1])
             y = (lo + x) & M
-            hi += uint(W[i])
+            hi += uint(W[j])
             if y < x:
                 hi += 1
             # (hi, y) = t1; shift the working variables

@@ -19,13 +19,14 @@ What a board keeps in its heap (a stock deploy copies code into it): this
 module has what attestation runs (keys, fixed-base multiplication, signing).
 The rest is loaded when it is asked for, through this module's attributes
 as before (module __getattr__):
-- ecdh/ecdh_iter, verify/verify_iter, validate_public_key and the variable-
-  base multiplication: _ecvar, a demand module (uspdm.demand, leaf
+- ecdh, verify/verify_iter and the variable-base multiplication (ecdh_iter
+  here loads it in a slice of its own): _ecvar, a demand module (uspdm.demand, leaf
   "crypto._ecvar") loaded by KEY_EXCHANGE (or by a fixed-base operation
   with no comb table, below) and dropped again when an ECDH ends;
 - table generation and key encoding (make_table, table_module,
-  table_chunks, private_key_from_bytes/_to_bytes): _ecgen, used by
-  provisioning, the host tools and tests, never on a board.
+  table_chunks, private_key_from_bytes/_to_bytes, choose_table,
+  table_bytes): _ecgen, used by provisioning, the host tools and tests,
+  never on a board.
 
 Comb tables under memory pressure (uspdm.demand's eviction):
     drop_tables()        # forget the comb tables in the heap now (6.4 KB for P-384)
@@ -149,7 +150,7 @@ class Curve:
         self.comb = comb  # (h teeth, v sub-combs, b columns) of the table in use
         self.small = comb  # ec_<name>_tbl: resident in the heap with a stock deploy
         self.big = big     # ec_<name>_big: a larger table, used where it stays in flash
-        self.use_big = None  # None: decided at the first table() (_consts_in_flash); tests force it
+        self.use_big = None  # None: decided at the first table() (_consts_in_flash); tests force it (choose_table)
         self._tbl = None
 
     def table(self):
@@ -181,17 +182,6 @@ class Curve:
                     t = _ecgen.table_chunks(self, _ecgen.make_table(self))
             t = self._tbl = tuple(memoryview(x) for x in t)
         return t
-
-    def choose_table(self, big):
-        """Tests and benchmarks: use the larger table (True), the small one
-        (False) or decide as on the board (None), from the next operation on."""
-        self.use_big = big
-        self._tbl = None
-        self.comb = self.small
-
-    def table_bytes(self):
-        """The whole table as one bytes object (tests)."""
-        return b"".join(bytes(x) for x in self.table())
 
 
 def _import_tbl(c):
@@ -483,6 +473,38 @@ def generate_private_key(curve, randbytes):
         if 1 <= d < curve.n:
             return d
     raise ValueError("random source keeps failing")
+
+
+def validate_public_key(curve, pub):
+    """X||Y -> (x, y) if it is a valid point (cofactor 1), else ValueError.
+    (Resident: KEY_EXCHANGE's handler checks the peer's key before the ECDH
+    code is loaded.)"""
+    sz = curve.size
+    try:
+        ln = len(pub)
+    except TypeError:
+        raise ValueError("public key must be bytes")
+    if ln != 2 * sz:
+        raise ValueError("public key must be %d bytes (X||Y), got %d" % (2 * sz, ln))
+    x = int.from_bytes(pub[:sz], "big")
+    y = int.from_bytes(pub[sz:], "big")
+    p = curve.p
+    if x == 0 and y == 0:
+        raise ValueError("public key is the point at infinity")
+    if x >= p or y >= p:
+        raise ValueError("public key coordinate out of range (>= p)")
+    if (y * y - x * x * x + 3 * x - curve.b) % p:
+        raise ValueError("public key is not on the curve")
+    return x, y
+
+
+def ecdh_iter(curve, d, peer_pub, ephemeral=False):
+    """_ecvar.ecdh_iter (see there), with the loading of _ecvar in a slice of
+    its own (about 6 M instructions on the emulated M0, stock load)."""
+    yield
+    m = _var()
+    yield
+    return (yield from m.ecdh_iter(curve, d, peer_pub, ephemeral))
 
 
 def _enc(c, x, y):
