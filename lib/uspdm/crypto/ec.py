@@ -34,8 +34,8 @@ Comb tables under memory pressure (uspdm.demand's eviction):
 A fixed-base operation (signing, key generation) without its table (held
 off, or not loadable now: MemoryError) computes k*G with the variable-base
 method instead: the same results, about 4x slower (P-384 signature on the
-emulated M0: ~270 M instead of ~64 M instructions), with _ecvar (about
-3 KB) loaded in place of the 6.4 KB table.
+emulated M0: ~240 M instead of ~61 M instructions), with _ecvar (about
+2 KB) loaded in place of the 6.4 KB table.
 
 How it computes:
 - Jacobian coordinates, a = -3 doubling (3M+5S), mixed Jacobian+affine
