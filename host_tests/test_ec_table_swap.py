@@ -111,3 +111,16 @@ def test_table_that_does_not_fit(small_tables, monkeypatch):
     assert c._tbl is None and tries == ["p384", "p384"]
     monkeypatch.undo()
     assert ec.sign(c, d, digest) == sig and c._tbl is not None
+
+
+def test_probing_a_missing_name_loads_nothing():
+    """getattr(ec, name, None) for a name ec has nowhere (a feature probe, as
+    session_gate does for hold_tables) leaves neither on-demand half loaded."""
+    from uspdm import demand
+
+    demand.drop("crypto._ecvar", collect=False)
+    sys.modules.pop("uspdm.crypto._ecgen", None)
+    assert getattr(ec, "no_such_function", None) is None
+    assert not demand.loaded("crypto._ecvar") and "uspdm.crypto._ecgen" not in sys.modules
+    assert getattr(ec, "hold_tables", None) is ec.hold_tables
+    assert ec.verify is not None and demand.loaded("crypto._ecvar")   # a real name loads its half

@@ -132,3 +132,22 @@ def test_unknown_name():
     for fn in (sha2.new, sha2.digest_size, sha2.block_size, sha2.pure, sha2.backend):
         raises(ValueError, fn, "md5")
     raises(ValueError, sha2.digest, "sha1", b"")
+
+
+def test_board_module_api():
+    # what sha2 reaches on demand (_sha2py), and a probe for a name it lacks: _sha2py
+    # is not loaded by it (a board never loads the pure twins)
+    import sys
+
+    assert sha2.sha384(b"abc").digest() == sha2.new("sha384", b"abc").digest()
+    assert sha2.pure("sha256", b"abc").digest() == sha2.new("sha256", b"abc").digest()
+    assert sha2.backend("sha256") in ("wrap", "replay", "viper", "pure")
+    saved = sys.modules.pop("uspdm.crypto._sha2py")
+    pkg = sys.modules["uspdm.crypto"]
+    delattr(pkg, "_sha2py")
+    try:
+        assert getattr(sha2, "no_such_name", None) is None
+        assert "uspdm.crypto._sha2py" not in sys.modules
+    finally:
+        sys.modules["uspdm.crypto._sha2py"] = saved
+        setattr(pkg, "_sha2py", saved)

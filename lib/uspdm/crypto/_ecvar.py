@@ -105,10 +105,14 @@ def _window_iter(c, k, T, x, y, zr=1):
 
 def _done():
     """An ECDH ended: this module leaves the heap (the next one loads it again;
-    a generator still running keeps its own functions)."""
-    from uspdm import demand
+    a generator still running keeps its own functions), unless the comb
+    tables are held off (ec.hold_tables: fixed-base operations use it)."""
+    from uspdm.crypto import ec
 
-    demand.drop("crypto._ecvar", collect=False)
+    if not ec._hold:
+        from uspdm import demand
+
+        demand.drop("crypto._ecvar", collect=False)
 
 
 # ---------------------------------------------------------------- ECDH

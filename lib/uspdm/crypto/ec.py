@@ -278,16 +278,28 @@ def _var():
 
 def __getattr__(name):
     # the parts of this module that live in _ecvar (board: KEY_EXCHANGE) or
-    # _ecgen (host tools, tests, provisioning): see the module docstring
-    if name[:2] == "__":
-        raise AttributeError(name)
-    try:
-        return getattr(_var(), name)
-    except AttributeError:
-        pass
-    from uspdm.crypto import _ecgen
+    # _ecgen (host tools, tests, provisioning): see the module docstring.  A
+    # name neither has leaves neither loaded (getattr(ec, name, None) probes)
+    if name[:2] != "__":
+        import sys
 
-    return getattr(_ecgen, name)
+        from uspdm import demand
+
+        had = demand.loaded("crypto._ecvar")
+        try:
+            return getattr(_var(), name)
+        except AttributeError:
+            if not had:
+                demand.drop("crypto._ecvar", collect=False)
+        had = "uspdm.crypto._ecgen" in sys.modules
+        from uspdm.crypto import _ecgen
+
+        try:
+            return getattr(_ecgen, name)
+        except AttributeError:
+            if not had:
+                demand._forget("uspdm.crypto._ecgen")
+    raise AttributeError(name)
 
 
 # ---------------------------------------------------------------- randomness

@@ -287,11 +287,23 @@ def digest(name, data):
 
 def __getattr__(name):
     # sha256(data), sha384(data), sha512(data): new(name, data); pure(), kernel()
-    # and the host's wrapper: _sha2py
+    # and the host's wrapper: _sha2py (a name it lacks leaves it unloaded: probes)
     if name in _DIGEST_SIZE:
         return lambda data=b"": new(name, data)
     if name[:2] == "__":
         raise AttributeError(name)
+    import sys
+
+    had = "uspdm.crypto._sha2py" in sys.modules
     from uspdm.crypto import _sha2py
 
-    return getattr(_sha2py, name)
+    try:
+        return getattr(_sha2py, name)
+    except AttributeError:
+        if not had:
+            sys.modules.pop("uspdm.crypto._sha2py", None)
+            try:
+                delattr(sys.modules["uspdm.crypto"], "_sha2py")
+            except (AttributeError, KeyError):
+                pass
+        raise
