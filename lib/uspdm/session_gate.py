@@ -44,7 +44,7 @@ SMALL_HEAP = 160 * 1024
 # viper kernels, and GCM: KEY_EXCHANGE_RSP / PSK_EXCHANGE_RSP is sent in the clear, so the
 # EC work runs without it) and, for FINISH / PSK_FINISH, uspdm.sess_fin.  uspdm.session
 # and the AEAD stay while sessions live; uspdm.sess_more (rare paths) is loaded per request.
-# The first load interns the names of all of them before the EC work (_names): MicroPython's
+# The first load interns the names of all of them before the EC work (sess_load.names): MicroPython's
 # qstr pools are never freed, and the pool that a late import would overflow is a new
 # block of up to ~9 KB, which a heap fragmented by the EC work no longer has.
 _STACK = ("uspdm.keysched", "uspdm.secured")
@@ -52,6 +52,7 @@ _AEAD = "crypto.gcm"
 _AEAD_FIRST = ("uspdm.crypto.aes",)   # (with its viper kernels, uspdm.crypto._gcmv, where the port has them)
 _HANDSHAKE = ("sess_kex", "sess_psk")   # (uspdm.sess_hs goes with them)
 _PSK_EXCHANGE = const(0xE6)
+# (the stepwise load: uspdm.sess_load, a demand module of its own)
 _KEYS = ("max_sessions", "heartbeat", "psk_mode", "handshake_in_the_clear", "max_seq", "defer_key_exchange",
          "allow_replayable_psk", "keep_session_code", "warm_session_code")
 
@@ -95,12 +96,11 @@ class SessionGate:
         self._psk_mode = psk
         self._in_clear = bool(c.get("handshake_in_the_clear", True))
         self._held = False    # the comb tables held off while the stack is loaded (_make_room)
-        self._loading = False  # the stack being loaded in idle slices (_load_iter)
+        self._loading = False  # the stack being loaded in idle slices (uspdm.sess_load)
         self._tables = None   # AES kernel tables (T0, S-box), made once, kept across loads
         self._warm = bool(c.get("warm_session_code", False))
-        self._named = False   # _names() done
-        self._named_done = []
-        self._had = None   # sys.modules before a stepwise import (_step)
+        self._named = None    # the names of the whole stack interned (uspdm.sess_load.names)
+        self._had = None      # sys.modules before a stepwise import (uspdm.sess_load.step)
         if self._warm and not self.keep:
             # (a setting, off by default: costs ~20 KB of heap to flows without sessions)
             # built while the heap is young: AES with its viper kernels stays loaded (its
@@ -130,8 +130,6 @@ class SessionGate:
             if aead:
                 demand.need(_AEAD, first=_AEAD_FIRST)
             s = demand.need("session", first=_STACK)
-            while self._names():
-                pass
             demand.pin("session")   # live sessions hold its classes: never dropped under them
             m = s.from_settings(self.drbg, self.storage, self.settings, log=self.log,
                                 vendor_hook=self.vendor_hook, ticks_diff=self.ticks_diff)
@@ -146,25 +144,6 @@ class SessionGate:
                 self.aead()
         return m
 
-    def _names(self):
-        """The modules the first load of the stack brings later (the AEAD, uspdm.sess_fin,
-        uspdm.sess_more): imported and dropped again, after uspdm.session (which they
-        import), one per step, so that their names are interned now, while the heap has
-        room for the qstr pool they may overflow (see _STACK).  Returns what is still to
-        do (None: nothing); a step at a time: `while self._names(): yield`."""
-        if self._named:
-            return False
-        for leaf in (_AEAD, "sess_fin", "sess_more"):
-            if leaf not in self._named_done:
-                self._named_done.append(leaf)
-                if not demand.loaded(leaf):
-                    demand.need(leaf, first=_AEAD_FIRST if leaf == _AEAD else ())
-                    demand.drop(leaf)
-                return True
-        self._named = True
-        self._named_done = None
-        return False
-
     def aead(self):
         """AES-GCM (uspdm.crypto.gcm with AES and its kernels) loaded and pinned while
         the stack is: a session's directions seal and open with it."""
@@ -173,45 +152,6 @@ class SessionGate:
         if self.m is not None and not demand._pins.get(_AEAD):
             demand.pin(_AEAD)   # live sessions hold its objects: never dropped under them (release())
             self._install_tables()
-
-    def _step(self, leaf, first=()):
-        """One step of importing demand module `leaf` as need(leaf, first=first) does:
-        the next module of `first` not imported yet, else leaf itself (what its import
-        brings in goes when it is dropped).  True while there is a step to take after
-        it: `while self._step(leaf, first): yield` imports one module per idle slice.
-        (Not a generator: a finished generator that a live one still refers to keeps
-        the objects its frame last held, a dropped module among them.)"""
-        if demand.loaded(leaf):
-            return False
-        had = self._had
-        if had is None:
-            self._had = had = set(sys.modules)
-        try:
-            for f in first:
-                if f not in sys.modules:
-                    __import__(f)
-                    return True
-            demand.need(leaf)
-        except BaseException:
-            self._abort_step()
-            raise
-        self._had = None
-        deps = demand._deps.setdefault(leaf, [])
-        full = "uspdm." + leaf
-        for k in sys.modules:
-            if k not in had and k != full and k.startswith("uspdm.") and k not in deps \
-                    and k[6:] not in demand._cache:
-                deps.append(k)
-        return True
-
-    def _abort_step(self):
-        """A stepwise import left half-way: the modules it imported go."""
-        had = self._had
-        self._had = None
-        if had is not None:
-            for k in list(sys.modules):
-                if k not in had and k.startswith("uspdm.") and k[6:] not in demand._cache:
-                    demand._forget(k)
 
     def _make_room(self):
         """Before the stack comes: the handlers of the connection's first messages go
@@ -258,6 +198,7 @@ class SessionGate:
         """Drop the session stack if no session (not even a half-open one) remains;
         else what no session needs now."""
         m = self.m
+        demand.drop("sess_load", collect=False)   # (pinned while a stepwise load runs)
         if m is None:
             if self._held and not self._loading:
                 self._hold(False)   # the stack did not come (out of memory)
@@ -317,84 +258,17 @@ class SessionGate:
     def count(self):
         return len(self.m.sessions) if self.m is not None else 0
 
-    def _stepwise(self, conn, msg):
-        """True when KEY_EXCHANGE / PSK_EXCHANGE msg is to load the stack in idle steps
-        first: the stack is not loaded, the board defers such work (KEY_EXCHANGE's EC work
-        in slices, as uspdm.sess_kex decides) and the request passes the checks that need
-        no stack code (so a malformed one is answered at once, as before)."""
-        if self.m is not None or getattr(conn, "defer_work", None) is None:
-            return False
-        d = self.settings.get("defer_key_exchange")
-        if d is None:
-            d = getattr(getattr(conn, "cfg", None), "defer_signing", False)
-        if not (d and conn.version and conn.hashname and msg[0] == conn.version):
-            return False
-        if msg[1] == _PSK_EXCHANGE:
-            # AES-256-GCM and the SPDM key schedule, a PSK mode offered and asked for
-            return len(msg) >= 12 and self._psk_mode and getattr(conn, "sel_aead", 0) == 0x02 \
-                and getattr(conn, "sel_ks", 0) == 0x01 and conn.req_flags & (3 << 10)
-        # secp384r1, AES-256-GCM, the SPDM key schedule: the only selections sess_kex accepts
-        return len(msg) >= 138 and getattr(conn, "sel_dhe", 0) == 0x10 and getattr(conn, "sel_aead", 0) == 0x02 \
-            and getattr(conn, "sel_ks", 0) == 0x01
-
-    def _load_iter(self, conn, msg, now, leaf):
-        """KEY_EXCHANGE (leaf sess_kex) / PSK_EXCHANGE (sess_psk) as pending work
-        (conn.defer_work): the session stack imported one module per idle slice (in a
-        nearly full heap the whole stack at once is about 30 M instructions on the M0,
-        during which the board answers nothing), then the request handled by the manager,
-        whose EC work (its own pending work) continues in this one: the requester's token
-        and the board's late answer stay this one's; then the AEAD, once that work's
-        memory is free again (see _STACK)."""
-        mine = conn.pend
-        before = list(self.m.sessions) if self.m is not None else ()
-        try:
-            self._loading = True   # (the comb tables stay held off between its slices: release())
-            self._make_room()
-            yield
-            # what uspdm.session imports, largest first, then it (pinned: manager())
-            while self._step("session", _STACK):
-                yield
-            while self._names():
-                yield
-            while self._step(leaf, ("uspdm.sess_hs",)):
-                yield
-            # the manager made and used in one slice (between slices, with no session
-            # yet, the board's tick would let it go again: release())
-            m = self.manager(False)
-            before = list(m.sessions)
-            self._loading = False
-            rsp = m.handle_in_clear(conn, msg, now)
-            q = conn.pend
-            if q is not mine and q is not None and q.sig is None:
-                # the manager deferred its EC work: it runs here, under this token
-                conn.pend = mine
-                gen = q.gen
-                q = rsp = None
-                rsp = yield from gen
-            if rsp is not None and len(rsp) > 1 and rsp[1] in (0x64, 0x66) and not demand.loaded(_AEAD):
-                # KEY_EXCHANGE_RSP / PSK_EXCHANGE_RSP made: its modules go, the AEAD comes
-                # for the session's secured messages (one module per slice)
-                self._drop_handshake()
-                gc.collect()
-                yield
-                while self._step(_AEAD, _AEAD_FIRST):
-                    yield
-                self.aead()
-            return rsp
-        except MemoryError:
-            self._end_opened(before)
-            raise
-        finally:
-            self._loading = False
-            self._abort_step()
-            self.release()
-
     def handle_in_clear(self, conn, msg, now=0):
         code = msg[1]
-        if (code == _KEY_EXCHANGE or code == _PSK_EXCHANGE) and self._stepwise(conn, msg):
-            # the stack is loaded in idle slices before the request is handled
-            return conn.defer_work(code, self._load_iter(conn, msg, now,
-                                                         "sess_kex" if code == _KEY_EXCHANGE else "sess_psk"))
+        if (code == _KEY_EXCHANGE or code == _PSK_EXCHANGE) and self.m is None \
+                and getattr(conn, "defer_work", None) is not None:
+            # the stack loaded in idle slices before the request is handled (uspdm.sess_load)
+            ld = demand.need("sess_load")
+            if ld.stepwise(self, conn, msg):
+                return conn.defer_work(code, demand.pinned("sess_load", ld.load_iter(
+                    self, conn, msg, now, "sess_kex" if code == _KEY_EXCHANGE else "sess_psk")))
+            ld = None
+            demand.drop("sess_load", collect=False)
         # KEY_EXCHANGE / PSK_EXCHANGE load the stack; anything else with no
         # session loads it for the manager's checks and answer, then drops it
         before = list(self.m.sessions) if self.m is not None else ()
