@@ -17,15 +17,13 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-RSP_BUFFER = 1536          # bytes (board setting rsp_buffer): see Device.__init__
-MAX_REQUESTERS = const(4)   # SPDM connection states kept (one per requester EID)
-CHUNK_IDLE_MS = const(5000)  # a CHUNK_SEND transfer silent this long is dropped (as MCTP reassembly)
+# (private const()s: compiled in, no names kept in the heap)
+_RSP_BUFFER = const(1536)       # bytes (board setting rsp_buffer): see Device.__init__
+_MAX_REQUESTERS = const(4)      # SPDM connection states kept (one per requester EID)
+_CHUNK_IDLE_MS = const(5000)    # a CHUNK_SEND transfer silent this long is dropped (as MCTP reassembly)
+_BG_BACKOFF_MS = const(100)     # first wait of background work that ran out of memory
+_BG_BACKOFF_MAX_MS = const(10000)  # doubling up to this (the log line below says 10 s)
 EID_FILE = "uspdm/eid.bin"
-BG_BACKOFF_MS = 100        # first wait of background work that ran out of memory
-BG_BACKOFF_MAX_MS = 10000  # doubling up to this
-_BG_PAUSED = "fw: background work paused: out of memory; retrying later (backing off up to %d s)" % (
-    BG_BACKOFF_MAX_MS // 1000)
-_IDLE_OOM = "fw: out of memory in idle(); the slice is retried at the next call"
 
 
 # Boot-only modules, dropped from sys.modules once the SPDM context is prepared (their
@@ -87,7 +85,7 @@ class Device:
         # response of a request answered at once (GET_MEASUREMENTS) and the secured message
         # carrying it are built in them, not in new contiguous blocks per request
         # (rsp_buffer=0: none; responses larger than the buffer get their own)
-        n = cfg.get("rsp_buffer", RSP_BUFFER)
+        n = cfg.get("rsp_buffer", _RSP_BUFFER)
         self._rbuf = bytearray(n) if n else None
         self._sbuf = bytearray(n + 64) if n and cfg.get("sessions", True) else None
         # typed: the handlers answer without the MCTP type byte, which the packets get
@@ -236,7 +234,7 @@ class Device:
     def _background_step(self):
         """One slice of the background preparation (the SPDM context built,
         then the measured files digested).  Out of memory, it waits and tries
-        again later, waiting twice as long each time (up to BG_BACKOFF_MAX_MS),
+        again later, waiting twice as long each time (up to _BG_BACKOFF_MAX_MS),
         and says so once in the log instead of retrying in a loop."""
         try:
             ctx = self._spdm
@@ -291,18 +289,19 @@ class Device:
     def _bg_pause(self):
         """Background work ran out of memory: free what can be freed and wait, twice as
         long each time; say so once. Nothing here needs more than a few bytes of heap
-        (the log line is built at import), so a nearly full heap cannot turn the pause
+        (the log line is a constant string), so a nearly full heap cannot turn the pause
         into an error of its own."""
         from uspdm import demand
 
         demand.drop()
         gc.collect()
         self._bg_fails += 1
-        wait = min(BG_BACKOFF_MS << min(self._bg_fails - 1, 8), BG_BACKOFF_MAX_MS)
+        wait = min(_BG_BACKOFF_MS << min(self._bg_fails - 1, 8), _BG_BACKOFF_MAX_MS)
         td = getattr(self.board, "ticks_add", None)
         self._bg_at = (self._now() + wait) if td is None else td(self._now(), wait)
         if self._bg_fails == 1:
-            self.log(_BG_PAUSED)
+            # (a constant string: nothing to allocate on a heap that just ran short)
+            self.log("fw: background work paused: out of memory; retrying later (backing off up to 10 s)")
 
     def idle(self, write=None):
         """Advance deferred work by one slice; return bytes to send (if any).
@@ -364,7 +363,7 @@ class Device:
                     self._bg_pause()
                 elif not self._oom_said:
                     self._oom_said = True
-                    self.log(_IDLE_OOM)
+                    self.log("fw: out of memory in idle(); the slice is retried at the next call")
             except MemoryError:
                 pass
         except Exception as e:
@@ -391,20 +390,20 @@ class Device:
         return self.buffer_cap - self.buffered()
 
     def _expire_chunks(self, now):
-        """Drop CHUNK_SEND transfers whose requester has been silent for CHUNK_IDLE_MS
+        """Drop CHUNK_SEND transfers whose requester has been silent for _CHUNK_IDLE_MS
         (r.now: the board time of its latest message)."""
         td = getattr(self.board, "ticks_diff", None)
         for r in self.responders.values():
             if r.inc is not None:
                 d = td(now, r.now) if td is not None else now - r.now
-                if d < 0 or d > CHUNK_IDLE_MS:
+                if d < 0 or d > _CHUNK_IDLE_MS:
                     r.inc = None
         sess = self._spdm.sessions if self._spdm is not None else None
         if sess is not None:
             for x in sess.sessions.values():   # in-session transfers: the session's last message
                 if getattr(x, "inc", None) is not None:
                     d = td(now, x.last_rx) if td is not None else now - x.last_rx
-                    if d < 0 or d > CHUNK_IDLE_MS:
+                    if d < 0 or d > _CHUNK_IDLE_MS:
                         x.inc = None
 
     # -- SPDM -------------------------------------------------------------
@@ -423,7 +422,7 @@ class Device:
         r = self.responders.get(src)
         if r is None:
             ctx = self._spdm_context()
-            if len(self.responders) >= MAX_REQUESTERS:
+            if len(self.responders) >= _MAX_REQUESTERS:
                 # make room: the least recently used connection that holds no session
                 # and no pending work; never end someone's session for a newcomer
                 old = None

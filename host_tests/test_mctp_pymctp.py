@@ -186,9 +186,13 @@ def _ctl(ep, body, dest=None):
     return h
 
 
+# DSP0236 control command codes (mctp.control keeps them as private consts)
+CMD_SET_EID, CMD_GET_EID, CMD_GET_VERSION, CMD_GET_MSG_TYPES = 0x01, 0x02, 0x04, 0x05
+
+
 def test_control_responses_decode_with_pymctp():
     ep = Endpoint(eid=0x1D)
-    h = _ctl(ep, control.build_request(3, control.CMD_GET_EID))
+    h = _ctl(ep, control.build_request(3, CMD_GET_EID))
     c = h.payload
     assert c.rq == 0 and c.d == 0 and c.instance_id == 3 and c.cmd_code == 0x02 and c.completion_code == 0
     g = c.payload
@@ -196,7 +200,7 @@ def test_control_responses_decode_with_pymctp():
 
     seen = []
     ep.on_eid_changed = seen.append
-    h = _ctl(ep, control.build_request(4, control.CMD_SET_EID, b"\x00\x33"), dest=0)
+    h = _ctl(ep, control.build_request(4, CMD_SET_EID, b"\x00\x33"), dest=0)
     c = h.payload
     assert c.instance_id == 4 and c.cmd_code == 0x01 and c.completion_code == 0
     s = c.payload
@@ -204,22 +208,22 @@ def test_control_responses_decode_with_pymctp():
     assert s.eid_setting == 0x33 and s.eid_pool_size == 0
     assert seen == [0x33] and h.src == 0x33
 
-    h = _ctl(ep, control.build_request(5, control.CMD_SET_EID, b"\x00\xff"))
+    h = _ctl(ep, control.build_request(5, CMD_SET_EID, b"\x00\xff"))
     assert h.payload.completion_code == 0x02
 
     ep.secured = True
-    h = _ctl(ep, control.build_request(6, control.CMD_GET_MSG_TYPES))
+    h = _ctl(ep, control.build_request(6, CMD_GET_MSG_TYPES))
     assert h.payload.completion_code == 0
     assert list(h.payload.payload.msg_type_list) == [0x00, 0x05, 0x06]
 
-    h = _ctl(ep, control.build_request(7, control.CMD_GET_VERSION, b"\xff"))
+    h = _ctl(ep, control.build_request(7, CMD_GET_VERSION, b"\xff"))
     assert h.payload.completion_code == 0
     v = h.payload.payload
     assert v.version_number_entry_count == 1
     # pymctp reads the 4-byte entries little-endian; the wire order is major first
     assert v.version_number_list[0].to_bytes(4, "little") == bytes.fromhex("f1f3f300")
 
-    h = _ctl(ep, control.build_request(8, control.CMD_GET_VERSION, b"\x01"))
+    h = _ctl(ep, control.build_request(8, CMD_GET_VERSION, b"\x01"))
     assert h.payload.completion_code == 0x80
 
     h = _ctl(ep, control.build_request(9, 0x0A))

@@ -50,19 +50,12 @@ Requester (host tools; mctp.requester, not loaded on a board):
 EIDs: a packet is accepted when its destination is the own EID, 0 (null) or
 0xFF (broadcast) and its source is not 0xFF.
 """
-from mctp.packet import (
-    BASELINE_MTU,
-    EID_BROADCAST,
-    EID_NULL,
-    HDR_LEN,
-    Reassembler,
-    packetize,
-)
+from mctp.packet import BASELINE_MTU, Reassembler, packetize
+from uspdm.compat import const
 
-# Get MCTP Version Support entries (major, minor, update, alpha; BCD with the
-# high nibble set, 0xF? = "present").
-V_MCTP_1_3_3 = b"\xf1\xf3\xf3\x00"
-V_BINDING_1_0_0 = b"\xf1\xf0\xf0\x00"
+_HDR_LEN = const(4)
+_EID_NULL = const(0)
+_EID_BROADCAST = const(0xFF)
 
 
 class _Base:
@@ -80,14 +73,14 @@ class _Base:
 
     def _accept(self, pkt, now_ms):
         """(src, tag, to, body) of a completed message addressed to us, or None."""
-        if len(pkt) < HDR_LEN or (pkt[0] & 0x0F) != 1:
+        if len(pkt) < _HDR_LEN or (pkt[0] & 0x0F) != 1:
             self.dropped += 1
             return None
         d = pkt[1]
-        if d != self.eid and d != EID_NULL and d != EID_BROADCAST:
+        if d != self.eid and d != _EID_NULL and d != _EID_BROADCAST:
             self.dropped += 1
             return None
-        if pkt[2] == EID_BROADCAST:
+        if pkt[2] == _EID_BROADCAST:
             self.dropped += 1
             return None
         m = self.reasm.feed(pkt, now_ms)
@@ -113,11 +106,14 @@ class Endpoint(_Base):
         self._typed = {}
         self.handler_errors = 0
         self.last_error = None
+        # Get MCTP Version Support entries (major, minor, update, alpha; BCD with the
+        # high nibble set, 0xF? = "present"): MCTP 1.3.3, the SPDM bindings 1.0.0
+        mctp, binding = b"\xf1\xf3\xf3\x00", b"\xf1\xf0\xf0\x00"
         self.versions = {
-            0xFF: (V_MCTP_1_3_3,),
-            0x00: (V_MCTP_1_3_3,),
-            0x05: (V_BINDING_1_0_0,),  # DSP0275
-            0x06: (V_BINDING_1_0_0,),  # DSP0276
+            0xFF: (mctp,),
+            0x00: (mctp,),
+            0x05: (binding,),  # DSP0275
+            0x06: (binding,),  # DSP0276
         }
 
     def register(self, msg_type, handler, typed=False):

@@ -5,7 +5,7 @@ Packet = 4-byte transport header + payload:
     byte 0  header version (low nibble, 1)
     byte 1  destination EID
     byte 2  source EID
-    byte 3  SOM(7) EOM(6) seq(5:4) TO(3) tag(2:0)
+    byte 3  _SOM(7) _EOM(6) seq(5:4) _TO(3) tag(2:0)
 
 packetize(dest, src, tag, to, body, mtu) -> list of bytearray packets
 iter_packets(...)                        -> the same as a generator
@@ -13,45 +13,45 @@ parse_header(pkt) -> (dest, src, flags) or None
 Reassembler(max_message, max_contexts, timeout_ms).feed(pkt, now_ms)
     -> None, or (src_eid, tag, to, body) when a message completes.
 
-Reassembly is keyed on (source EID, tag, TO).  Every malformed or out-of-order
+Reassembly is keyed on (source EID, tag, _TO).  Every malformed or out-of-order
 packet silently discards the partial message (and is counted); the memory
 held is bounded by max_contexts * max_message.
 """
 from uspdm.compat import const
 
-HDR_VERSION = const(1)
-HDR_LEN = const(4)
-SOM = const(0x80)
-EOM = const(0x40)
-TO = const(0x08)
+_HDR_VERSION = const(1)
+_HDR_LEN = const(4)
+_SOM = const(0x80)
+_EOM = const(0x40)
+_TO = const(0x08)
 
-EID_NULL = const(0)
-EID_BROADCAST = const(0xFF)
+_EID_NULL = const(0)
+_EID_BROADCAST = const(0xFF)
 
 BASELINE_MTU = const(64)
 
 # message types (first body byte, bits 6:0; bit 7 = integrity check)
-MSG_CONTROL = const(0x00)
-MSG_SPDM = const(0x05)
-MSG_SECURED_SPDM = const(0x06)
+_MSG_CONTROL = const(0x00)
+_MSG_SPDM = const(0x05)
+_MSG_SECURED_SPDM = const(0x06)
 
 
 def header(dest, src, som, eom, seq, to, tag):
     """The 4-byte transport header as bytes."""
     f = (seq & 3) << 4 | (tag & 7)
     if som:
-        f |= SOM
+        f |= _SOM
     if eom:
-        f |= EOM
+        f |= _EOM
     if to:
-        f |= TO
-    return bytes((HDR_VERSION, dest & 0xFF, src & 0xFF, f))
+        f |= _TO
+    return bytes((_HDR_VERSION, dest & 0xFF, src & 0xFF, f))
 
 
 def parse_header(pkt):
     """(dest, src, flags_byte) of a packet, or None if it is too short or has
     the wrong header version."""
-    if pkt is None or len(pkt) < HDR_LEN or (pkt[0] & 0x0F) != HDR_VERSION:
+    if pkt is None or len(pkt) < _HDR_LEN or (pkt[0] & 0x0F) != _HDR_VERSION:
         return None
     return pkt[1], pkt[2], pkt[3]
 
@@ -67,7 +67,7 @@ def iter_packets(dest, src, tag, to, body, mtu=BASELINE_MTU, mt=None):
     if n == 0:
         raise ValueError("empty message")
     mv = memoryview(body)
-    base = (tag & 7) | (TO if to else 0)
+    base = (tag & 7) | (_TO if to else 0)
     off = 0
     seq = 0
     while off < n:
@@ -76,19 +76,19 @@ def iter_packets(dest, src, tag, to, body, mtu=BASELINE_MTU, mt=None):
             k = mtu
         f = base | (seq << 4)
         if off == 0:
-            f |= SOM
+            f |= _SOM
         if off + k >= n:
-            f |= EOM
-        p = bytearray(HDR_LEN + k)
-        p[0] = HDR_VERSION
+            f |= _EOM
+        p = bytearray(_HDR_LEN + k)
+        p[0] = _HDR_VERSION
         p[1] = dest & 0xFF
         p[2] = src & 0xFF
         p[3] = f
         if off == 0 and pre:
-            p[HDR_LEN] = mt
-            p[HDR_LEN + 1:] = mv[0:k - 1]
+            p[_HDR_LEN] = mt
+            p[_HDR_LEN + 1:] = mv[0:k - 1]
         else:
-            p[HDR_LEN:] = mv[off - pre:off - pre + k]
+            p[_HDR_LEN:] = mv[off - pre:off - pre + k]
         yield p
         off += k
         seq = (seq + 1) & 3
@@ -196,28 +196,28 @@ class Reassembler:
 
     def _feed(self, pkt, now_ms):
         n = len(pkt)
-        if n < HDR_LEN:
+        if n < _HDR_LEN:
             self.dropped += 1
             return None
         self.expire(now_ms)
         src = pkt[2]
         f = pkt[3]
         tag = f & 7
-        to = 1 if f & TO else 0
+        to = 1 if f & _TO else 0
         seq = (f >> 4) & 3
         key = (src << 4) | (to << 3) | tag
-        size = n - HDR_LEN
+        size = n - _HDR_LEN
         ctx = self._ctx
-        if f & SOM:
-            if key in ctx:  # a new SOM drops the partial message
+        if f & _SOM:
+            if key in ctx:  # a new _SOM drops the partial message
                 del ctx[key]
                 self.dropped += 1
-            if f & EOM:
+            if f & _EOM:
                 if size == 0:
                     self.dropped += 1
                     return None
                 self.messages += 1
-                return src, tag, to, bytes(pkt[HDR_LEN:])
+                return src, tag, to, bytes(pkt[_HDR_LEN:])
             if size == 0 or size > self.max_message:
                 self.dropped += 1
                 if size:
@@ -227,7 +227,7 @@ class Reassembler:
                 self._evict_oldest(None)
             if not self._fits(size, key):
                 return None
-            buf = bytearray(pkt[HDR_LEN:])
+            buf = bytearray(pkt[_HDR_LEN:])
             self._order += 1
             ctx[key] = [buf, (seq + 1) & 3, size, now_ms, self._order]
             return None
@@ -236,7 +236,7 @@ class Reassembler:
             self.dropped += 1
             return None
         buf = c[0]
-        eom = f & EOM
+        eom = f & _EOM
         if seq != c[1] or (size != c[2] if not eom else size > c[2]):
             del ctx[key]
             self.dropped += 1
@@ -249,7 +249,7 @@ class Reassembler:
         if not self._fits(size, key):
             del ctx[key]
             return None
-        buf.extend(memoryview(pkt)[HDR_LEN:])
+        buf.extend(memoryview(pkt)[_HDR_LEN:])
         if eom:
             del ctx[key]
             self.messages += 1

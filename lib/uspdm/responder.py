@@ -119,10 +119,11 @@ def signing_prefix(version, context):
     return v * 4 + bytes(36 - len(context)) + context
 
 
-ST_NONE = 0
-ST_VERSION = 1
-ST_CAPS = 2
-ST_NEG = 3
+# connection states (r.state; the rsp_* modules declare the ones they use likewise)
+_ST_NONE = const(0)
+_ST_VERSION = const(1)
+_ST_CAPS = const(2)
+_ST_NEG = const(3)
 
 
 class Config:
@@ -167,18 +168,7 @@ class Config:
             setattr(self, k, kw[k])
 
 
-# Requests that may arrive before ALGORITHMS (after VERSION / CAPABILITIES)
-_BEFORE_NEG = (_GET_CAPABILITIES, _NEGOTIATE_ALGORITHMS, _CHUNK_GET, _CHUNK_SEND)
-# Requests after which L1 is kept (every other successful request resets it)
-_KEEP_L = (_GET_MEASUREMENTS, _RESPOND_IF_READY, _CHUNK_GET, _CHUNK_SEND)
-# Requests that end an unfinished CHALLENGE sequence before authentication
-# (GET_MEASUREMENTS does it itself; libspdm_reset_message_buffer_via_request_code)
-_RESET_M1 = (_KEY_EXCHANGE, _FINISH, _PSK_EXCHANGE, _PSK_FINISH, _KEY_UPDATE, _HEARTBEAT,
-             _GET_ENCAPSULATED_REQUEST, _DELIVER_ENCAPSULATED_RESPONSE, _END_SESSION)
-
-
-# Requests handled inside a session's stack (uspdm.session) when sessions are on
-_SESSION_CODES = (_KEY_EXCHANGE, _FINISH, _PSK_EXCHANGE, _PSK_FINISH, _HEARTBEAT, _KEY_UPDATE, _END_SESSION)
+# (the request-code sets are tuples of consts where they are used: no module names)
 # Request code -> (demand module uspdm.<leaf>, handler function(r, msg))
 _ROUTE = {
     _GET_CAPABILITIES: ("rsp_vca", "get_capabilities"),
@@ -192,9 +182,6 @@ _ROUTE = {
     0xED: ("enroll", "get_csr"),            # GET_CSR
     0xEE: ("enroll", "set_certificate"),    # SET_CERTIFICATE
 }
-# Rarely used: dropped again right after the request (a deferred CSR signature
-# keeps what it needs alive until it is done)
-_DROP_AFTER = ("enroll",)
 
 
 class _Pending:
@@ -241,7 +228,7 @@ class Responder:
     def reset(self):
         if self.sessions is not None:
             self.sessions.end_conn(self)
-        self.state = ST_NONE
+        self.state = _ST_NONE
         self.version = 0
         self.t.reset()
         self.flags = 0
@@ -348,7 +335,7 @@ class Responder:
     def _handle(self, msg):
         # ERROR SPDMVersion: the negotiated version, 0x10 before GET_CAPABILITIES
         # succeeded (GET_CAPABILITIES' own field errors use its version)
-        self._ev = self.version if self.state >= ST_CAPS else _V10
+        self._ev = self.version if self.state >= _ST_CAPS else _V10
         if len(msg) < 4:
             return self._error(_ERR_INVALID_REQUEST)
         code = msg[1]
@@ -372,13 +359,15 @@ class Responder:
             if self.pend.sig is not False:
                 return self._error(_ERR_BUSY)
             self._drop_pend()   # its work ran out of memory (answered Busy): a new request
-        if self.state < ST_NEG and code not in _BEFORE_NEG:
+        # (requests that may arrive before ALGORITHMS, after VERSION / CAPABILITIES)
+        if self.state < _ST_NEG and code not in (_GET_CAPABILITIES, _NEGOTIATE_ALGORITHMS, _CHUNK_GET,
+                                                 _CHUNK_SEND):
             # order first: the DMTF validator expects UnexpectedRequest (not
             # VersionMismatch) for e.g. GET_MEASUREMENTS before ALGORITHMS
             return self._error(_ERR_UNEXPECTED_REQUEST)
-        if self.state == ST_NONE:
+        if self.state == _ST_NONE:
             return self._error(_ERR_UNEXPECTED_REQUEST)
-        if self.state >= ST_CAPS and ver != self.version:
+        if self.state >= _ST_CAPS and ver != self.version:
             return self._error(_ERR_VERSION_MISMATCH)
         if code == _RESPOND_IF_READY:
             resp = self._respond_if_ready(msg)
@@ -396,21 +385,27 @@ class Responder:
                     t.m1, t.l, self.l_mver, t.auth = snap
                     raise
                 finally:
-                    if rt[0] in _DROP_AFTER:
+                    if rt[0] == "enroll":   # rarely used: dropped again right after the request
                         demand.drop(rt[0], collect=False)
                 p = self.pend
                 if p is not None and p.snap is None:
                     p.snap = snap
-            elif code in _SESSION_CODES and self.sessions is not None:
+            elif self.sessions is not None and code in (_KEY_EXCHANGE, _FINISH, _PSK_EXCHANGE, _PSK_FINISH,
+                                                        _HEARTBEAT, _KEY_UPDATE, _END_SESSION):
+                # requests handled inside a session's stack (uspdm.session)
                 resp = self.sessions.handle_in_clear(self, msg, self.now)
                 if resp is None:
                     return self._unsupported(code)
             else:
                 return self._unsupported(code)
         if resp is not None and resp[1] != _ERROR:
-            if code not in _KEEP_L:
+            # L1 is kept after these (every other successful request resets it)
+            if code not in (_GET_MEASUREMENTS, _RESPOND_IF_READY, _CHUNK_GET, _CHUNK_SEND):
                 self.t.reset_l()
-            if code in _RESET_M1:
+            # requests that end an unfinished CHALLENGE sequence before authentication
+            # (GET_MEASUREMENTS does it itself; libspdm_reset_message_buffer_via_request_code)
+            if code in (_KEY_EXCHANGE, _FINISH, _PSK_EXCHANGE, _PSK_FINISH, _KEY_UPDATE, _HEARTBEAT,
+                        _GET_ENCAPSULATED_REQUEST, _DELIVER_ENCAPSULATED_RESPONSE, _END_SESSION):
                 # the requester skipped CHALLENGE completion: M1 restarts (DSP0274),
                 # unless already authenticated (Transcript.reset_m1)
                 self.t.reset_m1()
@@ -449,7 +444,7 @@ class Responder:
         vs = sorted(set(v for v in self.cfg.versions if v in CAP_MASK))
         resp = bytes((_V10, _VERSION, 0, 0, 0, len(vs))) + b"".join(p16(v << 8) for v in vs)
         self.t.add_a(msg[:4], resp)
-        self.state = ST_VERSION
+        self.state = _ST_VERSION
         return resp
 
     def our_flags(self, v):

@@ -1,8 +1,8 @@
 """CHUNK_SEND: reassembly of a large request, then the inner request is
 dispatched by the core; CHUNK_GET: the next chunk of a large response (loaded
 on demand by uspdm.responder: large messages are rare)."""
+from uspdm import demand
 from uspdm.compat import const
-from uspdm.chunk import Incoming, Outgoing, parse_chunk_send
 from uspdm.compat import p16, u16
 
 # DSP0274 codes used here (private: compiled in, not in the module's dict)
@@ -58,7 +58,10 @@ def chunk_send(r, msg):
     err = _checks(r, _CHUNK_SEND)
     if err is not None:
         return err
-    pr = parse_chunk_send(msg)
+    # uspdm.chunk is a demand module of its own (responder._deliver needs it too), never
+    # imported by this one: dropping either forgets it once
+    ch = demand.need("chunk")
+    pr = ch.parse_chunk_send(msg)
     if pr is None:
         return r._error(_ERR_INVALID_REQUEST)
     last, handle, seq, size, large, at = pr
@@ -80,7 +83,7 @@ def chunk_send(r, msg):
                 or large <= mn or large > r.cfg.max_spdm_msg_size or size > large):
             bad = True
         else:
-            inc = r.inc = Incoming(handle, large)
+            inc = r.inc = ch.Incoming(handle, large)
             inc.add(msg[at:at + size])
     else:
         if (seq != ((inc.seq + 1) & 0xFFFF) or seq == 0 or handle != inc.handle
@@ -117,6 +120,6 @@ def chunk_send(r, msg):
         resp = bytes(resp)   # from the shared response buffer: kept past this request
     if resp[1] != _ERROR and len(ack) + len(resp) > r.req_dts:
         r._handle_ctr = (r._handle_ctr + 1) & 0xFF
-        r.out = Outgoing(r._handle_ctr, resp)
+        r.out = ch.Outgoing(r._handle_ctr, resp)
         resp = r._error(_ERR_LARGE_RESPONSE, 0, bytes((r._handle_ctr,)))
     return ack + resp
