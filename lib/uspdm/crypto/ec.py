@@ -189,38 +189,30 @@ def _import_tbl(c):
     the heap at a time (a small board keeps the preferred curve's loaded; a
     signature with the other curve swaps them, about 1 M instructions on the
     emulated M0, instead of holding both)."""
-    for o in CURVES:
-        if o is not c:
-            _drop_tbl(o)
+    drop_tables(c)
     return __import__("uspdm.crypto.ec_%s_tbl" % c.name, None, None, ["T"]).T
-
-
-def _drop_tbl(c):
-    """Forget c's comb table if it is one copied into the heap (not the larger
-    table that stays in flash); True if there was one."""
-    if c._tbl is None or c.comb != c.small:
-        return False
-    import sys
-
-    c._tbl = None
-    sys.modules.pop("uspdm.crypto.ec_%s_tbl" % c.name, None)
-    try:
-        delattr(sys.modules["uspdm.crypto"], "ec_%s_tbl" % c.name)
-    except (AttributeError, KeyError):
-        pass
-    return True
 
 
 _hold = False
 
 
-def drop_tables():
-    """Forget the comb tables held in the heap (P-384's is 6.4 KB); returns how
-    many.  Signing and key generation stay correct: the next one loads its
-    table again (or, held off or short of memory, computes without it)."""
+def drop_tables(keep=None):
+    """Forget the comb tables held in the heap (P-384's is 6.4 KB; not the
+    larger table that stays in flash), but keep's; returns how many.  Signing
+    and key generation stay correct: the next one loads its table again (or,
+    held off or short of memory, computes without it)."""
+    import sys
+
     n = 0
     for c in CURVES:
-        n += _drop_tbl(c)
+        if c is not keep and c._tbl is not None and c.comb == c.small:
+            c._tbl = None
+            sys.modules.pop("uspdm.crypto.ec_%s_tbl" % c.name, None)
+            try:
+                delattr(sys.modules["uspdm.crypto"], "ec_%s_tbl" % c.name)
+            except (AttributeError, KeyError):
+                pass
+            n += 1
     return n
 
 
@@ -231,19 +223,6 @@ def hold_tables(on):
     _hold = bool(on)
     if _hold:
         drop_tables()
-
-
-def _fixed_table(c):
-    """c's comb table, or None: held off (hold_tables), or it cannot be loaded
-    now (MemoryError: the operation then runs without it)."""
-    if c._tbl is not None:
-        return c._tbl
-    if _hold:
-        return None
-    try:
-        return c.table()
-    except MemoryError:
-        return None
 
 
 P384 = Curve(
@@ -463,8 +442,14 @@ def _comb_iter(c, k, zr, tbl):
 
 
 def _fixed_iter(c, k, T, zr):
-    """k*G (k odd, < 2^T) over the comb table, or without it (_fixed_table)."""
-    tbl = _fixed_table(c)
+    """k*G (k odd, < 2^T) over c's comb table, or without it: held off
+    (hold_tables), or it cannot be loaded now (MemoryError)."""
+    tbl = c._tbl
+    if tbl is None and not _hold:
+        try:
+            tbl = c.table()
+        except MemoryError:
+            pass
     if tbl is None:
         return (yield from _var()._window_iter(c, k, T, c.gx, c.gy, zr))
     return (yield from _comb_iter(c, k, zr, tbl))
