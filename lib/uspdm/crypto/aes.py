@@ -6,8 +6,9 @@
 Uses the board's C `cryptolib.aes(key, 1)` (ECB) when the module exists,
 otherwise T-table AES run by the viper kernel of _gcmv where the port has a
 native emitter (one 1 KiB table T0, rotated for T1..T3), else by the
-pure-Python twin here (T0..T3 in one 4 KiB `array('I')` instead of ~40 KiB
-of boxed ints on MicroPython); tables are built at first use.  Only the forward direction is provided (GCM/CTR need no
+pure-Python twin of _aespy (T0..T3 in one 4 KiB `array('I')` instead of
+~40 KiB of boxed ints on MicroPython; imported only where it runs); tables
+are built at first use.  Only the forward direction is provided (GCM/CTR need no
 decryption).  wipe() overwrites the round keys.
 """
 try:
@@ -26,7 +27,6 @@ except Exception:  # CPython, MicroPython without a native emitter
 
 _ECB = 1
 _S = None  # the S-box (bytes), built at first use
-_T = None  # twin: (T0, T1, T2, T3, SBOX), views of one 4 KiB array, built at first use
 
 
 def _xtime(a):
@@ -73,13 +73,11 @@ def _t_tables(n):
     return tt
 
 
-def _build():
-    """The twin's tables (4 KiB)."""
-    global _T
-    if _T is None:
-        mv = memoryview(_t_tables(4))
-        _T = (mv[0:256], mv[256:512], mv[512:768], mv[768:1024], _sbox())
-    return _T
+def _twin():
+    """The pure-Python twin (uspdm.crypto._aespy), imported where it runs."""
+    from uspdm.crypto import _aespy
+
+    return _aespy
 
 
 def _kernel_tables():
@@ -129,10 +127,7 @@ class Aes:
                 w[i] = 0
             self._ks = ks
             return
-        _build()
-        self._nr = nr
-        self._rk = w[:4 * nr]  # round keys 0..nr-1 as words
-        self._last = b"".join(x.to_bytes(4, "big") for x in w[4 * nr:])
+        _twin().init(self, nr, w)
 
     def ctr_xor(self, cb, buf, n):
         """Kernel path only: buf[:n] ^= CTR keystream from counter block cb
@@ -153,11 +148,10 @@ class Aes:
         self._c = None
 
     def encrypt_blocks(self, buf):
-        """ECB-encrypt len(buf) (a multiple of 16) bytes."""
+        """ECB-encrypt len(buf) (a multiple of 16) bytes (cryptolib, or the twin)."""
         if self._c is not None:
             return self._c.encrypt(bytes(buf))
-        eb = self.encrypt_block
-        return b"".join(eb(buf[i:i + 16]) for i in range(0, len(buf), 16))
+        return _twin().blocks(self, buf)
 
     def encrypt_block(self, b):
         if len(b) != 16:
@@ -166,28 +160,7 @@ class Aes:
             out = bytearray(16)
             _kern.ctr_xor(self._ks, bytearray(b), out, 16)
             return bytes(out)
-        T0, T1, T2, T3, S = _T
-        rk = self._rk
-        fb = int.from_bytes
-        s0 = fb(b[0:4], "big") ^ rk[0]
-        s1 = fb(b[4:8], "big") ^ rk[1]
-        s2 = fb(b[8:12], "big") ^ rk[2]
-        s3 = fb(b[12:16], "big") ^ rk[3]
-        for r in range(4, 4 * self._nr, 4):
-            t0 = T0[s0 >> 24] ^ T1[(s1 >> 16) & 255] ^ T2[(s2 >> 8) & 255] ^ T3[s3 & 255] ^ rk[r]
-            t1 = T0[s1 >> 24] ^ T1[(s2 >> 16) & 255] ^ T2[(s3 >> 8) & 255] ^ T3[s0 & 255] ^ rk[r + 1]
-            t2 = T0[s2 >> 24] ^ T1[(s3 >> 16) & 255] ^ T2[(s0 >> 8) & 255] ^ T3[s1 & 255] ^ rk[r + 2]
-            s3 = T0[s3 >> 24] ^ T1[(s0 >> 16) & 255] ^ T2[(s1 >> 8) & 255] ^ T3[s2 & 255] ^ rk[r + 3]
-            s0 = t0
-            s1 = t1
-            s2 = t2
-        k = self._last
-        return bytes((
-            S[s0 >> 24] ^ k[0], S[(s1 >> 16) & 255] ^ k[1], S[(s2 >> 8) & 255] ^ k[2], S[s3 & 255] ^ k[3],
-            S[s1 >> 24] ^ k[4], S[(s2 >> 16) & 255] ^ k[5], S[(s3 >> 8) & 255] ^ k[6], S[s0 & 255] ^ k[7],
-            S[s2 >> 24] ^ k[8], S[(s3 >> 16) & 255] ^ k[9], S[(s0 >> 8) & 255] ^ k[10], S[s1 & 255] ^ k[11],
-            S[s3 >> 24] ^ k[12], S[(s0 >> 16) & 255] ^ k[13], S[(s1 >> 8) & 255] ^ k[14], S[s2 & 255] ^ k[15],
-        ))
+        return _twin().block(self, b)
 
 
 def has_kernel():

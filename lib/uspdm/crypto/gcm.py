@@ -9,9 +9,10 @@ default) or 256 (table_bits=8, ~9 KiB on MicroPython, about twice as fast
 in pure Python) multiples of H, built once per key.  Where the port has a
 native emitter, GHASH (4-bit table, 272 bytes of words) and, without
 cryptolib, AES-CTR run as the viper kernels of _gcmv; elsewhere the
-pure-Python twins here (128-bit ints) and in aes.  CTR keystream otherwise
-comes from aes.Aes (cryptolib ECB in batches when present).  wipe()
-overwrites the key schedule and the table (END_SESSION).
+pure-Python twins of _gcmpy (128-bit ints, imported only there: a board
+with the kernels never loads them).  CTR keystream otherwise comes from
+aes.Aes (cryptolib ECB in batches when present).  wipe() overwrites the key
+schedule and the table (END_SESSION).
 """
 from array import array
 
@@ -28,26 +29,19 @@ class AuthenticationError(ValueError):
 
 _R = 0xE1 << 120
 _MAXPT = (1 << 36) - 32  # bytes, SP 800-38D: len(P) <= 2^39 - 256 bits
-_CHUNK = 256  # keystream bytes produced per batch (cryptolib path)
-_RED4 = None
-_RED8 = None
+
+
+def _twin():
+    """The pure-Python twins (uspdm.crypto._gcmpy), imported where they run."""
+    from uspdm.crypto import _gcmpy
+
+    return _gcmpy
 
 
 def _mulx(z, n):
     for _ in range(n):
         z = (z >> 1) ^ _R if z & 1 else z >> 1
     return z
-
-
-def _red(bits):
-    global _RED4, _RED8
-    if bits == 4:
-        if _RED4 is None:
-            _RED4 = tuple(_mulx(v, 4) for v in range(16))
-        return _RED4
-    if _RED8 is None:
-        _RED8 = tuple(_mulx(v, 8) for v in range(256))
-    return _RED8
 
 
 def _words4(v, out, o):
@@ -96,7 +90,7 @@ class AesGcm:
             self._m = None
             self._red = None
         else:
-            self._red = _red(table_bits)
+            self._red = _twin().red(table_bits)
             self._m = tuple(m)
         hi = z = m = None
 
@@ -111,29 +105,6 @@ class AesGcm:
         self._m = None
 
     # -- GHASH ---------------------------------------------------------------
-    def _ghash(self, y, data):
-        """Absorb data (zero-padded to 16) into GHASH state int y; return y."""
-        M = self._m
-        R = self._red
-        fb = int.from_bytes
-        n = len(data)
-        for off in range(0, n, 16):
-            blk = data[off:off + 16]
-            if len(blk) < 16:
-                blk = bytes(blk) + bytes(16 - len(blk))
-            xb = (y ^ fb(blk, "big")).to_bytes(16, "big")
-            z = 0
-            if self._bits == 8:
-                for i in range(15, -1, -1):
-                    z = (z >> 8) ^ R[z & 255] ^ M[xb[i]]
-            else:
-                for i in range(15, -1, -1):
-                    b = xb[i]
-                    z = (z >> 4) ^ R[z & 15] ^ M[b & 15]
-                    z = (z >> 4) ^ R[z & 15] ^ M[b >> 4]
-            y = z
-        return y
-
     def _kghash(self, data):
         n = len(data)
         full = n >> 4
@@ -161,11 +132,7 @@ class AesGcm:
                 return bytes(y)
             e = self._aes.encrypt_block(j0)
             return bytes(y[i] ^ e[i] for i in range(16))
-        y = self._ghash(0, aad)
-        y = self._ghash(y, ct)
-        y = self._ghash(y, lens)
-        e = int.from_bytes(self._aes.encrypt_block(j0), "big")
-        return (y ^ e).to_bytes(16, "big")
+        return _twin().tag(self, j0, aad, ct, lens)
 
     # -- CTR -----------------------------------------------------------------
     def _ctr(self, iv, data):
@@ -174,25 +141,7 @@ class AesGcm:
             out = bytearray(data)
             self._aes.ctr_xor(bytearray(iv + b"\x00\x00\x00\x02"), out, n)
             return bytes(out)
-        out = bytearray(n)
-        ctr = 2  # counter 1 is J0 (tag mask)
-        aes = self._aes
-        fb = int.from_bytes
-        off = 0
-        while off < n:
-            take = min(_CHUNK, n - off)
-            nb = (take + 15) >> 4
-            cb = bytearray(16 * nb)
-            for i in range(nb):
-                o = 16 * i
-                cb[o:o + 12] = iv
-                cb[o + 12:o + 16] = (ctr & 0xFFFFFFFF).to_bytes(4, "big")
-                ctr += 1
-            ks = aes.encrypt_blocks(cb)
-            x = fb(data[off:off + take], "big") ^ fb(ks[:take], "big")
-            out[off:off + take] = x.to_bytes(take, "big")
-            off += take
-        return bytes(out)
+        return _twin().ctr(self, iv, data)
 
     # -- public --------------------------------------------------------------
     def seal(self, iv, aad, plaintext):
