@@ -239,6 +239,13 @@ class M0Run:
         if why:
             self.close()
             raise FlowError("the board did not get ready (%s):\n%s" % (why, log[-3000:]))
+        # the board logs "measurements ready" a few slices before its background work is done
+        # (the context settled, the comb table loaded): its "prepared" record comes then
+        done = time.monotonic() + 30
+        while not any(r.get("event") == "prepared" for r in self._records()) and time.monotonic() < done:
+            if self.sim.proc.poll() is not None:
+                break
+            time.sleep(0.1)
         self.boot = self._records()
 
     def _records(self):
