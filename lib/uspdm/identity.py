@@ -188,36 +188,22 @@ class Identity:
             return self.key_pair(slot + 2, alg)[0]
         return self.private_key(alg)
 
-    # keys and slots written, and the boot-time checks: uspdm.identity_admin, imported
-    # when called (not resident on a board while it serves)
-    def ensure_key(self, alg):
-        """Make sure the device key for `alg` exists (generated with the DRBG
-        and stored the first time); returns its public key X||Y."""
-        return _admin().ensure_key(self, alg)
-
-    def set_private_key(self, alg, d):
-        return _admin().set_private_key(self, alg, d)
-
-    def leaf_key(self, alg, der):
-        return _admin().leaf_key(self, alg, der)
+    # keys and slots written, and the boot-time checks: ensure_key(alg) (the device key
+    # for `alg`, generated with the DRBG and stored the first time; returns X||Y),
+    # set_private_key(alg, d), leaf_key(alg, der), check_keys_iter(), set_key_pair(kp,
+    # alg, d, pub), drop_key_pair(kp, alg), install_chain(slot, alg, der, check_key=True,
+    # at_boot=False), delete_chain(slot, alg, at_boot=False): uspdm.identity_admin's
+    # functions of those names, imported when called (not resident on a board while it
+    # serves; one lookup method instead of a method each keeps the class small)
+    def __getattr__(self, name):
+        if name not in ("ensure_key", "set_private_key", "leaf_key", "check_keys_iter", "set_key_pair",
+                        "drop_key_pair", "install_chain", "delete_chain"):
+            raise AttributeError(name)
+        f = getattr(_admin(), name)
+        return lambda *a, **k: f(self, *a, **k)
 
     def keys_unchecked(self):
         return bool(self._unchecked)
-
-    def check_keys_iter(self):
-        return _admin().check_keys_iter(self)
-
-    def set_key_pair(self, kp, alg, d, pub):
-        return _admin().set_key_pair(self, kp, alg, d, pub)
-
-    def drop_key_pair(self, kp, alg):
-        return _admin().drop_key_pair(self, kp, alg)
-
-    def install_chain(self, slot, alg, der, check_key=True, at_boot=False):
-        return _admin().install_chain(self, slot, alg, der, check_key, at_boot)
-
-    def delete_chain(self, slot, alg, at_boot=False):
-        return _admin().delete_chain(self, slot, alg, at_boot)
 
     # certificate chains ---------------------------------------------------
     def chain(self, slot, alg):
