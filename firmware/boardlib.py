@@ -124,15 +124,6 @@ def caps_line(c):
         if c["i2c_target"] else "no")
 
 
-def serve_board(board, dev):
-    """board.serve(dev) of the real boards: log what the port offers, then
-    serve its transports (serve.run, never returns)."""
-    from serve import run
-
-    print(caps_line(capabilities()))
-    return run(board, dev)
-
-
 def button_window(pressed, led, window_ms, ticks_ms, ticks_diff, sleep_ms):
     """Blink the LED for window_ms; True as soon as pressed() is true."""
     if window_ms <= 0:

@@ -20,7 +20,24 @@ hardware accelerated), else our fallbacks; detected at run time.
 """
 import sys
 
-from boardlib import code_files as measured_files, ticks_diff, ticks_ms  # noqa: F401 (board API)
+import time
+
+# (nothing of firmware/boardlib.py is imported at the top: it is boot-only, dropped once
+# the board is serving, and a reference held here would keep all of it in the heap)
+
+
+def ticks_ms():
+    return time.ticks_ms()
+
+
+def ticks_diff(a, b):
+    return time.ticks_diff(a, b)
+
+
+def measured_files():
+    from boardlib import code_files
+
+    return code_files()
 
 NAME = "esp32"
 BUTTON = "BOOT (GPIO0)"
@@ -134,6 +151,12 @@ def skip_firmware():
 
 
 def serve(dev):
-    from boardlib import serve_board
+    """Log what the port offers, then serve the transports (serve.run, never returns);
+    the boot-only boardlib is not held by this frame while it serves."""
+    import boardlib
 
-    return serve_board(sys.modules[__name__], dev)
+    print(boardlib.caps_line(boardlib.capabilities()))
+    boardlib = None
+    from serve import run
+
+    return run(sys.modules[__name__], dev)
