@@ -224,3 +224,64 @@ def conditioned(raw_bits, n, counter_start=0):
         ctr += 1
         out.extend(hashlib.sha256(raw).digest())
     return bytes(out[:n])
+
+
+def init_device(dev, board, verbose=False, log=None, fw="?"):
+    """firmware/device.py Device.__init__: the device's state set up once at boot (this
+    module is boot-only: its code is not kept while the board serves)."""
+    from mctp import serial as mserial
+    from mctp.endpoint import Endpoint
+
+    dev.board = board
+    dev.verbose = verbose
+    dev._log = log or print
+    cfg = board.config()
+    dev.cfg = cfg
+    dev.storage = board.storage()
+    eid = cfg.get("default_eid", 0)
+    # persist_eid=1: the EID a bus owner assigns is kept on the flash for the next boot,
+    # written at most once per bus owner (so never under a flood); else it lives in RAM only
+    dev._persist = bool(cfg.get("persist_eid", 0))
+    dev._persisted_for = None
+    saved = dev.storage.read("uspdm/eid.bin") if dev._persist else None   # (device.EID_FILE)
+    if saved and len(saved) == 1 and 0 < saved[0] < 0xFF:
+        eid = saved[0]
+    dev.decoder = mserial.SerialDecoder()
+    dev.ep = Endpoint(eid=eid, mtu=cfg.get("serial_mtu", 64), on_eid_changed=dev._eid_changed,
+                      secured=bool(cfg.get("sessions", True)))
+    # one cap on the bytes that requests can make the board buffer before they are
+    # complete (partial MCTP messages + CHUNK_SEND reassembly, all requesters together):
+    # by default one largest CHUNK_SEND request plus one DataTransferSize message in flight
+    dev.buffer_cap = cfg.get("buffer_cap", 0) or (cfg.get("max_spdm_msg_size", 4096)
+                                                   + cfg.get("data_transfer_size", 1024) + 64)
+    dev.ep.reasm.room = dev._buffer_room
+    # the response buffers, allocated once now, before the heap fragments: the SPDM
+    # response of a request answered at once (GET_MEASUREMENTS) and the secured message
+    # carrying it are built in them, not in new contiguous blocks per request
+    # (rsp_buffer=0: none; responses larger than the buffer get their own)
+    n = cfg.get("rsp_buffer", 1536)
+    dev._rbuf = bytearray(n) if n else None
+    dev._sbuf = bytearray(n + 64) if n and cfg.get("sessions", True) else None
+    # typed: the handlers answer without the MCTP type byte, which the packets get
+    # from the endpoint (a large response is never copied to prepend one byte)
+    dev.ep.register(0x05, dev._on_spdm, True)
+    dev.ep.register(0x06, dev._on_secured, True)
+    dev.responders = {}       # src EID -> Responder
+    dev._order = []           # LRU of requester EIDs
+    dev._rr = -1              # EID whose signature got the last slice (round robin)
+    dev._spdm = None          # shared SPDM context (identity, measurements), built on first use
+    dev._imported = False     # spdm_setup imported by a background step
+    dev._pre = 0              # PRELOAD modules imported so far
+    dev._background = True    # background preparation still to do
+    dev._bg_fails = 0         # consecutive out-of-memory pauses of the background work
+    dev._bg_at = 0            # board ms when it may try again
+    dev._oom_said = False     # "out of memory in idle" logged (once per boot)
+    dev._answered = 0         # messages answered (simdev.SimDevice's heap figures count them)
+    # I2C (DSP0237): requester EID -> its SMBus source address, so that
+    # deferred responses go back on the transport the request came from
+    # (EIDs not in here are answered on the USB serial).
+    dev.i2c_routes = {}
+    dev.i2c_out = []          # (dest_addr7, packet) for the board's I2C port to master-write
+    dev._write = None         # idle(write=): the port's write function during the call
+    dev.log("uspdm: board %s, EID %d, serial MTU %d, firmware %s" % (
+        board.NAME, eid, cfg.get("serial_mtu", 64), fw))

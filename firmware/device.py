@@ -18,7 +18,6 @@ except ImportError:  # CPython
         return x
 
 # (private const()s: compiled in, no names kept in the heap)
-_RSP_BUFFER = const(1536)       # bytes (board setting rsp_buffer): see Device.__init__
 _MAX_REQUESTERS = const(4)      # SPDM connection states kept (one per requester EID)
 _CHUNK_IDLE_MS = const(5000)    # a CHUNK_SEND transfer silent this long is dropped (as MCTP reassembly)
 _BG_BACKOFF_MS = const(100)     # first wait of background work that ran out of memory
@@ -58,59 +57,12 @@ class Prepared:
 
 class Device:
     def __init__(self, board, verbose=False, log=None):
-        self.board = board
-        self.verbose = verbose
-        self._log = log or print
-        cfg = board.config()
-        self.cfg = cfg
-        self.storage = board.storage()
-        eid = cfg.get("default_eid", 0)
-        # persist_eid=1: the EID a bus owner assigns is kept on the flash for the next boot,
-        # written at most once per bus owner (so never under a flood); else it lives in RAM only
-        self._persist = bool(cfg.get("persist_eid", 0))
-        self._persisted_for = None
-        saved = self.storage.read(EID_FILE) if self._persist else None
-        if saved and len(saved) == 1 and 0 < saved[0] < 0xFF:
-            eid = saved[0]
-        self.decoder = mserial.SerialDecoder()
-        self.ep = Endpoint(eid=eid, mtu=cfg.get("serial_mtu", 64), on_eid_changed=self._eid_changed,
-                           secured=bool(cfg.get("sessions", True)))
-        # one cap on the bytes that requests can make the board buffer before they are
-        # complete (partial MCTP messages + CHUNK_SEND reassembly, all requesters together):
-        # by default one largest CHUNK_SEND request plus one DataTransferSize message in flight
-        self.buffer_cap = cfg.get("buffer_cap", 0) or (cfg.get("max_spdm_msg_size", 4096)
-                                                        + cfg.get("data_transfer_size", 1024) + 64)
-        self.ep.reasm.room = self._buffer_room
-        # the response buffers, allocated once now, before the heap fragments: the SPDM
-        # response of a request answered at once (GET_MEASUREMENTS) and the secured message
-        # carrying it are built in them, not in new contiguous blocks per request
-        # (rsp_buffer=0: none; responses larger than the buffer get their own)
-        n = cfg.get("rsp_buffer", _RSP_BUFFER)
-        self._rbuf = bytearray(n) if n else None
-        self._sbuf = bytearray(n + 64) if n and cfg.get("sessions", True) else None
-        # typed: the handlers answer without the MCTP type byte, which the packets get
-        # from the endpoint (a large response is never copied to prepend one byte)
-        self.ep.register(0x05, self._on_spdm, True)
-        self.ep.register(0x06, self._on_secured, True)
-        self.responders = {}       # src EID -> Responder
-        self._order = []           # LRU of requester EIDs
-        self._rr = -1              # EID whose signature got the last slice (round robin)
-        self._spdm = None          # shared SPDM context (identity, measurements), built on first use
-        self._imported = False     # spdm_setup imported by a background step
-        self._pre = 0              # PRELOAD modules imported so far
-        self._background = True    # background preparation still to do
-        self._bg_fails = 0         # consecutive out-of-memory pauses of the background work
-        self._bg_at = 0            # board ms when it may try again
-        self._oom_said = False     # "out of memory in idle" logged (once per boot)
-        self._answered = 0         # messages answered (simdev.SimDevice's heap figures count them)
-        # I2C (DSP0237): requester EID -> its SMBus source address, so that
-        # deferred responses go back on the transport the request came from
-        # (EIDs not in here are answered on the USB serial).
-        self.i2c_routes = {}
-        self.i2c_out = []          # (dest_addr7, packet) for the board's I2C port to master-write
-        self._write = None         # idle(write=): the port's write function during the call
-        self.log("uspdm: board %s, EID %d, serial MTU %d, firmware %s" % (
-            board.NAME, eid, cfg.get("serial_mtu", 64), globals().get("__file__", "?")))
+        # the attributes (transports, MCTP endpoint, boot-time buffers, connection
+        # states, background-work state) are set by boardlib.init_device: code run once
+        # at boot, in a module that is dropped once the board serves
+        import boardlib
+
+        boardlib.init_device(self, board, verbose, log, globals().get("__file__", "?"))
 
     def log(self, msg):
         try:
