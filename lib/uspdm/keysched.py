@@ -12,6 +12,9 @@
     ks.update_secret(secret)                 # "traffic upd" step of KEY_UPDATE
     ks.wipe()                                # overwrite every secret it holds
 
+    d = Direction(key, iv)    # one direction's AEAD key, IV and sequence number (uspdm.secured
+                              # seals and opens with it; the AEAD is imported at first use)
+
 HandshakeSecret = HKDF-Extract(salt_0, IKM): salt_0 is H zero bytes, except
 for a PSK session at SPDM 1.3 or later, where it is H bytes of 0xFF (libspdm's
 device-secret sample and DSP0274 1.3).  MasterSecret = Extract(salt_1, 0^H)
@@ -155,3 +158,44 @@ class KeySchedule:
             wipe(b)
         self.hs = self.req_hs = self.rsp_hs = self.req_finished = self.rsp_finished = None
         self.req_app = self.rsp_app = None
+
+
+MAX_SEQ = 0xFFFFFFFFFFFFFFFF   # a direction's sequence-number limit (DSP0277: 64 bits, never wraps)
+
+
+class Direction:
+    """AEAD key, IV and counter of one direction; `backup` holds the previous
+    key state during a KEY_UPDATE until it is verified."""
+
+    def __init__(self, key, iv, max_seq=MAX_SEQ, big=False):
+        self.key = key
+        self.iv = iv
+        self.seq = 0
+        self.max_seq = max_seq
+        self.big = big  # counter XORed big-endian into the IV's last 8 bytes (DSP0277 1.0/1.1 peers only)
+        self._gcm = None
+
+    def gcm(self):
+        if self._gcm is None:
+            from uspdm.crypto.gcm import AesGcm
+
+            self._gcm = AesGcm(self.key)
+        return self._gcm
+
+    def nonce(self, seq):
+        n = bytearray(self.iv)
+        last = len(n) - 1
+        for i in range(8):
+            if self.big:
+                n[last - i] ^= (seq >> (8 * i)) & 0xFF
+            else:
+                n[i] ^= (seq >> (8 * i)) & 0xFF
+        return bytes(n)
+
+    def wipe(self):
+        for b in (self.key, self.iv):
+            if isinstance(b, bytearray):
+                b[0:len(b)] = bytes(len(b))
+        if self._gcm is not None:
+            self._gcm.wipe()  # AES key schedule and GHASH table
+        self._gcm = None

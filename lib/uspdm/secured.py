@@ -31,55 +31,18 @@ direction first seals or opens a message, not with this module (on the
 board uspdm.session_gate loads it as a demand module of its own).
 """
 from uspdm.compat import u16
+from uspdm.keysched import Direction  # noqa: F401 (a session's keys: made before this module is needed)
 
 TAG = 16
 HDR = 8          # SessionID u32 + SeqNum u16 + Length u16 (MCTP binding)
 SEQ_SIZE = 2
-MAX_SEQ = 0xFFFFFFFFFFFFFFFF
+MAX_SEQ = 0xFFFFFFFFFFFFFFFF   # (uspdm.keysched.MAX_SEQ)
 MAX_PAD = 32
 
 
 class SecuredError(Exception):
     """A secured message that cannot be accepted (bad size, wrong session or
     sequence number, authentication failure, counter exhausted)."""
-
-
-class Direction:
-    """AEAD key, IV and counter of one direction; `backup` holds the previous
-    key state during a KEY_UPDATE until it is verified."""
-
-    def __init__(self, key, iv, max_seq=MAX_SEQ, big=False):
-        self.key = key
-        self.iv = iv
-        self.seq = 0
-        self.max_seq = max_seq
-        self.big = big  # counter XORed big-endian into the IV's last 8 bytes (DSP0277 1.0/1.1 peers only)
-        self._gcm = None
-
-    def gcm(self):
-        if self._gcm is None:
-            from uspdm.crypto.gcm import AesGcm
-
-            self._gcm = AesGcm(self.key)
-        return self._gcm
-
-    def nonce(self, seq):
-        n = bytearray(self.iv)
-        last = len(n) - 1
-        for i in range(8):
-            if self.big:
-                n[last - i] ^= (seq >> (8 * i)) & 0xFF
-            else:
-                n[i] ^= (seq >> (8 * i)) & 0xFF
-        return bytes(n)
-
-    def wipe(self):
-        for b in (self.key, self.iv):
-            if isinstance(b, bytearray):
-                b[0:len(b)] = bytes(len(b))
-        if self._gcm is not None:
-            self._gcm.wipe()  # AES key schedule and GHASH table
-        self._gcm = None
 
 
 def _hdr(session_id, seq, length):

@@ -29,7 +29,7 @@ session is ended; a FINISH/PSK_FINISH with a wrong verify HMAC likewise.
 All keys and secrets are bytearrays overwritten when a session ends.
 """
 from uspdm.compat import const
-from uspdm import demand, keysched, secured
+from uspdm import demand, keysched
 
 # DSP0274 codes used here (private: compiled in, not in the module's dict)
 _AEAD_AES_256_GCM = const(0x02)
@@ -69,8 +69,9 @@ _MAX_PAD = const(32)   # uspdm.secured.MAX_PAD
 
 # What stays loaded while sessions live is this module (the secured-message path:
 # decode, HEARTBEAT, END_SESSION, in-session requests handed to the responder, expiry)
-# with uspdm.keysched and uspdm.secured, and the AEAD (uspdm.crypto.gcm, imported at the
-# first sealed or opened message).  Loaded on demand and dropped when not needed:
+# with uspdm.keysched, and the AEAD (uspdm.secured with uspdm.crypto.gcm: on the board
+# loaded once the handshake's EC work is done, elsewhere at the first secured message).
+# Loaded on demand and dropped when not needed:
 # uspdm.sess_kex (KEY_EXCHANGE) or uspdm.sess_psk (PSK_EXCHANGE), with uspdm.sess_hs (what
 # both share), until the handshake's answer is made; uspdm.sess_fin (FINISH, PSK_FINISH)
 # until the handshake ends; uspdm.sess_more (KEY_UPDATE, vendor requests, retries with
@@ -104,7 +105,7 @@ class Session:
         self.state = ST_HANDSHAKE
         self.ks = keysched.KeySchedule(conn.hashname, conn.version)
         self.th = None          # running transcript hash (A [|| Ct] || K || F)
-        self.req = None         # secured.Direction requester -> responder
+        self.req = None         # keysched.Direction requester -> responder
         self.rsp = None
         self.req_backup = None  # previous requester key during KEY_UPDATE
         self.req_backup_secret = None
@@ -121,7 +122,7 @@ class Session:
         self.inc = None         # ... and a large request being reassembled (CHUNK_SEND)
 
     def direction(self, key, iv):
-        return secured.Direction(key, iv, self.mgr.max_seq, self.endian == "be")
+        return keysched.Direction(key, iv, self.mgr.max_seq, self.endian == "be")
 
     def wipe(self):
         self.ks.wipe()
@@ -138,7 +139,7 @@ class Session:
 
 class SessionManager:
     def __init__(self, drbg, storage=None, max_sessions=2, heartbeat=0, psk_mode=PSK_WITH_CONTEXT,
-                 vendor_hook=None, max_seq=secured.MAX_SEQ, in_clear=True, log=None, ticks_diff=None,
+                 vendor_hook=None, max_seq=keysched.MAX_SEQ, in_clear=True, log=None, ticks_diff=None,
                  defer=None, replayable_psk=False):
         self.drbg = drbg
         self.storage = storage
@@ -282,6 +283,8 @@ class SessionManager:
         """Wrap an SPDM response in the session's current response key (with
         random padding unless MAC-only); on a counter overflow the session ends
         and nothing is sent."""
+        from uspdm import secured   # (with the AEAD: uspdm.session_gate)
+
         pad = b""
         if not s.mac_only:
             pad = self.drbg.generate((self.drbg.generate(1)[0] % _MAX_PAD) + 1)
@@ -321,6 +324,8 @@ class SessionManager:
     def handle_secured(self, src, body, now=0):
         """A secured message (MCTP type 0x06 body, without the type byte).
         Returns the secured response body, or None to send nothing."""
+        from uspdm import secured   # (with the AEAD: uspdm.session_gate)
+
         sid = secured.session_id_of(body)
         s = self.sessions.get(sid) if sid is not None else None
         if s is None or s.req is None or (s.eid is not None and src is not None and s.eid != src):
@@ -436,7 +441,7 @@ def from_settings(drbg, storage, c, log=None, vendor_hook=None, ticks_diff=None)
                           heartbeat=int(c.get("heartbeat", DEFAULT_HEARTBEAT)),
                           psk_mode=int(c.get("psk_mode", PSK_WITH_CONTEXT)),
                           in_clear=bool(c.get("handshake_in_the_clear", True)), vendor_hook=vendor_hook, log=log,
-                          max_seq=int(c.get("max_seq", secured.MAX_SEQ)), ticks_diff=ticks_diff,
+                          max_seq=int(c.get("max_seq", keysched.MAX_SEQ)), ticks_diff=ticks_diff,
                           defer=c.get("defer_key_exchange"),
                           replayable_psk=bool(c.get("allow_replayable_psk", False)))
 

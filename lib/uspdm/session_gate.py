@@ -47,9 +47,11 @@ SMALL_HEAP = 160 * 1024
 # The first load interns the names of all of them before the EC work (sess_load.names): MicroPython's
 # qstr pools are never freed, and the pool that a late import would overflow is a new
 # block of up to ~9 KB, which a heap fragmented by the EC work no longer has.
-_STACK = ("uspdm.keysched", "uspdm.secured")
+_STACK = ("uspdm.keysched",)
 _AEAD = "crypto.gcm"
-_AEAD_FIRST = ("uspdm.crypto.aes",)   # (with its viper kernels, uspdm.crypto._gcmv, where the port has them)
+# (uspdm.secured: the secured-message framing; AES with its viper kernels, uspdm.crypto._gcmv, where
+# the port has them)
+_AEAD_FIRST = ("uspdm.secured", "uspdm.crypto.aes")
 _HANDSHAKE = ("sess_kex", "sess_psk")   # (uspdm.sess_hs goes with them)
 _PSK_EXCHANGE = const(0xE6)
 # (the stepwise load: uspdm.sess_load, a demand module of its own)
