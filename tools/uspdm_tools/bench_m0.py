@@ -316,8 +316,8 @@ def issue_table(vals, results, notes=None, rvals=None, longest_at=None):
             lines = [
                 "it is in %s, not in EC work (EC slices are at most %s k-instr in the chip bench's heap, row 'longest "
                 "slice'): a request handled in one step in a nearly full heap (the stock load imports the session "
-                "stack into it at KEY_EXCHANGE one module per idle slice (uspdm.session_gate), but at PSK_EXCHANGE "
-                "in the request's own step; the FINISH and the late answer's encryption are one step each)"
+                "stack into it at KEY_EXCHANGE and PSK_EXCHANGE one module per idle slice (uspdm.sess_load); the "
+                "FINISH and the late answer's encryption are one step each)"
                 % (longest_at or "?", _k(ops.get("p384_slice", 0))),
             ]
             if rvals.get(5):
