@@ -120,7 +120,7 @@ def test_aes_gcm_kernels(engine):
 
     cases = []
     for kl in (16, 32):
-        for n in (0, 1, 15, 16, 17, 64, 100, 1024):
+        for n in (0, 1, 15, 16, 17, 64, 100, 127, 128, 129, 1024):
             key = _msg(kl, n)
             iv = _msg(12, n + 1)
             aad = _msg(n % 37, n + 2)

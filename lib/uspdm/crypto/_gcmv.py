@@ -1,6 +1,9 @@
 """AES-CTR and GHASH as viper kernels (boards with a native emitter).
 
     ctr_xor(ks, cb, buf, n)      buf[:n] ^= AES-CTR keystream, cb counter block
+                                 (up to 8 blocks a batch: step = the rounds but the
+                                 last, _last = the last; no kernel's machine code
+                                 is larger than ~1.5 KB, what a fragmented heap has)
     ghash(ctx, data, off, nblk)  absorb nblk 16-byte blocks of data[off:]
 
 ks: array('I') [nr, round keys 0..nr as big-endian words]; cb: bytearray(16)
@@ -17,7 +20,9 @@ from array import array
 
 T = None  # installed by aes: T0, 256 words
 S = None  # installed by aes: 256 bytes
-_KS = bytearray(16)  # one keystream block
+# words 0..31: the AES states of up to 8 counter blocks between the kernels;
+# bytes 128..255: their keystream (from a range: no temporary bytes object)
+_KS = array("I", range(64))
 # reduction of the 4 bits shifted out, for the top word: R4[v] = mulx(v, 4) >> 96
 _R4 = array("I", [0x00000000, 0x1C200000, 0x38400000, 0x24600000, 0x70800000, 0x6CA00000, 0x48C00000,
                   0x54E00000, 0xE1000000, 0xFD200000, 0xD9400000, 0xC5600000, 0x91800000, 0x8DA00000,
@@ -25,19 +30,19 @@ _R4 = array("I", [0x00000000, 0x1C200000, 0x38400000, 0x24600000, 0x70800000, 0x
 
 
 @micropython.viper
-def ctr_xor(ks: ptr32, cb: ptr8, buf: ptr8, n: int):
+def step(ks: ptr32, st: ptr32, n: int):
+    # the AES rounds but the last over the states st[0:n] (4 words a block): a
+    # function of its own, so that no kernel's machine code needs a block of more
+    # than ~1.5 KB (the AEAD loads into a fragmented heap after KEY_EXCHANGE's EC work)
     TT = ptr32(T)
-    SB = ptr8(S)
-    K = ptr8(_KS)
     M = uint(0xFFFFFFFF)
-    nr = ks[0]
-    end = 1 + 4 * nr
-    off = 0
-    while off < n:
-        s0 = uint((cb[0] << 24) | (cb[1] << 16) | (cb[2] << 8) | cb[3]) ^ uint(ks[1])
-        s1 = uint((cb[4] << 24) | (cb[5] << 16) | (cb[6] << 8) | cb[7]) ^ uint(ks[2])
-        s2 = uint((cb[8] << 24) | (cb[9] << 16) | (cb[10] << 8) | cb[11]) ^ uint(ks[3])
-        s3 = uint((cb[12] << 24) | (cb[13] << 16) | (cb[14] << 8) | cb[15]) ^ uint(ks[4])
+    end = 1 + 4 * ks[0]
+    b = 0
+    while b < n:
+        s0 = uint(st[b])
+        s1 = uint(st[b + 1])
+        s2 = uint(st[b + 2])
+        s3 = uint(st[b + 3])
         r = 5
         while r < end:
             # T1..T3 are T0 rotated right by 8, 16, 24 bits
@@ -65,42 +70,89 @@ def ctr_xor(ks: ptr32, cb: ptr8, buf: ptr8, n: int):
             s1 = t1
             s2 = t2
             r += 4
+        st[b] = s0
+        st[b + 1] = s1
+        st[b + 2] = s2
+        st[b + 3] = s3
+        b += 4
+
+
+@micropython.viper
+def _last(ks: ptr32, st: ptr32, n: int):
+    # the last round (SubBytes, ShiftRows, AddRoundKey) of the states st[0:n]:
+    # keystream bytes into _KS (from byte 128)
+    SB = ptr8(S)
+    K = ptr8(_KS)
+    end = 1 + 4 * ks[0]
+    b = 0
+    while b < n:
+        s0 = uint(st[b])
+        s1 = uint(st[b + 1])
+        s2 = uint(st[b + 2])
+        s3 = uint(st[b + 3])
+        o = 128 + 4 * b
         k = uint(ks[end])
-        K[0] = SB[s0 >> 24] ^ (k >> 24)
-        K[1] = SB[(s1 >> 16) & 255] ^ ((k >> 16) & 255)
-        K[2] = SB[(s2 >> 8) & 255] ^ ((k >> 8) & 255)
-        K[3] = SB[s3 & 255] ^ (k & 255)
+        K[o] = SB[s0 >> 24] ^ (k >> 24)
+        K[o + 1] = SB[(s1 >> 16) & 255] ^ ((k >> 16) & 255)
+        K[o + 2] = SB[(s2 >> 8) & 255] ^ ((k >> 8) & 255)
+        K[o + 3] = SB[s3 & 255] ^ (k & 255)
         k = uint(ks[end + 1])
-        K[4] = SB[s1 >> 24] ^ (k >> 24)
-        K[5] = SB[(s2 >> 16) & 255] ^ ((k >> 16) & 255)
-        K[6] = SB[(s3 >> 8) & 255] ^ ((k >> 8) & 255)
-        K[7] = SB[s0 & 255] ^ (k & 255)
+        K[o + 4] = SB[s1 >> 24] ^ (k >> 24)
+        K[o + 5] = SB[(s2 >> 16) & 255] ^ ((k >> 16) & 255)
+        K[o + 6] = SB[(s3 >> 8) & 255] ^ ((k >> 8) & 255)
+        K[o + 7] = SB[s0 & 255] ^ (k & 255)
         k = uint(ks[end + 2])
-        K[8] = SB[s2 >> 24] ^ (k >> 24)
-        K[9] = SB[(s3 >> 16) & 255] ^ ((k >> 16) & 255)
-        K[10] = SB[(s0 >> 8) & 255] ^ ((k >> 8) & 255)
-        K[11] = SB[s1 & 255] ^ (k & 255)
+        K[o + 8] = SB[s2 >> 24] ^ (k >> 24)
+        K[o + 9] = SB[(s3 >> 16) & 255] ^ ((k >> 16) & 255)
+        K[o + 10] = SB[(s0 >> 8) & 255] ^ ((k >> 8) & 255)
+        K[o + 11] = SB[s1 & 255] ^ (k & 255)
         k = uint(ks[end + 3])
-        K[12] = SB[s3 >> 24] ^ (k >> 24)
-        K[13] = SB[(s0 >> 16) & 255] ^ ((k >> 16) & 255)
-        K[14] = SB[(s1 >> 8) & 255] ^ ((k >> 8) & 255)
-        K[15] = SB[s2 & 255] ^ (k & 255)
+        K[o + 12] = SB[s3 >> 24] ^ (k >> 24)
+        K[o + 13] = SB[(s0 >> 16) & 255] ^ ((k >> 16) & 255)
+        K[o + 14] = SB[(s1 >> 8) & 255] ^ ((k >> 8) & 255)
+        K[o + 15] = SB[s2 & 255] ^ (k & 255)
+        b += 4
+
+
+@micropython.viper
+def ctr_xor(ks, cb: ptr8, buf: ptr8, n: int):
+    kw = ptr32(ks)
+    K = ptr8(_KS)
+    st = ptr32(_KS)
+    off = 0
+    while off < n:
+        # up to 8 counter blocks at a time through step and _last (one call each per batch)
+        nw = ((n - off + 15) >> 4) << 2
+        if nw > 32:
+            nw = 32
+        b = 0
+        while b < nw:
+            st[b] = uint((cb[0] << 24) | (cb[1] << 16) | (cb[2] << 8) | cb[3]) ^ uint(kw[1])
+            st[b + 1] = uint((cb[4] << 24) | (cb[5] << 16) | (cb[6] << 8) | cb[7]) ^ uint(kw[2])
+            st[b + 2] = uint((cb[8] << 24) | (cb[9] << 16) | (cb[10] << 8) | cb[11]) ^ uint(kw[3])
+            st[b + 3] = uint((cb[12] << 24) | (cb[13] << 16) | (cb[14] << 8) | cb[15]) ^ uint(kw[4])
+            # 32-bit big-endian counter increment (inc32 of SP 800-38D)
+            j = 15
+            while j >= 12:
+                c = (cb[j] + 1) & 255
+                cb[j] = c
+                if c != 0:
+                    break
+                j -= 1
+            b += 4
+        step(ks, _KS, nw)
+        _last(ks, _KS, nw)
+        m = n - off
+        if m > 4 * nw:
+            m = 4 * nw
         j = 0
-        while j < 16 and off < n:
-            buf[off] ^= K[j]
-            off += 1
+        while j < m:
+            buf[off + j] ^= K[128 + j]
             j += 1
-        # 32-bit big-endian counter increment (inc32 of SP 800-38D)
-        j = 15
-        while j >= 12:
-            c = (cb[j] + 1) & 255
-            cb[j] = c
-            if c != 0:
-                break
-            j -= 1
+        off += m
     j = 0
-    while j < 16:
-        K[j] = 0
+    while j < 64:
+        st[j] = 0
         j += 1
 
 

@@ -61,7 +61,8 @@ def _t_tables(n):
     """T0 (n=1: what the kernel uses, rotating it for T1..T3) or T0..T3
     (n=4, the twin) in one array('I') of n*256 words."""
     sbox = _sbox()
-    tt = array("I", bytes(1024 * n))
+    # from a range, not bytes(1024 * n): no second 1 KiB block for a temporary
+    tt = array("I", range(256 * n))
     for a in range(256):
         s = sbox[a]
         s2 = _xtime(s)
