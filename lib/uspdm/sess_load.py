@@ -136,6 +136,7 @@ def load_iter(g, conn, msg, now, leaf):
             # KEY_EXCHANGE_RSP / PSK_EXCHANGE_RSP made: its modules go, the AEAD comes
             # for the session's secured messages (one module per slice)
             g._drop_handshake()
+            demand.drop("crypto._ecvar", collect=False)   # (the next tableless operation loads it again)
             gc.collect()
             yield
             while step(g, _AEAD, _AEAD_FIRST):
