@@ -216,10 +216,16 @@ class Device:
                                                                 staged=True, buffer_room=self._buffer_room)
                 self._imported = True
                 more, short = True, False
-            if ctx is not None:
+            if isinstance(ctx, Prepared):
+                more, short = False, False   # only its settling is left (it ran short before)
+            elif ctx is not None:
                 more = ctx.background()
                 short = ctx.short_of_memory
                 ctx.short_of_memory = False
+            if not more:
+                # settled (spdm_setup.settle can be run again): out of memory, the
+                # background work stays on and settles on a later slice
+                self._prepared()
         except MemoryError as e:
             more, short = True, e
         if short:
@@ -228,8 +234,6 @@ class Device:
             self.log("fw: background work resumed after %d out-of-memory pauses" % self._bg_fails)
             self._bg_fails = 0
         self._background = more
-        if not more:
-            self._prepared()
 
     def _prepared(self):
         """The background preparation is done: the context kept in the resident class

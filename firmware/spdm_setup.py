@@ -403,7 +403,9 @@ def settle(dev, resident, boot_only):
         gc.collect()
         meas = ctx.measurements
         mh = getattr(ctx.config, "meas_hash", None)
-        if meas.freeze(("sha384", "sha256") + ((mh,) if mh else ())):
+        if not hasattr(meas, "freeze"):
+            pass   # frozen by an earlier settle that then ran out of memory
+        elif meas.freeze(("sha384", "sha256") + ((mh,) if mh else ())):
             # the records alone stay (uspdm.meas_rec): the Measurements object, its
             # class and the module that declares and digests blocks go
             ctx.measurements = meas = meas.frozen

@@ -325,3 +325,44 @@ def test_answer_frames_written_as_made_and_from_the_response_buffer():
         if m is not None:
             msg = m[2]
     assert msg is not None and msg[0] == 0x05 and msg[2] == 0x60
+
+
+def test_settling_after_boot_is_retried_when_it_runs_out_of_memory():
+    # the last step of the boot preparation (spdm_setup.settle: the context kept in
+    # device.Prepared, the measurement records frozen, the comb table loaded) out of
+    # memory, before anything and after the records were frozen: the background work
+    # stays on, backs off, settles on a later slice, and the board answers as usual
+    import device
+    import spdm_setup
+
+    real = spdm_setup.settle
+    calls = []
+
+    def short(dev, resident, boot_only):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError("test: short before settling")
+        real(dev, resident, boot_only)
+        if len(calls) == 2:
+            raise MemoryError("test: short after the records were frozen")
+
+    spdm_setup.settle = short
+    logs = []
+    try:
+        d = device.Device(FakeBoard(), log=logs.append)
+        for _ in range(200000):
+            if not d._background:
+                break
+            d.idle()
+        else:
+            raise AssertionError("the background work never finished: %r" % logs[-5:])
+    finally:
+        spdm_setup.settle = real
+    assert len(calls) >= 2, calls
+    assert isinstance(d._spdm, device.Prepared)
+    assert [m for m in logs if "background work paused" in m], logs
+    assert "spdm_setup" not in sys.modules
+    h = Host(d)
+    vca(h)
+    rsp = h.spdm(bytes((0x12, 0xE0, 0, 0)))   # GET_MEASUREMENTS, operation 0
+    assert rsp[1] == 0x60 and rsp[2] > 0, rsp.hex()   # (Param1: how many blocks)
