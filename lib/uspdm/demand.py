@@ -123,7 +123,7 @@ def _forget(full):
     if parent is not None:
         try:
             delattr(parent, full[i + 1:])
-        except AttributeError:
+        except (AttributeError, KeyError):   # (MicroPython: KeyError for a module attribute)
             pass
 
 
