@@ -3,8 +3,9 @@
     ctr_xor(ks, cb, buf, n)      buf[:n] ^= AES-CTR keystream, cb counter block
                                  (up to 8 blocks a batch: step = the rounds but the
                                  last, _last = the last; no kernel's machine code
-                                 is larger than ~1.5 KB, what a fragmented heap has)
+                                 is larger than ~1.3 KB, what a fragmented heap has)
     ghash(ctx, data, off, nblk)  absorb nblk 16-byte blocks of data[off:]
+                                 (up to 8 a batch, as words, through compress)
 
 ks: array('I') [nr, round keys 0..nr as big-endian words]; cb: bytearray(16)
 whose last 4 bytes (big-endian) are incremented per block; T (the table T0,
@@ -29,6 +30,9 @@ _R4 = array("I", [0x00000000, 0x1C200000, 0x38400000, 0x24600000, 0x70800000, 0x
                   0xA9C00000, 0xB5E00000])
 
 
+# largest machine code first (step, _last, ctr_xor: 1.2-1.4 KB each, then
+# ghash and compress, ~0.9 KB): a heap fragmented by the EC work (first fit)
+# still has its few large free blocks when they are allocated
 @micropython.viper
 def step(ks: ptr32, st: ptr32, n: int):
     # the AES rounds but the last over the states st[0:n] (4 words a block): a
@@ -157,20 +161,43 @@ def ctr_xor(ks, cb: ptr8, buf: ptr8, n: int):
 
 
 @micropython.viper
-def ghash(ctx: ptr32, data: ptr8, off: int, nblk: int):
+def ghash(ctx, data: ptr8, off: int, nblk: int):
+    # up to 8 blocks at a time as words into _KS, then compress (one call per batch)
+    st = ptr32(_KS)
+    while nblk > 0:
+        nb = nblk
+        if nb > 8:
+            nb = 8
+        nblk -= nb
+        b = 0
+        while b < 4 * nb:
+            st[b] = uint((data[off] << 24) | (data[off + 1] << 16) | (data[off + 2] << 8) | data[off + 3])
+            st[b + 1] = uint((data[off + 4] << 24) | (data[off + 5] << 16) | (data[off + 6] << 8) | data[off + 7])
+            st[b + 2] = uint((data[off + 8] << 24) | (data[off + 9] << 16) | (data[off + 10] << 8)
+                             | data[off + 11])
+            st[b + 3] = uint((data[off + 12] << 24) | (data[off + 13] << 16) | (data[off + 14] << 8)
+                             | data[off + 15])
+            off += 16
+            b += 4
+        compress(ctx, _KS, 4 * nb)
+
+
+@micropython.viper
+def compress(ctx: ptr32, st: ptr32, n: int):
+    # GHASH over the blocks st[0:n] (4 big-endian words each, from ghash): Y = (Y ^ X) * H
     R = ptr32(_R4)
     M = uint(0xFFFFFFFF)
     y0 = uint(ctx[0])
     y1 = uint(ctx[1])
     y2 = uint(ctx[2])
     y3 = uint(ctx[3])
-    while nblk > 0:
-        nblk -= 1
-        x0 = y0 ^ uint((data[off] << 24) | (data[off + 1] << 16) | (data[off + 2] << 8) | data[off + 3])
-        x1 = y1 ^ uint((data[off + 4] << 24) | (data[off + 5] << 16) | (data[off + 6] << 8) | data[off + 7])
-        x2 = y2 ^ uint((data[off + 8] << 24) | (data[off + 9] << 16) | (data[off + 10] << 8) | data[off + 11])
-        x3 = y3 ^ uint((data[off + 12] << 24) | (data[off + 13] << 16) | (data[off + 14] << 8) | data[off + 15])
-        off += 16
+    b = 0
+    while b < n:
+        x0 = y0 ^ uint(st[b])
+        x1 = y1 ^ uint(st[b + 1])
+        x2 = y2 ^ uint(st[b + 2])
+        x3 = y3 ^ uint(st[b + 3])
+        b += 4
         z0 = uint(0)
         z1 = uint(0)
         z2 = uint(0)
