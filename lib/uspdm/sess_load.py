@@ -30,6 +30,8 @@ def names(g):
             done.append(leaf)
             if not demand.loaded(leaf):
                 demand.need(leaf, first=_AEAD_FIRST if leaf == _AEAD else ())
+                if leaf == _AEAD:
+                    g._install_tables()   # the AES kernel's 1 KB table while a 1 KB block is there
                 demand.drop(leaf)
             return True
     g._named = True
@@ -143,7 +145,10 @@ def load_iter(g, conn, msg, now, leaf):
                 yield
             g.aead()
         return rsp
-    except MemoryError:
+    except MemoryError as e:
+        import sys, micropython  # FITDBG
+        sys.print_exception(e)  # FITDBG
+        micropython.mem_info()  # FITDBG
         g._end_opened(before)
         raise
     finally:
