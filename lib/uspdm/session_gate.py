@@ -51,7 +51,7 @@ _STACK = ("uspdm.keysched",)
 _AEAD = "crypto.gcm"
 # (uspdm.secured: the secured-message framing; AES with its viper kernels, uspdm.crypto._gcmv, where
 # the port has them)
-_AEAD_FIRST = ("uspdm.secured", "uspdm.crypto.aes")
+_AEAD_FIRST = ("uspdm.crypto.aes", "uspdm.secured")
 _HANDSHAKE = ("sess_kex", "sess_psk")   # (uspdm.sess_hs goes with them)
 _PSK_EXCHANGE = const(0xE6)
 # (the stepwise load: uspdm.sess_load, a demand module of its own)
