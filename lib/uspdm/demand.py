@@ -40,7 +40,10 @@ def need(leaf, pkg="uspdm", first=()):
             before = set(sys.modules)
             try:
                 for f in first:
-                    __import__(f)
+                    if f not in sys.modules:
+                        gc.collect()
+                        __import__(f)
+                gc.collect()
                 m = __import__(name, None, None, (leaf,))
             except BaseException:
                 # a failed import (out of memory half-way) leaves nothing behind: the

@@ -53,8 +53,10 @@ def step(g, leaf, first=()):
     try:
         for f in first:
             if f not in sys.modules:
+                gc.collect()
                 __import__(f)
                 return True
+        gc.collect()
         demand.need(leaf)
     except BaseException:
         abort_step(g)
