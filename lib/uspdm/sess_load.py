@@ -147,10 +147,7 @@ def load_iter(g, conn, msg, now, leaf):
                 yield
             g.aead()
         return rsp
-    except MemoryError as e:
-        import sys, micropython  # FITDBG
-        sys.print_exception(e)  # FITDBG
-        micropython.mem_info()  # FITDBG
+    except MemoryError:
         g._end_opened(before)
         raise
     finally:
