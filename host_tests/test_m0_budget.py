@@ -29,10 +29,6 @@ REPEAT = int(os.environ.get("USPDM_M0_REPEAT", "5"))
 # What main measured when this file was written (stock load); remove an entry when its
 # flow passes (strict xfail turns an unexpected pass red).
 XFAIL = {
-    ("128k", "session"): "intermittent: 128 KB: passes 5 of 5 in about 2 of 3 tries (peak live 110.9-120.8 KB, "
-                         "smallest largest-free-block 0.3-1.3 KB); when the board's CT is 8.4 s the in-session signed "
-                         "GET_MEASUREMENTS (~0.8 G instr) answers ResponseNotReady, and that path then sometimes ends "
-                         "in ERROR Busy or no answer within 20 s",
     ("128k", "two-requesters"): "128 KB: requester A's KEY_EXCHANGE (the AEAD's import after the EC work: MemoryError "
                                 "1.2-1.4 KB with ~16 KB free, largest free block ~1.2 KB) or its in-session signed "
                                 "GET_MEASUREMENTS answers ERROR Busy, with requester B's connection beside it",
