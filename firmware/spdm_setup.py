@@ -215,13 +215,16 @@ class SpdmContext:
         self.slow_ms = int(cfg.get("slow_sign_ms", 0) or 0)
         self.sign_ms = max(sign_ms, self.slow_ms)
         kex = sign_ms * KEX_SIGNATURES
-        # a session on a heap under uspdm.session_gate.SMALL_HEAP (160 KB: a 128 KB board)
-        # runs without the EC comb tables (uspdm.crypto.ec.hold_tables): its KEY_EXCHANGE
-        # then takes about 3x as long (emulated M0, 128 KB, stock load: ~1.4 G instructions
-        # instead of ~0.45 G), and the CT advertised covers it (literals: no new names)
         mf = getattr(gc, "mem_free", None)   # (MicroPython)
-        if cfg.get("sessions", True) and mf is not None and mf() + gc.mem_alloc() < 163840:
-            kex *= 3
+        if cfg.get("sessions", True) and mf is not None:
+            # a session on a heap under SMALL_HEAP (a 128 KB board) runs without the EC comb
+            # tables (SessionGate._make_room): its KEY_EXCHANGE then takes about 3x as long
+            # (emulated M0, 128 KB, stock load: ~1.4 G instructions instead of ~0.45 G), and
+            # the CT advertised covers it (session_gate is loaded for sessions anyway)
+            from uspdm.session_gate import SMALL_HEAP
+
+            if mf() + gc.mem_alloc() < SMALL_HEAP:
+                kex *= 3
         self.kex_ms = max(kex, self.slow_ms)
         # A signature takes long on a small board: its work runs in slices from
         # the idle loop, so MCTP control, heartbeats and other requesters keep

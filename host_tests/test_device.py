@@ -366,3 +366,28 @@ def test_settling_after_boot_is_retried_when_it_runs_out_of_memory():
     vca(h)
     rsp = h.spdm(bytes((0x12, 0xE0, 0, 0)))   # GET_MEASUREMENTS, operation 0
     assert rsp[1] == 0x60 and rsp[2] > 0, rsp.hex()   # (Param1: how many blocks)
+
+
+@pytest.mark.parametrize("heap,sessions,factor", [(128064, 1, 3), (200064, 1, 1), (128064, 0, 1)])
+def test_ct_covers_the_tableless_key_exchange_on_a_small_heap(monkeypatch, heap, sessions, factor):
+    # on a heap under uspdm.session_gate.SMALL_HEAP a session runs without the EC comb
+    # tables (about 3x slower KEY_EXCHANGE): the board's estimate of KEY_EXCHANGE, and the
+    # CT it advertises, count that in; a larger heap, or a board without sessions, does not
+    import gc
+
+    import device
+    from uspdm.session_gate import SMALL_HEAP
+
+    assert (heap < SMALL_HEAP) == (heap == 128064)
+    monkeypatch.setattr(gc, "mem_free", lambda: heap - 1000, raising=False)
+    monkeypatch.setattr(gc, "mem_alloc", lambda: 1000, raising=False)
+    d = device.Device(FakeBoard(ct_exponent=None, sessions=sessions), log=lambda m: None)
+    for _ in range(200000):
+        if not d._background:
+            break
+        d.idle()
+    ctx = d._spdm
+    from spdm_setup import KEX_SIGNATURES, CT_MARGIN_PCT, _exponent
+
+    assert ctx.kex_ms == ctx.sign_ms * KEX_SIGNATURES * factor
+    assert ctx.config.ct_exponent == _exponent(ctx.kex_ms * CT_MARGIN_PCT * 10)

@@ -140,14 +140,3 @@ def test_stack_that_cannot_load_lets_the_tables_back(holds, monkeypatch):
     q.end_session(s)
     assert holds == [True, False]
 
-
-def test_board_counts_tableless_key_exchange_into_ct_on_the_same_small_heap():
-    # firmware/spdm_setup.py makes KEY_EXCHANGE's estimate (and so the CT) 3x longer on
-    # a heap under 163840 B, a literal there (no new interned name): the gate's threshold
-    import re
-
-    src = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "firmware",
-                            "spdm_setup.py")).read()
-    m = re.search(r"gc\.mem_alloc\(\) < (\d+):\n\s+kex \*= 3\n", src)
-    assert m, "spdm_setup no longer scales KEY_EXCHANGE's estimate on a small heap"
-    assert int(m.group(1)) == G.SMALL_HEAP
