@@ -71,6 +71,12 @@ def get_measurements(r, msg):
             else:
                 changed = _MEAS_NO_CHANGE_DETECTED if r.l_mver == r.meas.version else _MEAS_CHANGE_DETECTED
             p2 |= changed
+    return _respond(r, msg, v, need, signed, slot, p1, p2, record, nblocks)
+
+
+def _respond(r, msg, v, need, signed, slot, p1, p2, record, nblocks):
+    """The MEASUREMENTS response (a function of its own: no piece of this module's
+    code needs more than ~0.6 KB of heap in one block when it is loaded again)."""
     opaque = r._opaque()
     # the response is built once, in one buffer with room for the signature (no
     # concatenated copies: on a fragmented heap each one needs its own contiguous block)

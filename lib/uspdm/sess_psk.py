@@ -29,32 +29,12 @@ MAX_PSK_HINT = 32
 
 
 def psk_exchange(mgr, conn, msg, now):
-    e = mgr._version_checks(conn, msg)
-    if e:
-        return e
-    if not mgr.psk_mode or not (conn.flags & (3 << _PSK_CAP_SHIFT)) or not (conn.req_flags & (3 << _PSK_CAP_SHIFT)):
-        return mgr._err(conn, _ERR_UNSUPPORTED_REQUEST, _PSK_EXCHANGE)
-    if conn.sel_aead != _AEAD_AES_256_GCM or conn.sel_ks != _KEY_SCHEDULE_SPDM:
-        return mgr._err(conn, _ERR_UNEXPECTED_REQUEST)
+    r = _check(mgr, conn, msg)
+    if not isinstance(r, tuple):
+        return r   # an ERROR
+    msg, hint, smv, summary = r
+    r = None
     v = conn.version
-    if v >= _V12 and (conn.other_params & _OPAQUE_FMT_MASK) != _OPAQUE_FMT_1:
-        return mgr._err(conn, _ERR_INVALID_REQUEST)
-    ok, summary = sess_hs.summary(conn, msg[2])
-    if not ok:
-        return mgr._err(conn, _ERR_INVALID_REQUEST)
-    if len(msg) < 12:
-        return mgr._err(conn, _ERR_INVALID_REQUEST)
-    hl, cl, ol = u16(msg, 6), u16(msg, 8), u16(msg, 10)
-    size = 12 + hl + cl + ol
-    if len(msg) < size or hl > MAX_PSK_HINT:
-        return mgr._err(conn, _ERR_INVALID_REQUEST)
-    msg = msg[:size]
-    hint = msg[12:12 + hl]
-    smv = sess_hs.sm_version(conn, msg[12 + hl + cl:size])
-    if smv is None:
-        return mgr._err(conn, _ERR_INVALID_REQUEST)
-    if v >= _V13 and msg[3] & _POLICY_EVENT_ALL and not (conn.flags & _CAP_EVENT):
-        return mgr._err(conn, _ERR_INVALID_REQUEST)
     psk = read_psk(mgr, hint)
     if not psk:
         return mgr._err(conn, _ERR_INVALID_REQUEST)
@@ -97,6 +77,38 @@ def psk_exchange(mgr, conn, msg, now):
         s.th = None
         mgr._log("session %08x established (PSK, no PSK_FINISH)" % s.id)
     return body + vd
+
+
+def _check(mgr, conn, msg):
+    """The request's checks (a function of its own: no piece of this module's code
+    needs more than ~0.6 KB of heap in one block): an ERROR to answer, or
+    (msg cut to its size, hint, SecuredMessage version, measurement summary hash)."""
+    e = mgr._version_checks(conn, msg)
+    if e:
+        return e
+    if not mgr.psk_mode or not (conn.flags & (3 << _PSK_CAP_SHIFT)) or not (conn.req_flags & (3 << _PSK_CAP_SHIFT)):
+        return mgr._err(conn, _ERR_UNSUPPORTED_REQUEST, _PSK_EXCHANGE)
+    if conn.sel_aead != _AEAD_AES_256_GCM or conn.sel_ks != _KEY_SCHEDULE_SPDM:
+        return mgr._err(conn, _ERR_UNEXPECTED_REQUEST)
+    v = conn.version
+    if v >= _V12 and (conn.other_params & _OPAQUE_FMT_MASK) != _OPAQUE_FMT_1:
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
+    ok, summary = sess_hs.summary(conn, msg[2])
+    if not ok:
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
+    if len(msg) < 12:
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
+    hl, cl, ol = u16(msg, 6), u16(msg, 8), u16(msg, 10)
+    size = 12 + hl + cl + ol
+    if len(msg) < size or hl > MAX_PSK_HINT:
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
+    msg = msg[:size]
+    smv = sess_hs.sm_version(conn, msg[12 + hl + cl:size])
+    if smv is None:
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
+    if v >= _V13 and msg[3] & _POLICY_EVENT_ALL and not (conn.flags & _CAP_EVENT):
+        return mgr._err(conn, _ERR_INVALID_REQUEST)
+    return msg, msg[12:12 + hl], smv, summary
 
 
 def read_psk(mgr, hint):

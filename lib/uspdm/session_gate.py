@@ -105,9 +105,8 @@ class SessionGate:
         self._had = None      # sys.modules before a stepwise import (uspdm.sess_load.step)
         if self._warm and not self.keep:
             # (a setting, off by default: costs ~20 KB of heap to flows without sessions)
-            # built while the heap is young: AES with its viper kernels stays loaded (its
-            # machine code comes in blocks of up to 2.5 KB, which a fragmented heap no
-            # longer has), its tables made, and the rest of the stack's names interned,
+            # built while the heap is young: AES with its viper kernels stays loaded, its
+            # tables made (T0: one 1 KB block), and the rest of the stack's names interned,
             # so the first KEY_EXCHANGE needs no large contiguous block (uspdm.demand.warm)
             try:
                 demand.need(_AEAD, first=_AEAD_FIRST)   # a demand module: dropped when memory runs short

@@ -132,7 +132,7 @@ class Aes:
 
     def ctr_xor(self, cb, buf, n):
         """Kernel path only: buf[:n] ^= CTR keystream from counter block cb
-        (a bytearray, its last 32 bits incremented per block)."""
+        (a bytearray: block i uses it with its last 32 bits + i; cb is not changed)."""
         _kern.ctr_xor(self._ks, cb, buf, n)
 
     def wipe(self):
