@@ -197,6 +197,23 @@ def negotiate_algorithms(r, msg):
     n = len(msg)
     if n < 32:
         return r._error(_ERR_INVALID_REQUEST)
+    p = _parse_algorithms(r, msg, v, n)
+    if not isinstance(p, tuple):
+        return p   # an ERROR
+    tables, length, opaque_sel, mk = p
+    p = _choose(r, msg)
+    if not isinstance(p, tuple):
+        return p
+    asym, hashname, meas_spec, meas_hash = p
+    p = None
+    return _algorithms(r, msg, v, tables, length, opaque_sel, mk, asym, hashname, meas_spec, meas_hash)
+
+
+# (negotiate_algorithms in three functions: no piece of this module's code needs more than
+# ~0.6 KB of heap in one block when it is loaded again, after a session's EC work)
+def _parse_algorithms(r, msg, v, n):
+    """The request's structure: an ERROR, or (its AlgStruct tables, its length, the
+    opaque data format selected, MULTI_KEY_CONN asked for)."""
     length = u16(msg, 4)
     ext_a = msg[28]
     ext_h = msg[29]
@@ -247,6 +264,12 @@ def negotiate_algorithms(r, msg):
         if not (r.flags & _CAP_MULTI_KEY_MASK):
             return r._error(_ERR_INVALID_REQUEST)
         mk = True
+    return tables, length, opaque_sel, mk
+
+
+def _choose(r, msg):
+    """The base algorithms selected: an ERROR, or (asym, hash, measurement spec,
+    measurement hash)."""
     req_spec = msg[6]
     req_asym = u32(msg, 8)
     req_hash = u32(msg, 12)
@@ -275,6 +298,11 @@ def negotiate_algorithms(r, msg):
     if r.flags & _CAP_MEAS_MASK and req_spec & _MEAS_SPEC_DMTF:
         meas_spec = _MEAS_SPEC_DMTF
         meas_hash = r.cfg.meas_hash or hashname
+    return asym, hashname, meas_spec, meas_hash
+
+
+def _algorithms(r, msg, v, tables, length, opaque_sel, mk, asym, hashname, meas_spec, meas_hash):
+    """ALGORITHMS, and the connection's selections."""
     nresp = len(tables)
     resp = bytearray(bytes((v, _ALGORITHMS, nresp if v >= _V11 else 0, 0)))
     resp += p16(36 + 4 * nresp if v >= _V11 else 36)
