@@ -34,6 +34,7 @@ DEFAULTS = {
 ROM = "/rom"
 FLASH = "/rom/flash"
 VERBOSE = False          # set by the host's boot script (uspdm sim --m0 -v)
+MAP = 0                  # heap samples with the block map (mem_info(1)) left (USPDM_M0_MAP=N)
 T_BOOT = 0               # time.ticks_us() when the boot script started
 
 # frames to the host: MAGIC, type, length (2 bytes LE), payload
@@ -198,6 +199,16 @@ def measured_files():
 _SENT = [0]
 
 
+def _mem(micropython):
+    """The heap sample: mem_info(), with the block map while MAP samples are left."""
+    global MAP
+    if MAP > 0:
+        MAP -= 1
+        micropython.mem_info(1)
+    else:
+        micropython.mem_info()
+
+
 def _part(data):
     frame(0x50, data)   # 'P': serial bytes out, part of the step's answer
     _SENT[0] += 1
@@ -239,7 +250,7 @@ def serve(dev):
     for i in range(4):
         st[5 + i] = live >> (8 * i) & 0xFF
     frame(0x53)   # 'S'
-    micropython.mem_info()
+    _mem(micropython)
     frame(0x52, st)   # 'R'
     while True:
         rd.readinto(hdr)
@@ -269,7 +280,7 @@ def serve(dev):
             gc.collect()
             live = gc.mem_alloc()
             frame(0x53)
-            micropython.mem_info()
+            _mem(micropython)
             for i in range(4):
                 st[5 + i] = live >> (8 * i) & 0xFF
         else:

@@ -45,6 +45,7 @@ from .paths import REPO_ROOT
 
 ENV_FW = "USPDM_M0_FW"
 ENV_IMPORTS = "USPDM_M0_IMPORTS"   # =1: log the heap each first import keeps, and its k-instr (boards/m0/import_log.py)
+ENV_MAP = "USPDM_M0_MAP"           # =N: log the heap's block map (micropython.mem_info(1)) at boot and the first N-1 messages
 FW_NAMES = {"200k": "firmware-h200k.elf", "128k": "firmware-h128k.elf"}
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 MAGIC = b"\x00\x1bU"
@@ -387,6 +388,7 @@ t0 = time.ticks_us()
 import board
 board.T_BOOT = t0
 board.VERBOSE = %(verbose)s
+board.MAP = %(map)d
 board.seed(%(seed)r)
 del t0
 import main
@@ -521,6 +523,7 @@ class Board:
         shim = "import _m0.ram" if self.load == "ram" else ""
         imports = "import _m0.imports" if os.environ.get(ENV_IMPORTS) else ""
         src = BOOT % {"shim": shim, "imports": imports, "verbose": "True" if self.verbose else "False",
+                      "map": int(os.environ.get(ENV_MAP) or 0),
                       "seed": os.urandom(48)}
         self.q.paste(src.encode(), dl)
         self.log("m0: booting %s (%s load: %s)" % (
@@ -593,6 +596,7 @@ class Board:
                      "live heap %d B, largest free block %s B" % (os.path.basename(self.fw), _k(k),
                                                                    k * KINSTR_US / 1e6, live, free))
             self.record({"event": "ready", "kinstr": k, "live": live, "max_free": free})
+            self.log_map(mem, "when ready")
         elif t == 0x50:   # 'P': part of the step's serial output
             self._part.append(payload)
             if mem is not None:
@@ -629,6 +633,12 @@ class Board:
         if self.verbose:
             self.log("m0: flash %s %s" % ("delete" if data is None else "write (%d B)" % len(data), name))
 
+    def log_map(self, mem, what):
+        """USPDM_M0_MAP: the block map of a heap sample, into the log (one char per 16 B:
+        '.' free, 'h' / 'T' / 'L' / 'D' / 'S' / 'A' / 'B' / 'M' the head of an object, '=' its tail)."""
+        if mem and "GC memory layout" in mem:
+            self.log("m0: heap map %s:\n%s" % (what, mem.rstrip()))
+
     def step_done(self, payload, mem):
         pending = payload[0] == 1
         k, live = struct.unpack_from("<II", payload, 1)
@@ -657,6 +667,7 @@ class Board:
                 a["min_free"] = free if a["min_free"] is None else min(a["min_free"], free)
         if out:
             self.message_done(out, live, free)   # its figures first: a requester may read them once answered
+            self.log_map(mem, "after that message")
             os.write(1, out)
         if not pending and self.k_since_boot is not None and not out and not self.step_had_input:
             if not self._prep_logged:
