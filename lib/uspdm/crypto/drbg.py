@@ -33,8 +33,11 @@ class HmacDrbg:
         _check(entropy, "entropy", SECURITY_STRENGTH)
         self.reseed_interval = RESEED_INTERVAL
         self._source = None
-        self._k = bytes(self._outlen)
-        self._v = b"\x01" * self._outlen
+        # K and V are updated in place (the same two buffers for the generator's life): new
+        # bytes at each generate() would be long-lived objects made among the caller's
+        # garbage, small islands all over a MicroPython heap, which never moves anything
+        self._k = bytearray(self._outlen)
+        self._v = bytearray(b"\x01" * self._outlen)
         self._update(bytes(entropy) + bytes(nonce) + bytes(personalization))
         self.reseed_counter = 1
 
@@ -45,11 +48,11 @@ class HmacDrbg:
         return m.digest()
 
     def _update(self, provided):
-        self._k = self._mac(self._v, b"\x00", provided)
-        self._v = self._mac(self._v)
+        self._k[:] = self._mac(self._v, b"\x00", provided)
+        self._v[:] = self._mac(self._v)
         if provided:
-            self._k = self._mac(self._v, b"\x01", provided)
-            self._v = self._mac(self._v)
+            self._k[:] = self._mac(self._v, b"\x01", provided)
+            self._v[:] = self._mac(self._v)
 
     def reseed(self, entropy, additional=b""):
         _check(entropy, "entropy", SECURITY_STRENGTH)
@@ -78,7 +81,7 @@ class HmacDrbg:
             m.update(v)
             v = m.digest()
             out.extend(v)
-        self._v = v
+        self._v[:] = v
         self._update(additional)
         self.reseed_counter += 1
         return bytes(out[:n])
