@@ -226,6 +226,47 @@ def conditioned(raw_bits, n, counter_start=0):
     return bytes(out[:n])
 
 
+_HIGH_RESERVE = 16384   # bytes left at the top of the free heap for import_high's modules
+_HIGH_MAX_HEAP = 524288  # heaps larger than this (a host, the wasm build) are left as they are
+
+
+def import_high(names, reserve=_HIGH_RESERVE):
+    """Import the boot-only modules `names` at the top of the free heap: a ballast takes the
+    free heap but `reserve` bytes while they load, and goes again.  The GC allocates first
+    fit from the bottom and never moves anything: what the boot then builds with this code
+    goes low, next to the resident code, instead of into the holes between the code's
+    pieces (islands in the middle of the free heap once the code is dropped), and the
+    code's hole joins the free space above that data.  Short of memory with the ballast,
+    the ballast goes and the modules load where they can."""
+    import gc
+    import sys
+
+    low = None
+    mf = getattr(gc, "mem_free", None)   # (MicroPython)
+    if mf is not None:
+        gc.collect()
+        free = mf()
+        n = free - reserve
+        if free + gc.mem_alloc() <= _HIGH_MAX_HEAP:
+            while low is None and n >= 4096:
+                try:
+                    low = bytearray(n)
+                except MemoryError:   # (the free heap is in pieces: a smaller ballast)
+                    n -= 2048
+    for m in names:
+        try:
+            __import__(m)
+        except MemoryError:
+            if low is None:
+                raise
+            low = None
+            sys.modules.pop(m, None)   # (a module whose code did not all load)
+            gc.collect()
+            __import__(m)
+    low = None
+    gc.collect()
+
+
 def init_device(dev, board, verbose=False, log=None, fw="?"):
     """firmware/device.py Device.__init__: the device's state set up once at boot (this
     module is boot-only: its code is not kept while the board serves)."""

@@ -209,6 +209,15 @@ class Device:
                 # Cortex-M0 (the board keeps answering MCTP meanwhile): the
                 # import first, then the context in stages, then the digests
                 gc.collect()
+                if not self._imported:
+                    # the boot-only code at the top of the free heap (boardlib.import_high):
+                    # what the context keeps goes low, without the code's pieces in between,
+                    # and the code's hole, once it is dropped, joins the free space above
+                    # (uspdm.identity_admin too: Identity.provisioned_mask would import it
+                    # in the middle of the context's data)
+                    import boardlib
+
+                    boardlib.import_high(("spdm_setup", "uspdm.identity_admin"))
                 import spdm_setup
 
                 if self._imported:
@@ -224,7 +233,10 @@ class Device:
                 ctx.short_of_memory = False
             if not more:
                 # settled (spdm_setup.settle can be run again): out of memory, the
-                # background work stays on and settles on a later slice
+                # background work stays on and settles on a later slice.  (ctx let go
+                # first: the build's context, and what only it still holds, is freed
+                # before settle places the frozen records and the comb table)
+                ctx = None
                 self._prepared()
         except MemoryError as e:
             more, short = True, e
@@ -464,3 +476,4 @@ class Device:
         if self.verbose:
             self.log("spdm: EID %d secured message -> %s" % (src, "answer" if out is not None else "dropped"))
         return out
+

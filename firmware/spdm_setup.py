@@ -124,6 +124,25 @@ def _exponent(us):
     return e
 
 
+TIGHT_GC = 8192   # bytes allocated between collections while the boot builds what it keeps (_tight)
+
+
+def _tight(on):
+    """A collection after every TIGHT_GC bytes allocated (MicroPython's gc.threshold), or
+    back to collecting only when the heap is full.  The GC allocates first fit from the
+    bottom and never moves anything; a long-lived object made among garbage lands wherever
+    the garbage has pushed the allocations to, and left there it splits the free heap when
+    the garbage goes.  While the boot builds the context, the frozen records and the comb
+    table, the garbage is collected often, so what they keep lands low, next to what is
+    already there, and the free heap stays in one block (128 KB emulated M0, stock load:
+    the largest free block at the first request 9 -> N KB).  Not while a signature is
+    timed (_sign_ms) or the files are digested: no long-lived data there, and a collection
+    every few KB of a signature's garbage would slow it down."""
+    th = getattr(gc, "threshold", None)
+    if th is not None:
+        th(TIGHT_GC if on else -1)
+
+
 class SpdmContext:
     def __init__(self, board, log=print, max_message=4160, staged=False, buffer_room=None):
         """staged: build in slices of at most ~15 M instructions on the
@@ -165,8 +184,6 @@ class SpdmContext:
         ec.set_rng(self.drbg.generate)   # fresh randomness for scalar blinding
         self.identity = Identity(board.storage(), self.drbg)
         yield
-        self.measurements = build_measurements(board)
-        yield
         cfg = board.config()
         c = Config()
         if "asym_priority" in cfg:
@@ -178,6 +195,7 @@ class SpdmContext:
             vs = parse_versions(cfg["versions"])
             if vs:
                 c.versions = vs
+        openprot = False
         if cfg.get("openprot", 0):
             # OpenPRoT responder profile: report a single SPDM version, 1.2 or later
             # (the highest allowed; openprot_version=1.2 picks another)
@@ -187,9 +205,7 @@ class SpdmContext:
                 c.versions = [max(vs)]
             # ... and its measurement model (OpenPRoT spdm-lib): one block at index
             # 0xFD (freeform manifest, raw) = our blocks concatenated; summary over it
-            from uspdm.measurements import OPENPROT_INDEX
-
-            self.measurements.single = OPENPROT_INDEX
+            openprot = True
         # Enrolment over SPDM (GET_CSR, SET_CERTIFICATE; README "Enrolment"):
         # on by default, inside a secure session only; enroll_in_clear=1 for a
         # lab bench, lock_slot0=1 keeps slot 0 as provisioned, cert_install_reset=1
@@ -256,13 +272,23 @@ class SpdmContext:
             self.sessions = SessionGate(self.drbg, board.storage(), cfg, log=log,
                                         vendor_hook=getattr(board, "vendor_defined", None),
                                         ticks_diff=getattr(board, "ticks_diff", None))
-        self._prep = self._prepare_steps()
         self.kex_not_ready = bool(self.sessions is not None and self.sessions.settings.get("defer_key_exchange"))
+        yield
+        provisioned = [a for a in ("p384", "p256") if self.identity.provisioned_mask(a)]
+        yield
+        # the measurements last: what they hold until settle() freezes them goes above what
+        # the context keeps, so their space is one block again for the frozen records
+        # (and the comb table) once they go, instead of holes between kept objects
+        self.measurements = build_measurements(board)
+        if openprot:
+            from uspdm.measurements import OPENPROT_INDEX
+
+            self.measurements.single = OPENPROT_INDEX
+        self._prep = self._prepare_steps()
         log("spdm: signing takes ~%d ms here (KEY_EXCHANGE ~%d ms): CT exponent %d (%d ms), RDT exponent %d, %s" % (
             self.sign_ms, self.kex_ms, c.ct_exponent, self.ct_ms, c.rdt_exponent,
             ("answered directly within CT (work in slices)" if self.answer_late else "deferred (ResponseNotReady)")
             if c.defer_signing else "signed at once"))
-        provisioned = [a for a in ("p384", "p256") if self.identity.provisioned_mask(a)]
         for why in self.identity.problems.values():   # a damaged key or chain, found at boot
             log("spdm: identity problem: " + why)
         log("spdm: identity provisioned for %s; %d measurement blocks" % (
@@ -287,6 +313,7 @@ class SpdmContext:
         b = self.board
         ms = 0
         while gen is not None:
+            _tight(False)   # (the signature's speed is measured)
             t0 = b.ticks_ms()
             try:
                 next(gen)
@@ -366,7 +393,12 @@ class SpdmContext:
     def background(self):
         """One slice of background work; True while more remains."""
         if self._stages is not None:
-            self._stage()
+            gc.collect()
+            _tight(True)
+            try:
+                self._stage()
+            finally:
+                _tight(False)
             return True
         if self._prep is None:
             return False
@@ -394,6 +426,15 @@ def settle(dev, resident, boot_only):
     among them) dropped, the measurement records frozen and the preferred curve's
     comb table built (code run once, so it lives here and not in device.py)."""
     ctx = dev._spdm
+    gc.collect()
+    _tight(True)
+    try:
+        _settle(dev, ctx, resident, boot_only)
+    finally:
+        _tight(False)
+
+
+def _settle(dev, ctx, resident, boot_only):
     if ctx is not None and not isinstance(ctx, resident):
         ctx = dev._spdm = resident(ctx)
     for m in boot_only:
