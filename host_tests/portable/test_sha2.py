@@ -151,3 +151,38 @@ def test_board_module_api():
     finally:
         sys.modules["uspdm.crypto._sha2py"] = saved
         setattr(pkg, "_sha2py", saved)
+
+
+def test_replay_chunks_bounded():
+    # _Replay (SHA-256 over a C hashlib that cannot copy(): MicroPython) keeps what was fed
+    # in chunks of at most _COALESCE bytes whatever the update sizes (a 1 KB message never
+    # needs a 1 KB block), and copy()/digest() stay right for every split, input type and fork
+    import hashlib
+
+    c = sha2._Replay._COALESCE
+    data = bytes((i * 7 + 3) & 0xFF for i in range(3 * c + 77))
+    sizes = (1, c - 1, c, c + 1, 2 * c + 5, 3 * c + 77, 13, 700)
+    for first in (0, 5, c - 3, c):
+        for size in sizes:
+            for kind in (bytes, bytearray, memoryview):
+                h = sha2._Replay("sha256", hashlib.sha256)
+                h.update(data[:first])
+                fork = h.copy()
+                piece = data[first:first + size]
+                h.update(kind(piece))
+                ref = hashlib.sha256(data[:first] + piece).digest()
+                assert h.digest() == ref, (first, size, kind)
+                assert h.digest() == ref   # digest() does not finalize
+                assert fork.digest() == hashlib.sha256(data[:first]).digest()
+                g = h.copy()
+                g.update(data[:300])
+                assert g.digest() == hashlib.sha256(data[:first] + piece + data[:300]).digest()
+                assert h.digest() == ref   # the fork's update left the parent as it was
+                n = 0
+                p = g._prefix
+                while p is not None:
+                    assert 0 < len(p[1]) <= c
+                    n += len(p[1])
+                    p = p[0]
+                assert len(g._tail) <= c
+                assert n + len(g._tail) == first + len(piece) + 300

@@ -38,9 +38,9 @@ class _Replay:
     as an immutable chain of chunks shared between forks; digest() replays it
     into a fresh C object.  copy() is O(1); digest() costs one C pass over
     everything fed (C speed); memory is the total fed length (transcripts are
-    a few KB)."""
+    a few KB), in chunks of at most _COALESCE bytes (a large update is cut)."""
 
-    _COALESCE = 256  # small updates are merged up to this size
+    _COALESCE = 256  # chunk size: small updates are merged up to it, larger ones cut
 
     def __init__(self, name, ctor, data=b""):
         self.name = name
@@ -53,19 +53,27 @@ class _Replay:
             self.update(data)
 
     def update(self, data):
-        if not len(data):
+        n = len(data)
+        if not n:
             return
         t = self._tail
-        if len(t) + len(data) <= self._COALESCE:
+        c = self._COALESCE
+        room = c - len(t)
+        if n <= room:
             t.extend(data)
             return
-        if t:
-            self._prefix = (self._prefix, bytes(t))
-            self._tail = bytearray()
-        if len(data) <= self._COALESCE:
-            self._tail.extend(data)
-        else:
-            self._prefix = (self._prefix, bytes(data))
+        # kept in pieces of at most _COALESCE bytes: a 1 KB message fed at once never
+        # needs a 1 KB block (the heap of a small board is fragmented)
+        mv = memoryview(data)
+        o = 0
+        if len(t):
+            t.extend(mv[0:room])
+            self._prefix = (self._prefix, t)   # (the full tail itself: no longer written)
+            o = room
+        while n - o > c:
+            self._prefix = (self._prefix, bytes(mv[o:o + c]))
+            o += c
+        self._tail = bytearray(mv[o:n])
 
     def digest(self):
         chunks = []
