@@ -83,6 +83,26 @@ class Flash:
         except OSError:
             return None
 
+    def read_into(self, name, offset, buf):
+        """Bytes of `name` from `offset` into buf (the number read), or None when
+        it does not exist: the part asked for, never the whole file."""
+        p = self._path(name)
+        if name in self.over:
+            v = self.over[name]
+            if v is None:
+                return None
+            n = max(0, min(len(buf), len(v) - offset))
+            if n:
+                buf[0:n] = memoryview(v)[offset:offset + n]
+            return n
+        try:
+            with open(p, "rb") as f:
+                if offset:
+                    f.seek(offset)
+                return f.readinto(buf) or 0
+        except OSError:
+            return None
+
     def exists(self, name):
         return self.read(name) is not None
 

@@ -54,6 +54,76 @@ def test_chains_and_masks():
     assert ident.provisioned_mask("p384") == 0   # no leaf holds this key
 
 
+def _ref_buffer(chain, hashname):
+    root_len = der_elements(chain)[0][1]
+    rh = sha2.new(hashname, chain[:root_len]).digest()
+    n = 4 + len(rh) + len(chain)
+    return bytes((n & 0xFF, n >> 8, 0, 0)) + rh + chain
+
+
+def _check_streamed(ident, slot, alg, hashname, chain):
+    ref = _ref_buffer(chain, hashname)
+    total, rh, dig = ident.chain_info(slot, alg, hashname)
+    assert total == len(ref) and rh == ref[4:4 + len(rh)] and dig == sha2.new(hashname, ref).digest()
+    assert ident.chain_digest(slot, alg, hashname) == dig
+    buf = bytearray(len(ref) + 8)
+    for off in (0, 1, 3, 4, 5, 4 + len(rh) - 1, 4 + len(rh), 4 + len(rh) + 1, 255, 256, 300, len(ref) - 1):
+        for n in (1, 2, 7, 40, 255, 256, 257, 1024, len(ref)):
+            mv = memoryview(buf)[0:n]
+            if off + n > len(ref):
+                assert not ident.chain_read(slot, alg, hashname, off, mv)
+                continue
+            assert ident.chain_read(slot, alg, hashname, off, mv), (off, n)
+            assert bytes(mv) == ref[off:off + n], (off, n)
+    assert ident.chain_buffer(slot, alg, hashname) == (ref, dig)
+
+
+def test_chain_streamed_from_storage():
+    """GET_CERTIFICATE's chain buffer is never built: its length, root hash and digest
+    come from two passes over the stored chain in 256-byte pieces, any portion is
+    read into the caller's buffer; checked against the buffer built here."""
+    with scratch_dir("uspdm-ident-stream") as tmp:
+        from uspdm.storage import FileStorage
+
+        for st in (MemoryStorage(), FileStorage(tmp + "/f")):
+            for alg in ("p384", "p256"):
+                d, chain = ids()[alg]
+                st.write("uspdm/key_%s.bin" % alg, d.to_bytes(48 if alg == "p384" else 32, "big"))
+                st.write("uspdm/slot0_%s.der" % alg, chain)
+            ident = Identity(st, None)
+            assert ident.provisioned_mask("p384") == 1 and ident.provisioned_mask("p256") == 1
+            for alg in ("p384", "p256"):
+                for hn in ("sha256", "sha384"):
+                    _check_streamed(ident, 0, alg, hn, ids()[alg][1])
+            # a chain whose length is a multiple of the piece size, and one of one piece
+            # plus a byte (chain_info checks the first certificate's framing only)
+            for body in (252, 508, 253, 20):
+                fake = bytes((0x30, 0x82, body >> 8, body & 0xFF)) + bytes(range(256)) * 2
+                fake = fake[:4 + body]
+                st.write("uspdm/slot6_p256.der", fake)
+                ident._dig.clear()
+                _check_streamed(ident, 6, "p256", "sha256", fake)
+            # damaged: nothing there, truncated root certificate, not DER
+            ident._dig.clear()
+            assert ident.chain_info(7, "p256", "sha256") is None and ident.chain_digest(7, "p256", "sha256") is None
+            assert ident.chain_info(9, "p256", "sha256") is None
+            for bad in (b"\x30\x82\x01\x00" + bytes(100), b"\x04\x01\x00", b"\x30", b"\x30\x80" + bytes(9)):
+                st.write("uspdm/slot6_p256.der", bad)
+                ident._dig.clear()
+                assert ident.chain_info(6, "p256", "sha256") is None, bad
+                assert not ident.chain_read(6, "p256", "sha256", 0, bytearray(1))
+            # a slot written again (enrolment): what was kept for it is dropped
+            chain = ids()["p384"][1]
+            before = ident.chain_digest(0, "p384", "sha384")
+            ident.install_chain(0, "p384", ids()["p256"][1], check_key=False)
+            assert ident.chain_digest(0, "p384", "sha384") == sha2.new(
+                "sha384", _ref_buffer(ids()["p256"][1], "sha384")).digest() != before
+            ident.install_chain(0, "p384", chain)
+            _check_streamed(ident, 0, "p384", "sha384", chain)
+            assert ident.delete_chain(0, "p384")
+            assert ident.chain_info(0, "p384", "sha384") is None
+
+
 def _damaged(key=None, chain=None):
     st = MemoryStorage()
     d, good = ids()["p384"]

@@ -22,9 +22,11 @@ signs with the key its leaf certificate holds: its own key pair when the
 leaf holds that one, else the device key.
 
 The SPDM certificate-chain buffer served by GET_CERTIFICATE
-(`Length u16 | Reserved u16 | RootHash[H] | certificates`) and its digest are
-derived on demand for the negotiated hash and cached (small: one chain per
-provisioned slot actually used).
+(`Length u16 | Reserved u16 | RootHash[H] | certificates`) is never built
+on a board: its length, root hash and digest are derived on demand for the
+negotiated hash by reading the chain from storage in 256-byte pieces and
+kept (~100 B per slot and hash used); GET_CERTIFICATE reads the portion
+asked for (chain_read) straight into its response.
 The private key never leaves the device: there is no API that returns it in
 any serialised form other than `private_key()` for the local signer.
 """
@@ -35,6 +37,7 @@ _KEY = "uspdm/key_%s.bin"
 _SLOT = "uspdm/slot%d_%s.der"
 _KP = "uspdm/kp%d_%s.bin"
 KEY_PAIRS = 9   # KeyPairID 1 (device key) and 2..9 (slot 0..7's own)
+_PIECE = 256    # bytes of a chain read from storage at a time
 
 
 def _curve(alg):
@@ -88,8 +91,7 @@ class Identity:
         self._keys = {}
         self._pubs = {}     # alg -> X||Y known to be d*G (computed, or checked once: _KEYCHK)
         self._unchecked = {}  # alg -> X||Y taken from a leaf certificate, d*G not checked yet
-        self._dig = {}   # (slot, alg, hashname) -> Hash(chain buffer), every slot used
-        self._last = None  # (key, (chain buffer, digest)): only the last chain buffer stays on the heap
+        self._dig = {}   # (slot, alg, hashname) -> (length, root hash, digest) of the chain buffer
         self._masks = {}
         self._kp = {}    # (slot, alg) -> KeyPairID the slot's leaf holds
         self.problems = {}  # (alg, slot or -1 for the key) -> why it is not usable
@@ -231,37 +233,112 @@ class Identity:
         return m
 
     def chain_digest(self, slot, alg, hashname):
-        """Hash(SPDM cert chain buffer) for DIGESTS/CHALLENGE_AUTH/KEY_EXCHANGE_RSP, or None;
-        kept per slot (the buffer itself is rebuilt from flash when needed)."""
-        d = self._dig.get((slot, alg, hashname))
-        if d is None:
-            v = self.chain_buffer(slot, alg, hashname)
-            return v[1] if v is not None else None
-        return d
+        """Hash(SPDM cert chain buffer) for DIGESTS/CHALLENGE_AUTH/KEY_EXCHANGE_RSP, or None."""
+        v = self.chain_info(slot, alg, hashname)
+        return v[2] if v is not None else None
 
-    def chain_buffer(self, slot, alg, hashname):
-        """(SPDM cert chain buffer, Hash(buffer)) for the negotiated hash, or None.
-        Only the last one used stays cached (a chain is ~1 KB of heap)."""
+    def chain_info(self, slot, alg, hashname):
+        """(length, root hash, digest) of slot's SPDM cert chain buffer for the
+        negotiated hash, or None.  Computed once per (slot, alg, hash) by reading
+        the chain from storage in small pieces (never the whole chain nor the
+        buffer on the heap) and kept: ~100 B each."""
         k = (slot, alg, hashname)
-        last = self._last
-        if last is not None and last[0] == k:
-            return last[1]
-        self._last = None
-        der = self.chain(slot, alg)
-        if der is None:
+        v = self._dig.get(k)
+        if v is not None:
+            return v
+        if not 0 <= slot < 8:
             return None
+        self._recover()
         from uspdm.crypto import sha2
 
-        off, ln = der_elements(der)[0]
-        root_hash = sha2.new(hashname, der[off:off + ln]).digest()
-        total = 4 + len(root_hash) + len(der)
+        name = _SLOT % (slot, alg)
+        piece = bytearray(_PIECE)
+        # pass 1: the root certificate's hash and the chain's length
+        rh = sha2.stream(hashname)
+        n = self._read(name, 0, piece)
+        if n is None or n < 2 or piece[0] != 0x30:
+            return None
+        ln = piece[1]
+        hdr = 2
+        if ln & 0x80:
+            hdr += ln & 0x7F
+            if hdr == 2 or hdr > 5 or n < hdr:
+                return None
+            ln = 0
+            for i in range(2, hdr):
+                ln = (ln << 8) | piece[i]
+        root = hdr + ln   # bytes of the root certificate still to hash
+        size = 0
+        while n:
+            m = min(n, root)
+            if m > 0:
+                rh.update(memoryview(piece)[0:m])
+                root -= m
+            size += n
+            if n < _PIECE:
+                break
+            n = self._read(name, size, piece)
+        if root:
+            return None   # truncated chain
+        root_hash = rh.digest()
+        total = 4 + len(root_hash) + size
         if total > 0xFFFF:
             return None
-        buf = p16(total) + b"\x00\x00" + root_hash + der
-        der = None
-        d = self._dig.get(k)
-        if d is None:
-            d = self._dig[k] = sha2.new(hashname, buf).digest()
-        v = (buf, d)
-        self._last = (k, v)
+        # pass 2: Hash(Length | Reserved | RootHash | certificates)
+        h = sha2.stream(hashname)
+        h.update(p16(total) + b"\x00\x00" + root_hash)
+        off = 0
+        while off < size:
+            n = self._read(name, off, piece)
+            if not n:
+                return None
+            h.update(memoryview(piece)[0:min(n, size - off)])
+            off += n
+        piece = None
+        v = self._dig[k] = (total, root_hash, h.digest())
         return v
+
+    def _read(self, name, offset, buf):
+        ri = getattr(self.storage, "read_into", None)
+        if ri is not None:
+            return ri(name, offset, buf)
+        from uspdm.storage import read_into_from
+
+        return read_into_from(self.storage.read(name), offset, buf)
+
+    def chain_read(self, slot, alg, hashname, offset, buf):
+        """Fill buf (writable, e.g. a memoryview of the response being built)
+        with the SPDM cert chain buffer's bytes from `offset`, read from storage
+        for the part asked only.  False when the chain is not there (or not as
+        long as chain_info() says)."""
+        v = self.chain_info(slot, alg, hashname)
+        if v is None:
+            return False
+        total, root_hash, _ = v
+        n = len(buf)
+        if offset + n > total:
+            return False
+        o = 0
+        hl = 4 + len(root_hash)
+        if offset < hl:
+            head = p16(total) + b"\x00\x00" + root_hash
+            o = min(n, hl - offset)
+            buf[0:o] = head[offset:offset + o]
+        if o < n:
+            mv = memoryview(buf)
+            got = self._read(_SLOT % (slot, alg), offset + o - hl, mv[o:n])
+            if got != n - o:
+                return False
+        return True
+
+    def chain_buffer(self, slot, alg, hashname):
+        """(SPDM cert chain buffer, Hash(buffer)), or None: the whole buffer, built
+        for the caller (host tools and tests; a board serves GET_CERTIFICATE
+        with chain_read(), a portion at a time)."""
+        v = self.chain_info(slot, alg, hashname)
+        if v is None:
+            return None
+        buf = bytearray(v[0])
+        if not self.chain_read(slot, alg, hashname, 0, buf):
+            return None
+        return bytes(buf), v[2]

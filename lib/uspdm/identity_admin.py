@@ -183,8 +183,6 @@ def drop(ident, slot, alg):
     for k in list(ident._dig):
         if k[0] == slot and k[1] == alg:
             del ident._dig[k]
-    if ident._last is not None and ident._last[0][0] == slot and ident._last[0][1] == alg:
-        ident._last = None
 
 
 def usable(ident, alg, m):

@@ -89,11 +89,11 @@ def get_certificate(r, msg):
             return resp
     elif not provisioned:
         return r._error(_ERR_INVALID_REQUEST)
-    cb = r.identity.chain_buffer(slot, r.asym, r.hashname)
-    if cb is None:
+    ident = r.identity
+    ci = ident.chain_info(slot, r.asym, r.hashname)   # (length, root hash, digest): kept, small
+    if ci is None:
         return r._error(_ERR_UNSPECIFIED)
-    buf = cb[0]
-    total = len(buf)
+    total = ci[0]
     if offset >= total:
         return r._error(_ERR_INVALID_REQUEST)
     if r._chunking():
@@ -104,11 +104,24 @@ def get_certificate(r, msg):
             room = min(room, r.req_dts - 8)
     portion = min(length, total - offset, max(room, 0))
     info = _CERT_MODEL_DEVICE if v >= _V13 and r.mk else 0   # 1.3 multi-key: CertificateInfo
-    resp = (bytes((v, _CERTIFICATE, slot, info)) + p16(portion)
-            + p16(total - offset - portion) + buf[offset:offset + portion])
-    err = r._size_err(len(resp))
+    n = 8 + portion
+    err = r._size_err(n)
     if err is not None:
         return err
+    # built once, in one block: the board's response buffer when no deferred signature
+    # holds it (the answer is sent before the next request), else a block of its own;
+    # the portion is read from storage straight into it (the chain is never on the heap)
+    cfg = r.cfg
+    rb = cfg.rsp_buffer
+    if rb is not None and n <= len(rb) and cfg.rsp_lease is None:
+        resp = memoryview(rb)[0:n]
+    else:
+        resp = bytearray(n)
+    resp[0:4] = bytes((v, _CERTIFICATE, slot, info))
+    resp[4:6] = p16(portion)
+    resp[6:8] = p16(total - offset - portion)
+    if not ident.chain_read(slot, r.asym, r.hashname, offset, memoryview(resp)[8:n]):
+        return r._error(_ERR_UNSPECIFIED)
     h = r.t.fork_m1()
     h.update(msg[:8])
     h.update(resp)

@@ -70,9 +70,9 @@ def key_exchange(mgr, conn, msg, now):
         ec.validate_public_key(ec.P384, peer)
     except ValueError:
         return mgr._err(conn, _ERR_INVALID_REQUEST)
-    cb = conn.identity.chain_buffer(slot, conn.asym, conn.hashname)
+    cd = conn.identity.chain_digest(slot, conn.asym, conn.hashname)   # (kept: no chain on the heap)
     d_id = conn.identity.slot_key(slot, conn.asym)
-    if cb is None or d_id is None:
+    if cd is None or d_id is None:
         return mgr._err(conn, _ERR_UNSPECIFIED)
     if v >= _V13 and msg[6] & _POLICY_EVENT_ALL and not (conn.flags & _CAP_EVENT):
         return mgr._err(conn, _ERR_INVALID_REQUEST)
@@ -89,7 +89,7 @@ def key_exchange(mgr, conn, msg, now):
             getattr(conn.t, fn)()
     mgr.latest[id(conn)] = s.id
     s.last_rx = now
-    gen = _kex_iter(mgr, conn, s, msg, peer, cb[1], d_id, summary)
+    gen = _kex_iter(mgr, conn, s, msg, peer, cd, d_id, summary)
     defer = getattr(conn, "defer_work", None)
     if defer is not None and _defer(mgr, conn):
         # the EC work (key pair, ECDH, signature) runs in slices from the

@@ -23,6 +23,16 @@ def _isdir(path):
         return False
 
 
+def read_into_from(data, offset, buf):
+    """Storage.read_into over the file's bytes `data` (None: no such file)."""
+    if data is None:
+        return None
+    n = max(0, min(len(buf), len(data) - offset))
+    if n:
+        buf[0:n] = memoryview(data)[offset:offset + n]
+    return n
+
+
 class FileStorage:
     def __init__(self, root="/", on_write=None):
         root = root.rstrip("/")
@@ -38,6 +48,18 @@ class FileStorage:
         try:
             with open(self._path(name), "rb") as f:
                 return f.read()
+        except OSError:
+            return None
+
+    def read_into(self, name, offset, buf):
+        """Read bytes of `name` from `offset` into buf (a writable buffer or
+        memoryview), without reading the whole file: the number read (less than
+        len(buf) at the end of the file), or None when it does not exist."""
+        try:
+            with open(self._path(name), "rb") as f:
+                if offset:
+                    f.seek(offset)
+                return f.readinto(buf) or 0
         except OSError:
             return None
 
@@ -116,6 +138,9 @@ class MemoryStorage:
 
     def read(self, name):
         return self.files.get(name)
+
+    def read_into(self, name, offset, buf):
+        return read_into_from(self.read(name), offset, buf)
 
     def exists(self, name):
         return name in self.files
