@@ -378,46 +378,66 @@ def test_deferred_work_out_of_memory_is_busy_and_retryable():
 
 
 def test_response_buffer_shared_by_requesters():
-    # the board's response buffer: a deferred signed MEASUREMENTS keeps it until collected;
-    # another requester's response meanwhile is built apart, both byte-exact and signed
-    from uspdm.responder import Config
+    # the board's response buffer: a deferred signed MEASUREMENTS keeps no copy of its
+    # body across requests (its parts, the record by reference) and is assembled in the
+    # buffer when delivered; another requester's responses meanwhile use the buffer too;
+    # all byte-exact and signed
+    from uspdm.responder import Config, Parts
 
     v = 0x13
     cfg = Config(defer_signing=True)
     cfg.rsp_buffer = bytearray(1536)
-    ra, rb = make(cfg), make(cfg)
+    meas = make_meas()
+    assert meas.freeze(("sha384",))   # as on a booted board: the record of all blocks is kept
+    ra, rb = make(cfg, meas=meas), make(cfg, meas=meas)
     pa, pb = Peer(ra, v), Peer(rb, v)
     a_a, a_b = pa.vca(), pb.vca()
     qa = get_meas(v, True, 0xFF)
     e = pa.x(qa)
     err(e, 0x42)
-    assert cfg.rsp_lease is ra
+    assert isinstance(ra.pend.body, Parts) and len(ra.pend.body) > 150
+    assert ra.pend.body.parts[1] is ra.meas.record(0xFF, "sha384")[0]   # the record itself, not a copy
     qb = get_meas(v, True, 0xFF, nonce=b"\x33" * 32)
     tb = pb.x(qb)[6]
-    assert cfg.rsp_lease is ra
+    # a third requester's unsigned answer, built in the buffer while both signatures are pending
+    pu = Peer(make(cfg, meas=meas), v)
+    pu.vca()
+    qu = get_meas(v, False, 0xFF)
+    got = pu.x(qu)
+    assert isinstance(got, memoryview)
+    got = bytes(got)
     while ra.work() or rb.work():
         pass
-    rsp_b = bytes(pb.ok(rif(v, 0xE0, tb), 0x60))
+    rsp_b = pb.ok(rif(v, 0xE0, tb), 0x60)
+    assert isinstance(rsp_b, memoryview)   # assembled in the buffer when delivered
+    rsp_b = bytes(rsp_b)
     rsp_a = bytes(pa.ok(rif(v, 0xE0, e[6]), 0x60))
-    assert cfg.rsp_lease is None
     for a, q, rsp in ((a_a, qa, rsp_a), (a_b, qb, rsp_b)):
         o = len(rsp) - 96
         assert verify_sig(v, "p384", "sha384", a + q + rsp[:o], CTX_M, rsp[o:])
-    # answered at once (unsigned), a response comes from the buffer and equals the one
-    # built without it
-    q = get_meas(v, False, 0xFF)
-    got = pa.x(q)
-    assert isinstance(got, memoryview)
+    # answered at once (unsigned), a response from the buffer equals the one built
+    # without it
     cfg2 = Config(defer_signing=True)
     pc = Peer(make(cfg2), v)
     pc.vca()
-    want = pc.x(q)
-    assert bytes(got)[:len(got) - 42] == bytes(want)[:len(want) - 42]   # nonce and context differ
-    # a GET_VERSION while a signature holds the buffer frees it
-    pa.x(get_meas(v, True, 0xFF))
-    assert cfg.rsp_lease is ra
-    pa.ok(get_version(), 0x04)
-    assert cfg.rsp_lease is None
+    want = pc.x(qu)
+    assert not isinstance(want, memoryview)
+    assert got[:len(got) - 42] == bytes(want)[:len(want) - 42]   # nonce and context differ
+    # signed at once (no deferral): assembled in the buffer, verified
+    cfg3 = Config()
+    cfg3.rsp_buffer = bytearray(1536)
+    pd = Peer(make(cfg3), v)
+    a_d = pd.vca()
+    rsp = pd.ok(qa, 0x60)
+    assert isinstance(rsp, memoryview)
+    rsp = bytes(rsp)
+    assert verify_sig(v, "p384", "sha384", a_d + qa + rsp[:len(rsp) - 96], CTX_M, rsp[len(rsp) - 96:])
+    # a buffer too small for it: a block of its own, the same bytes
+    cfg3.rsp_buffer = bytearray(64)
+    a_d = pd.vca()
+    rsp = pd.ok(qa, 0x60)
+    assert not isinstance(rsp, memoryview)
+    assert verify_sig(v, "p384", "sha384", a_d + qa + rsp[:len(rsp) - 96], CTX_M, rsp[len(rsp) - 96:])
 
 
 def test_busy_after_out_of_memory_keeps_the_transcripts():

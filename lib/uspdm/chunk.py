@@ -30,14 +30,17 @@ class Outgoing:
             return None, True
         n = min(room, len(self.msg) - self.off)
         last = self.off + n >= len(self.msg)
-        out = bytearray(bytes((version, CHUNK_RESPONSE, LAST if last else 0, self.handle)))
-        out += p16(self.seq) + b"\x00\x00" + p32(n)
+        # one block of the chunk's size, filled in place (no concatenated copies)
+        out = bytearray(hdr + n)
+        out[0:4] = bytes((version, CHUNK_RESPONSE, LAST if last else 0, self.handle))
+        out[4:6] = p16(self.seq)
+        out[8:12] = p32(n)
         if self.seq == 0:
-            out += p32(len(self.msg))
-        out += self.msg[self.off:self.off + n]
+            out[12:16] = p32(len(self.msg))
+        out[hdr:hdr + n] = memoryview(self.msg)[self.off:self.off + n]
         self.off += n
         self.seq += 1
-        return bytes(out), last
+        return out, last
 
 
 class Incoming:

@@ -37,7 +37,6 @@ _KEY = "uspdm/key_%s.bin"
 _SLOT = "uspdm/slot%d_%s.der"
 _KP = "uspdm/kp%d_%s.bin"
 KEY_PAIRS = 9   # KeyPairID 1 (device key) and 2..9 (slot 0..7's own)
-_PIECE = 256    # bytes of a chain read from storage at a time
 
 
 def _curve(alg):
@@ -249,53 +248,16 @@ class Identity:
         if not 0 <= slot < 8:
             return None
         self._recover()
-        from uspdm.crypto import sha2
+        # computed once per (slot, alg, hash) by uspdm.chain_info, loaded for the call
+        # and dropped again (not resident on a board while it serves)
+        from uspdm import demand
 
-        name = _SLOT % (slot, alg)
-        piece = bytearray(_PIECE)
-        # pass 1: the root certificate's hash and the chain's length
-        rh = sha2.stream(hashname)
-        n = self._read(name, 0, piece)
-        if n is None or n < 2 or piece[0] != 0x30:
-            return None
-        ln = piece[1]
-        hdr = 2
-        if ln & 0x80:
-            hdr += ln & 0x7F
-            if hdr == 2 or hdr > 5 or n < hdr:
-                return None
-            ln = 0
-            for i in range(2, hdr):
-                ln = (ln << 8) | piece[i]
-        root = hdr + ln   # bytes of the root certificate still to hash
-        size = 0
-        while n:
-            m = min(n, root)
-            if m > 0:
-                rh.update(memoryview(piece)[0:m])
-                root -= m
-            size += n
-            if n < _PIECE:
-                break
-            n = self._read(name, size, piece)
-        if root:
-            return None   # truncated chain
-        root_hash = rh.digest()
-        total = 4 + len(root_hash) + size
-        if total > 0xFFFF:
-            return None
-        # pass 2: Hash(Length | Reserved | RootHash | certificates)
-        h = sha2.stream(hashname)
-        h.update(p16(total) + b"\x00\x00" + root_hash)
-        off = 0
-        while off < size:
-            n = self._read(name, off, piece)
-            if not n:
-                return None
-            h.update(memoryview(piece)[0:min(n, size - off)])
-            off += n
-        piece = None
-        v = self._dig[k] = (total, root_hash, h.digest())
+        try:
+            v = demand.need("chain_info").compute(self, _SLOT % (slot, alg), hashname)
+        finally:
+            demand.drop("chain_info", collect=False)
+        if v is not None:
+            self._dig[k] = v
         return v
 
     def _read(self, name, offset, buf):

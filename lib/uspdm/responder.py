@@ -158,10 +158,10 @@ class Config:
         self.multi_key = False         # SPDM 1.3 MULTI_KEY_CAP (negotiated): KeyPairIDs in DIGESTS
         self.max_requester_info = 512
         # a bytearray allocated once by the board (at boot, before the heap fragments)
-        # that a response answered at once is built in (GET_MEASUREMENTS): the response
-        # is then a memoryview of it, valid until the next request
+        # that a response is built in (MEASUREMENTS, CERTIFICATE; a deferred signed one
+        # when it is delivered): the response is then a memoryview of it, valid until
+        # the next request (nothing in it is kept across requests)
         self.rsp_buffer = None
-        self.rsp_lease = None   # the Responder whose pending signature holds rsp_buffer
         for k in kw:
             if not hasattr(self, k):
                 raise AttributeError(k)
@@ -198,11 +198,21 @@ class _Pending:
         self.snap = None   # the transcripts before the request (restored when it ends in Busy)
 
 
-def _with_sig(body, sig, room):
-    if room:
-        body[len(body) - len(sig):] = sig
-        return body
-    return body + sig
+class Parts:
+    """A response body kept as its parts (references, no copy) until its signature
+    is appended: a deferred signed MEASUREMENTS holds no ~1 KB block across
+    requests, and is assembled once, signature included, when it is delivered
+    (Responder._with_sig).  len() is the body's length in bytes."""
+
+    def __init__(self, parts):
+        self.parts = parts
+        n = 0
+        for x in parts:
+            n += len(x)
+        self.n = n
+
+    def __len__(self):
+        return self.n
 
 
 class Responder:
@@ -256,8 +266,6 @@ class Responder:
 
     def _drop_pend(self):
         self.pend = None
-        if self.cfg.rsp_lease is self:
-            self.cfg.rsp_lease = None   # the response buffer is free again
 
     def work(self):
         p = self.pend
@@ -274,7 +282,7 @@ class Responder:
                 # over the transcripts as they were before it
                 p.gen = None
                 p.sig = False
-                self._drop_lease_body(p)
+                p.body = b""
                 sn = p.snap
                 if sn is not None:
                     s = p.sess
@@ -291,11 +299,6 @@ class Responder:
                 # then get UnexpectedRequest and the requester restarts
                 self._drop_pend()
         return self.pending()
-
-    def _drop_lease_body(self, p):
-        p.body = b""
-        if self.cfg.rsp_lease is self:
-            self.cfg.rsp_lease = None
 
     # -------------------------------------------------------------- plumbing
     def _error(self, code, data=0, ext=b"", ver=None):
@@ -316,9 +319,6 @@ class Responder:
             self.reset()
             self.resync = ev  # until GET_VERSION: ERROR RequestResynch in the old version
             return self._error(_ERR_UNSPECIFIED, ver=ev)
-        finally:
-            if self.cfg.rsp_lease is self and self.pend is None:
-                self.cfg.rsp_lease = None   # leased for a signature that was not deferred after all
 
     def out_of_memory(self):
         """The answer to a request that ran out of memory: what it held is
@@ -496,7 +496,8 @@ class Responder:
         """Return body||signature (with slot `slot`'s key), or ERROR
         ResponseNotReady with the signature deferred.  room: body is a bytearray
         whose last signature-size bytes are the signature's place, filled in
-        place (no copy of the response)."""
+        place (no copy of the response); body may be a Parts (assembled with
+        the signature when delivered)."""
         from uspdm.crypto import ec
 
         curve = ec.P384 if self.asym == "p384" else ec.P256
@@ -511,7 +512,7 @@ class Responder:
             self.pend = _Pending(code, self._token, body, ec.sign_iter(curve, d, m, extra), room)
             self.pend.sess = self.cur_session   # in a session: collected inside it only
             return self._not_ready()
-        return _with_sig(body, ec.sign(curve, d, m, extra), room)
+        return self._with_sig(body, ec.sign(curve, d, m, extra), room)
 
     def _not_ready(self):
         p = self.pend
@@ -533,12 +534,31 @@ class Responder:
         if p.sig is None:
             p.tag = -1   # a requester that polls: no direct answer any more (firmware/workq.py)
             return self._not_ready()
-        self._drop_pend()   # (the buffer's content stays until the answer is sent)
+        self._drop_pend()
         if p.sig is False:
             return self._error(_ERR_BUSY)   # its work ran out of memory: send the request again
         if p.code == _CHALLENGE:
             self.t.auth = True
-        return _with_sig(p.body, p.sig, p.room)
+        return self._with_sig(p.body, p.sig, p.room)
+
+    def _with_sig(self, body, sig, room):
+        """body || sig.  body a Parts: assembled once, in the board's response buffer
+        (free between requests: what is built in it is sent before the next one) or
+        in one block of its own."""
+        if isinstance(body, Parts):
+            n = body.n + len(sig)
+            rb = self.cfg.rsp_buffer
+            out = memoryview(rb)[0:n] if rb is not None and n <= len(rb) else bytearray(n)
+            o = 0
+            for x in body.parts:
+                out[o:o + len(x)] = x
+                o += len(x)
+            out[o:n] = sig
+            return out
+        if room:
+            body[len(body) - len(sig):] = sig
+            return body
+        return body + sig
 
     def _opaque(self):
         if self.version >= _V12 and self.other_params == _OPAQUE_FMT_NONE:
@@ -580,8 +600,6 @@ class Responder:
         finally:
             t.l, t.m1, self.l_mver, self.cfg.defer_signing, self.out, self.inc, self.cur_session = saved
             self.sess_defer = False
-            if self.cfg.rsp_lease is self and self.pend is None:
-                self.cfg.rsp_lease = None   # leased for a signature that was not deferred after all
         return resp
 
     def defer_work(self, code, gen):

@@ -108,12 +108,11 @@ def get_certificate(r, msg):
     err = r._size_err(n)
     if err is not None:
         return err
-    # built once, in one block: the board's response buffer when no deferred signature
-    # holds it (the answer is sent before the next request), else a block of its own;
-    # the portion is read from storage straight into it (the chain is never on the heap)
-    cfg = r.cfg
-    rb = cfg.rsp_buffer
-    if rb is not None and n <= len(rb) and cfg.rsp_lease is None:
+    # built once: in the board's response buffer (the answer is sent before the next
+    # request), else in one block of its own; the portion is read from storage straight
+    # into it (the chain is never on the heap)
+    rb = r.cfg.rsp_buffer
+    if rb is not None and n <= len(rb):
         resp = memoryview(rb)[0:n]
     else:
         resp = bytearray(n)

@@ -1,6 +1,6 @@
 """GET_MEASUREMENTS (loaded on demand by uspdm.responder; also inside a session)."""
 from uspdm.compat import const, p16
-from uspdm.responder import SIG_SIZE
+from uspdm.responder import SIG_SIZE, Parts
 
 # DSP0274 codes used here (private: compiled in, not in the module's dict)
 _CAP_MEAS_MASK = const(0x18)
@@ -78,49 +78,45 @@ def _respond(r, msg, v, need, signed, slot, p1, p2, record, nblocks):
     """The MEASUREMENTS response (a function of its own: no piece of this module's
     code needs more than ~0.6 KB of heap in one block when it is loaded again)."""
     opaque = r._opaque()
-    # the response is built once, in one buffer with room for the signature (no
-    # concatenated copies: on a fragmented heap each one needs its own contiguous block)
     rlen = len(record)
     ctx = _REQ_CONTEXT_SIZE if v >= _V13 else 0
     n = 8 + rlen + 32 + 2 + len(opaque) + ctx
-    sig_size = SIG_SIZE[r.asym] if signed else 0
-    err = r._size_err(n + sig_size)
+    err = r._size_err(n + (SIG_SIZE[r.asym] if signed else 0))
     if err is not None:
         r.t.reset_l()
         return err
-    cfg = r.cfg
-    rb = cfg.rsp_buffer
-    if rb is not None and n + sig_size <= len(rb) and cfg.rsp_lease is None:
-        # the board's response buffer (allocated at boot); a deferred signature keeps
-        # it until its answer is collected (another requester's response meanwhile
-        # gets a block of its own)
-        body = memoryview(rb)[0:n + sig_size]
-        if signed:
-            cfg.rsp_lease = r   # released at once when the signature is not deferred
-    else:
-        body = bytearray(n + sig_size)
-    body[0:8] = bytes((v, _MEASUREMENTS, p1, p2, nblocks, rlen & 0xFF, (rlen >> 8) & 0xFF, rlen >> 16))
-    body[8:8 + rlen] = record   # (the record of all blocks is kept once built: no copy but this one)
-    record = None
-    o = 8 + rlen
-    body[o:o + 32] = r.drbg.generate(32)
-    o += 32
-    body[o:o + 2] = p16(len(opaque))
-    body[o + 2:o + 2 + len(opaque)] = opaque
-    o += 2 + len(opaque)
+    hdr = bytes((v, _MEASUREMENTS, p1, p2, nblocks, rlen & 0xFF, (rlen >> 8) & 0xFF, rlen >> 16))
+    # Nonce, OpaqueDataLength, OpaqueData, RequesterContext (1.3)
+    tail = bytearray(34 + len(opaque) + ctx)
+    tail[0:32] = r.drbg.generate(32)
+    tail[32:34] = p16(len(opaque))
+    tail[34:34 + len(opaque)] = opaque
     if ctx:
-        body[o:o + ctx] = msg[need - ctx:need]
+        tail[34 + len(opaque):] = msg[need - ctx:need]
     if r.t.l is None:
         r.l_mver = r.meas.version
     h = r.t.fork_l(v >= _V12)
     h.update(msg[:need])
-    h.update(memoryview(body)[:n])
+    h.update(hdr)
+    h.update(record)
+    h.update(tail)
     # GET_MEASUREMENTS ends an unfinished CHALLENGE sequence (M1 reset) unless
     # the connection is already authenticated (libspdm)
     r.t.reset_m1()
-    if not signed:
-        r.t.commit_l(h)
-        return body
-    tdigest = h.digest()
-    r.t.reset_l()
-    return r._signed(_GET_MEASUREMENTS, body, b"responder-measurements signing", tdigest, slot, True)
+    if signed:
+        tdigest = h.digest()
+        r.t.reset_l()
+        # the body stays in parts (the record is the one kept by the measurements: no
+        # copy) until the signature is appended, in the board's response buffer when
+        # it is delivered (a deferred one holds no large block across requests)
+        return r._signed(_GET_MEASUREMENTS, Parts((hdr, record, tail)), b"responder-measurements signing",
+                         tdigest, slot)
+    r.t.commit_l(h)
+    # answered at once: built once (no concatenated copies), in the board's response
+    # buffer (allocated at boot; sent before the next request) or in one block of its own
+    rb = r.cfg.rsp_buffer
+    body = memoryview(rb)[0:n] if rb is not None and n <= len(rb) else bytearray(n)
+    body[0:8] = hdr
+    body[8:8 + rlen] = record
+    body[8 + rlen:n] = tail
+    return body
