@@ -226,7 +226,7 @@ def conditioned(raw_bits, n, counter_start=0):
     return bytes(out[:n])
 
 
-_HIGH_RESERVE = 16384   # bytes left at the top of the free heap for import_high's modules
+_HIGH_RESERVE = 14336   # bytes left at the top of the free heap for import_high's modules
 _HIGH_MAX_HEAP = 524288  # heaps larger than this (a host, the wasm build) are left as they are
 
 

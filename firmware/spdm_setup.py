@@ -463,6 +463,15 @@ def _settle(dev, ctx, resident, boot_only):
             ctx.measurements = meas = meas.frozen
             for r in dev.responders.values():   # (made by a request before the boot was done)
                 r.meas = meas
+            r = None
+            # each record copied after a collection: the copy takes the lowest free block
+            # it fits in, where the blocks were, and the record made above the garbage of
+            # its joining goes (uspdm.meas_rec.Records keeps them in _rec)
+            rec = meas._rec
+            for h in list(rec):
+                gc.collect()
+                rec[h] = rec[h][:]
+            rec = None
         else:
             meas.compact()   # a hash not digested (asym_priority without p256): the blocks stay
         meas = None
