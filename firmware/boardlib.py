@@ -230,6 +230,26 @@ _HIGH_RESERVE = 14336   # bytes left at the top of the free heap for import_high
 _HIGH_MAX_HEAP = 524288  # heaps larger than this (a host, the wasm build) are left as they are
 
 
+def intern_names(names):
+    """Import the boot-only modules `names` once and let them go again: the names their
+    code uses are interned now (MicroPython keeps interned names for good, in pools and
+    chunks allocated as they are needed), down among the resident code still being loaded,
+    which fills the code's hole; import_high loads them again later without adding any,
+    so no interned names are left in the free heap when that code is dropped."""
+    import sys
+
+    for m in names:
+        __import__(m)
+    for m in names:
+        sys.modules.pop(m, None)
+        i = m.rfind(".")
+        if i > 0 and m[:i] in sys.modules:
+            try:
+                delattr(sys.modules[m[:i]], m[i + 1:])
+            except (AttributeError, KeyError):   # (MicroPython: KeyError)
+                pass
+
+
 def import_high(names, reserve=_HIGH_RESERVE):
     """Import the boot-only modules `names` at the top of the free heap: a ballast takes the
     free heap but `reserve` bytes while they load, and goes again.  The GC allocates first

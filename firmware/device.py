@@ -34,9 +34,11 @@ BOOT_ONLY = ("spdm_setup", "boardlib", "settings", "uspdm.identity_admin", "uspd
 
 # The modules the SPDM context keeps (spdm_setup's imports, leaves first), imported by
 # the first background steps one at a time (see _background_step)
+# ("*": the boot-only code loaded once and let go, boardlib.intern_names)
 PRELOAD = ("uspdm.compat", "uspdm.demand", "uspdm.crypto._sha512v", "uspdm.crypto.sha2",
-           "uspdm.transcript", "uspdm.responder", "uspdm.identity", "uspdm.meas_rec", "uspdm.crypto.hmac",
+           "uspdm.transcript", "uspdm.responder", "uspdm.identity", "*", "uspdm.meas_rec", "uspdm.crypto.hmac",
            "uspdm.crypto.drbg", "uspdm.crypto.ec", "uspdm.session_gate")
+BOOT_HIGH = ("spdm_setup", "uspdm.measurements", "uspdm.identity_admin")
 
 
 class Prepared:
@@ -197,7 +199,12 @@ class Device:
                 # (128 KB stock load: a 3 KB largest free block after boot became 8 KB)
                 gc.collect()
                 try:
-                    __import__(PRELOAD[self._pre])
+                    if PRELOAD[self._pre] == "*":
+                        import boardlib
+
+                        boardlib.intern_names(BOOT_HIGH)
+                    else:
+                        __import__(PRELOAD[self._pre])
                 except MemoryError:
                     raise
                 except Exception:
@@ -217,7 +224,7 @@ class Device:
                     # in the middle of the context's data)
                     import boardlib
 
-                    boardlib.import_high(("spdm_setup", "uspdm.identity_admin"))
+                    boardlib.import_high(BOOT_HIGH)
                 import spdm_setup
 
                 if self._imported:
