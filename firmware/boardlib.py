@@ -226,6 +226,8 @@ def conditioned(raw_bits, n, counter_start=0):
     return bytes(out[:n])
 
 
+
+
 _HIGH_RESERVE = 14336   # bytes left at the top of the free heap for import_high's modules
 _HIGH_MAX_HEAP = 524288  # heaps larger than this (a host, the wasm build) are left as they are
 
@@ -235,9 +237,14 @@ def intern_names(names):
     code uses are interned now (MicroPython keeps interned names for good, in pools and
     chunks allocated as they are needed), down among the resident code still being loaded,
     which fills the code's hole; import_high loads them again later without adding any,
-    so no interned names are left in the free heap when that code is dropped."""
+    so no interned names are left in the free heap when that code is dropped.  Only on a
+    small MicroPython heap, as import_high (elsewhere nothing to gain)."""
+    import gc
     import sys
 
+    mf = getattr(gc, "mem_free", None)
+    if mf is None or mf() + gc.mem_alloc() > _HIGH_MAX_HEAP:
+        return
     for m in names:
         __import__(m)
     for m in names:
