@@ -486,6 +486,28 @@ def test_in_session_signed_measurements_deferred():
     assert r.handle(bytes((0x12, 0x81, 0, 0)))[1] == 0x01 and not r.pending()
 
 
+def test_in_session_request_sent_again_while_pending_gets_not_ready():
+    """Inside a session: a signed GET_MEASUREMENTS whose RESPOND_IF_READY got ERROR Busy
+    is sent again by the requester (the next sequence number); while its signature is
+    computed that gets ResponseNotReady for the same work, not Busy, and RESPOND_IF_READY
+    then collects what the direct path answers.  The same bytes in the clear are Busy."""
+    req = bytes((0x12, 0xE0, 0x01, 0x01)) + bytes(range(32)) + b"\x00"
+    direct = established()
+    mgr, r, q = established()
+    r.cfg.defer_signing = True
+    want = direct[2].call(req)
+    rsp = q.call(req)
+    assert rsp[1] == 0x7F and rsp[2] == 0x42 and r.pending()
+    tok = rsp[6]
+    r.work()
+    again = q.call(req)
+    assert again[1] == 0x7F and again[2] == 0x42 and again[5] == 0xE0 and again[6] == tok
+    is_err(r.handle(req), 0x03)                          # not the session's: Busy
+    while r.work():
+        pass
+    assert q.call(bytes((0x12, 0xFF, 0xE0, tok))) == want
+
+
 def test_get_version_ends_sessions_and_wipes():
     mgr, r, q = established()
     s = mgr.sessions[q.sid]

@@ -473,3 +473,56 @@ def test_busy_after_out_of_memory_keeps_the_transcripts():
     resp = p.ok(rif(v, 0xE0, tok), 0x60)
     o = len(resp) - 96
     assert verify_sig(v, "p384", "sha384", l1 + q + resp[:o], CTX_M, resp[o:])
+
+
+def test_request_sent_again_while_its_work_runs_gets_not_ready():
+    # a requester whose RESPOND_IF_READY got ERROR Busy (the board short of memory for a
+    # moment) sends the request itself again, as libspdm's requester does: the same bytes
+    # while its signature is being computed, or done and not collected yet, get
+    # ResponseNotReady for that work (same token), not Busy; the answer is then signed
+    # over the request once.  Another request, or the same one with another nonce, is Busy
+    v = 0x13
+    r = make(defer_signing=True)
+    p = Peer(r, v)
+    a = p.vca()
+    q = get_meas(v, True, 0xFF)
+    e = p.x(q)
+    err(e, 0x42)
+    tok = e[6]
+    for _ in range(3):
+        assert r.work()                           # part of the signature only
+    e2 = p.x(q)
+    err(e2, 0x42)
+    assert e2[5] == 0xE0 and e2[6] == tok and r.pending()
+    err(p.x(get_meas(v, True, 0xFF, nonce=b"\x44" * 32)), 0x03)   # another request: Busy
+    err(p.x(get_digests(v)), 0x03)
+    while r.work():
+        pass
+    e3 = p.x(q)                                   # done, not collected: ResponseNotReady again
+    err(e3, 0x42)
+    assert e3[6] == tok
+    resp = p.ok(rif(v, 0xE0, tok), 0x60)
+    ln = resp[5] | (resp[6] << 8) | (resp[7] << 16)
+    o = 8 + ln + 32 + 2 + 8
+    assert len(resp) == o + 96
+    assert verify_sig(v, "p384", "sha384", a + q + resp[:o], CTX_M, resp[o:])
+    # collected: the same bytes now are a new request (new work, new token)
+    e4 = p.x(q)
+    err(e4, 0x42)
+    assert e4[6] != tok
+    # a CHALLENGE sent again likewise; its answer covers A || C once
+    while r.work():
+        pass
+    p.ok(rif(v, 0xE0, e4[6]), 0x60)
+    a = p.vca()
+    ch = challenge(v)
+    tok = p.x(ch)[6]
+    r.work()
+    e5 = p.x(ch)
+    err(e5, 0x42)
+    assert e5[5] == 0x83 and e5[6] == tok
+    while r.work():
+        pass
+    resp = p.ok(rif(v, 0x83, tok), 0x03)
+    o = 4 + 48 + 32 + 2 + 8
+    assert verify_sig(v, "p384", "sha384", a + ch + resp[:o], CTX_C, resp[o:])

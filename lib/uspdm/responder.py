@@ -196,6 +196,7 @@ class _Pending:
         self.t0 = 0     # board ms when the request came
         self.room = room   # body ends with the signature's room (filled in place)
         self.snap = None   # the transcripts before the request (restored when it ends in Busy)
+        self.req = None    # the request (bytes): the same one sent again gets ResponseNotReady
 
 
 class Parts:
@@ -355,10 +356,20 @@ class Responder:
         code = msg[1]
         if code == _GET_VERSION:
             return self._get_version(msg)
-        if self.pend is not None and code != _RESPOND_IF_READY:
-            if self.pend.sig is not False:
+        p = self.pend
+        if p is not None and code != _RESPOND_IF_READY:
+            if p.sig is not False:
+                if p.req == msg and p.sess is self.cur_session:
+                    # the request itself sent again while its work goes on (or waits to be
+                    # collected): a requester whose RESPOND_IF_READY got ERROR Busy (a board
+                    # short of memory for a moment) sends the request again, as libspdm's
+                    # does; ResponseNotReady for the same work, not Busy (which, retried,
+                    # ended the request while its signature was still being computed)
+                    p.tag = -1   # (collected with RESPOND_IF_READY now: no direct answer)
+                    return self._not_ready()
                 return self._error(_ERR_BUSY)
             self._drop_pend()   # its work ran out of memory (answered Busy): a new request
+        p = None
         # (requests that may arrive before ALGORITHMS, after VERSION / CAPABILITIES)
         if self.state < _ST_NEG and code not in (_GET_CAPABILITIES, _NEGOTIATE_ALGORITHMS, _CHUNK_GET,
                                                  _CHUNK_SEND):
@@ -398,6 +409,10 @@ class Responder:
                     return self._unsupported(code)
             else:
                 return self._unsupported(code)
+        p = self.pend
+        if p is not None and p.req is None and code != _RESPOND_IF_READY:
+            p.req = msg   # (work this request started)
+        p = None
         if resp is not None and resp[1] != _ERROR:
             # L1 is kept after these (every other successful request resets it)
             if code not in (_GET_MEASUREMENTS, _RESPOND_IF_READY, _CHUNK_GET, _CHUNK_SEND):
