@@ -265,9 +265,12 @@ def test_signing_served_in_turn_no_requester_starves():
         tokens[eid] = rsp[6]
     rsp = peers[0x20].spdm(ch)
     assert rsp[1] == 0x7F and rsp[2] == 0x42
-    # a second signing request from the same requester meanwhile: Busy (one pending each)
-    busy = peers[0x20].spdm(ch)
+    # a second signing request from the same requester meanwhile: Busy (one pending each);
+    # the same request sent again: ResponseNotReady for the work already pending
+    busy = peers[0x20].spdm(bytes((v, 0x83, 0, 0)) + b"\x01" * 32)
     assert busy[1] == 0x7F and busy[2] == 0x03
+    again = peers[0x20].spdm(ch)
+    assert again[1] == 0x7F and again[2] == 0x42 and again[6] == rsp[6]
     c_token = rsp[6]
     cycles = {0x30: 0, 0x10: 0}
     for step in range(200000):
