@@ -28,12 +28,7 @@ REPEAT = int(os.environ.get("USPDM_M0_REPEAT", "5"))
 
 # What main measured when this file was written (stock load); remove an entry when its
 # flow passes (strict xfail turns an unexpected pass red).
-XFAIL = {
-    ("128k", "two-requesters"): "intermittent: 128 KB: a single run passes at times (make bench, 15:00), 5 in a "
-                                "row do not: requester A's KEY_EXCHANGE (the AEAD's import after the EC work: MemoryError "
-                                "1.2-1.4 KB with ~16 KB free, largest free block ~1.2 KB) or its in-session signed "
-                                "GET_MEASUREMENTS answers ERROR Busy, with requester B's connection beside it",
-}
+XFAIL = {}
 
 
 def _cases():
