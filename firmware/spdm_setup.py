@@ -124,6 +124,7 @@ def _exponent(us):
     return e
 
 
+_gc_was = None   # gc.threshold() before _tight(True), restored by _tight(False)
 TIGHT_GC = 8192   # bytes allocated between collections while the boot builds what it keeps (_tight)
 
 
@@ -135,12 +136,20 @@ def _tight(on):
     the garbage goes.  While the boot builds the context, the frozen records and the comb
     table, the garbage is collected often, so what they keep lands low, next to what is
     already there, and the free heap stays in one block (128 KB emulated M0, stock load:
-    the largest free block at the first request 9 -> N KB).  Not while a signature is
+    the largest free block at the first request 9 -> 26 KB).  Not while a signature is
     timed (_sign_ms) or the files are digested: no long-lived data there, and a collection
     every few KB of a signature's garbage would slow it down."""
+    global _gc_was
     th = getattr(gc, "threshold", None)
-    if th is not None:
-        th(TIGHT_GC if on else -1)
+    if th is None:
+        return
+    if on:
+        if _gc_was is None:
+            _gc_was = th()   # the port's own setting
+        th(TIGHT_GC)
+    elif _gc_was is not None:
+        th(_gc_was)          # back as it was (not -1: that would switch a port's threshold off)
+        _gc_was = None
 
 
 class SpdmContext:

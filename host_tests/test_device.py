@@ -394,3 +394,39 @@ def test_ct_covers_the_tableless_key_exchange_on_a_small_heap(monkeypatch, heap,
 
     assert ctx.kex_ms == ctx.sign_ms * KEX_SIGNATURES * factor
     assert ctx.config.ct_exponent == _exponent(ctx.kex_ms * CT_MARGIN_PCT * 10)
+
+
+def test_tight_collection_restores_the_ports_threshold(monkeypatch):
+    """The boot's frequent collections (spdm_setup._tight) put gc.threshold back as the
+    port had it: switching it off instead (-1) made the wasm board's heap grow to
+    ~750 KB during its first CHALLENGE, late past CT."""
+    import spdm_setup
+
+    class FakeGC:
+        def __init__(self):
+            self.th = 4096   # the port's own setting
+
+        def threshold(self, *a):
+            if a:
+                self.th = a[0]
+            return self.th
+
+        def collect(self):
+            pass
+
+    g = FakeGC()
+    monkeypatch.setattr(spdm_setup, "gc", g)
+    monkeypatch.setattr(spdm_setup, "_gc_was", None)
+    spdm_setup._tight(False)            # not on: nothing to put back
+    assert g.th == 4096
+    spdm_setup._tight(True)
+    assert g.th == spdm_setup.TIGHT_GC
+    spdm_setup._tight(True)             # nested: the port's value is still what comes back
+    spdm_setup._tight(False)
+    assert g.th == 4096
+    spdm_setup._tight(False)
+    assert g.th == 4096
+    g.th = -1                           # a port that collects only when the heap is full
+    spdm_setup._tight(True)
+    spdm_setup._tight(False)
+    assert g.th == -1
