@@ -88,13 +88,9 @@ class Flash:
         it does not exist: the part asked for, never the whole file."""
         p = self._path(name)
         if name in self.over:
-            v = self.over[name]
-            if v is None:
-                return None
-            n = max(0, min(len(buf), len(v) - offset))
-            if n:
-                buf[0:n] = memoryview(v)[offset:offset + n]
-            return n
+            from uspdm.compat import read_into_from   # (resident)
+
+            return read_into_from(self.over[name], offset, buf)
         try:
             with open(p, "rb") as f:
                 if offset:

@@ -63,3 +63,14 @@ def p24(v):
 
 def p32(v):
     return bytes((v & 0xFF, (v >> 8) & 0xFF, (v >> 16) & 0xFF, (v >> 24) & 0xFF))
+
+
+def read_into_from(data, offset, buf):
+    """A storage's read_into over the file's bytes `data` (None: no such file):
+    the bytes from `offset` into buf, and how many."""
+    if data is None:
+        return None
+    n = max(0, min(len(buf), len(data) - offset))
+    if n:
+        buf[0:n] = memoryview(data)[offset:offset + n]
+    return n

@@ -30,7 +30,7 @@ asked for (chain_read) straight into its response.
 The private key never leaves the device: there is no API that returns it in
 any serialised form other than `private_key()` for the local signer.
 """
-from uspdm.compat import p16
+from uspdm.compat import p16, read_into_from
 
 ALGS = ("p384", "p256")
 _KEY = "uspdm/key_%s.bin"
@@ -264,8 +264,6 @@ class Identity:
         ri = getattr(self.storage, "read_into", None)
         if ri is not None:
             return ri(name, offset, buf)
-        from uspdm.storage import read_into_from
-
         return read_into_from(self.storage.read(name), offset, buf)
 
     def chain_read(self, slot, alg, hashname, offset, buf):

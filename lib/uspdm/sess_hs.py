@@ -14,6 +14,8 @@ _CAP_MEAS_MASK = const(0x18)
 _SUMMARY_ALL = const(0xFF)
 _SUMMARY_NONE = const(0x00)
 _SUMMARY_TCB = const(0x01)
+_OPAQUE_FMT_1 = const(0x02)
+_OPAQUE_FMT_MASK = const(0x0F)
 _V12 = const(0x12)
 
 SM_SPEC_ID = b"\x46\x54\x4d\x44"   # 0x444D5446 ("DMTF") little endian
@@ -104,7 +106,11 @@ def sm_version(conn, opaque):
 
 # ------------------------------------------------------------ the handshake
 def summary(conn, kind):
-    """(ok, bytes) for a MeasurementSummaryHashType request parameter."""
+    """(ok, bytes) for a MeasurementSummaryHashType request parameter; not ok
+    either when SPDM 1.2+ did not select OpaqueDataFmt1 in ALGORITHMS (the
+    handshake's opaque data is in that format): ERROR InvalidRequest."""
+    if conn.version >= _V12 and (conn.other_params & _OPAQUE_FMT_MASK) != _OPAQUE_FMT_1:
+        return False, None
     if kind == _SUMMARY_NONE:
         return True, b""
     if kind not in (_SUMMARY_TCB, _SUMMARY_ALL):

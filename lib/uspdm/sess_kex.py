@@ -23,8 +23,6 @@ _ERR_UNSUPPORTED_REQUEST = const(0x07)
 _KEY_EXCHANGE = const(0xE4)
 _KEY_EXCHANGE_RSP = const(0x64)
 _KEY_SCHEDULE_SPDM = const(0x01)
-_OPAQUE_FMT_1 = const(0x02)
-_OPAQUE_FMT_MASK = const(0x0F)
 _V12 = const(0x12)
 _V13 = const(0x13)
 _POLICY_EVENT_ALL = const(0x02)   # SessionPolicy bit 1 (1.3): needs EVENT_CAP, which we do not have
@@ -43,8 +41,6 @@ def key_exchange(mgr, conn, msg, now):
             or conn.sel_ks != _KEY_SCHEDULE_SPDM:
         return mgr._err(conn, _ERR_UNEXPECTED_REQUEST)
     v = conn.version
-    if v >= _V12 and (conn.other_params & _OPAQUE_FMT_MASK) != _OPAQUE_FMT_1:
-        return mgr._err(conn, _ERR_INVALID_REQUEST)
     ok, summary = sess_hs.summary(conn, msg[2])
     if not ok:
         return mgr._err(conn, _ERR_INVALID_REQUEST)

@@ -17,8 +17,6 @@ _ERR_UNEXPECTED_REQUEST = const(0x04)
 _ERR_UNSPECIFIED = const(0x05)
 _ERR_UNSUPPORTED_REQUEST = const(0x07)
 _KEY_SCHEDULE_SPDM = const(0x01)
-_OPAQUE_FMT_1 = const(0x02)
-_OPAQUE_FMT_MASK = const(0x0F)
 _PSK_EXCHANGE = const(0xE6)
 _V12 = const(0x12)
 _V13 = const(0x13)
@@ -91,8 +89,6 @@ def _check(mgr, conn, msg):
     if conn.sel_aead != _AEAD_AES_256_GCM or conn.sel_ks != _KEY_SCHEDULE_SPDM:
         return mgr._err(conn, _ERR_UNEXPECTED_REQUEST)
     v = conn.version
-    if v >= _V12 and (conn.other_params & _OPAQUE_FMT_MASK) != _OPAQUE_FMT_1:
-        return mgr._err(conn, _ERR_INVALID_REQUEST)
     ok, summary = sess_hs.summary(conn, msg[2])
     if not ok:
         return mgr._err(conn, _ERR_INVALID_REQUEST)

@@ -15,22 +15,14 @@ Layout used by uspdm (under the storage root):
 """
 import os
 
+from uspdm.compat import read_into_from
+
 
 def _isdir(path):
     try:
         return (os.stat(path)[0] & 0x4000) != 0
     except OSError:
         return False
-
-
-def read_into_from(data, offset, buf):
-    """Storage.read_into over the file's bytes `data` (None: no such file)."""
-    if data is None:
-        return None
-    n = max(0, min(len(buf), len(data) - offset))
-    if n:
-        buf[0:n] = memoryview(data)[offset:offset + n]
-    return n
 
 
 class FileStorage:
