@@ -240,21 +240,16 @@ def intern_names(names):
     so no interned names are left in the free heap when that code is dropped.  Only on a
     small MicroPython heap, as import_high (elsewhere nothing to gain)."""
     import gc
-    import sys
 
     mf = getattr(gc, "mem_free", None)
     if mf is None or mf() + gc.mem_alloc() > _HIGH_MAX_HEAP:
         return
     for m in names:
         __import__(m)
+    from uspdm import demand   # (resident: loaded before this, see device.PRELOAD)
+
     for m in names:
-        sys.modules.pop(m, None)
-        i = m.rfind(".")
-        if i > 0 and m[:i] in sys.modules:
-            try:
-                delattr(sys.modules[m[:i]], m[i + 1:])
-            except (AttributeError, KeyError):   # (MicroPython: KeyError)
-                pass
+        demand.forget(m)
 
 
 def import_high(names, reserve=_HIGH_RESERVE):

@@ -446,14 +446,10 @@ def settle(dev, resident, boot_only):
 def _settle(dev, ctx, resident, boot_only):
     if ctx is not None and not isinstance(ctx, resident):
         ctx = dev._spdm = resident(ctx)
+    from uspdm import demand
+
     for m in boot_only:
-        sys.modules.pop(m, None)
-        i = m.rfind(".")
-        if i > 0 and m[:i] in sys.modules:   # and from its package (which refers to it)
-            try:
-                delattr(sys.modules[m[:i]], m[i + 1:])
-            except (AttributeError, KeyError):
-                pass
+        demand.forget(m)   # (and from its package, which refers to it)
     if ctx is not None:
         # the measurement records built once, for each hash a requester can get
         # them in (SHA-384 and SHA-256: either base hash with either curve, or

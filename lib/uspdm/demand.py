@@ -50,7 +50,7 @@ def need(leaf, pkg="uspdm", first=()):
                 # modules it loaded before failing would otherwise stay, unreachable by drop()
                 for k in list(sys.modules):
                     if k not in before:
-                        _forget(k)
+                        forget(k)
                 raise
             stats["loads"] += 1
             # what this import brought in with it (uspdm.session: keysched,
@@ -107,9 +107,9 @@ def drop(leaf=None, pkg="uspdm", collect=True):
         if _pins.get(k) or k not in _cache:
             continue
         del _cache[k]
-        _forget(pkg + "." + k)
+        forget(pkg + "." + k)
         for d in _deps.pop(k, ()):
-            _forget(d)
+            forget(d)
         n += 1
     if n:
         stats["drops"] += n
@@ -118,7 +118,7 @@ def drop(leaf=None, pkg="uspdm", collect=True):
     return n
 
 
-def _forget(full):
+def forget(full):
     if full in sys.modules:
         del sys.modules[full]
     i = full.rfind(".")

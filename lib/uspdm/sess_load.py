@@ -78,7 +78,7 @@ def abort_step(g):
     if had is not None:
         for k in list(sys.modules):
             if k not in had and k.startswith("uspdm.") and k[6:] not in demand._cache:
-                demand._forget(k)
+                demand.forget(k)
 
 
 def stepwise(g, conn, msg):

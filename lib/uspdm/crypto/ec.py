@@ -277,7 +277,7 @@ def __getattr__(name):
             return getattr(_ecgen, name)
         except AttributeError:
             if not had:
-                demand._forget("uspdm.crypto._ecgen")
+                demand.forget("uspdm.crypto._ecgen")
     raise AttributeError(name)
 
 
