@@ -181,8 +181,13 @@ def test_multi_packet_request_and_response(board, link):
     rsp = link.spdm(bytes((0x10, 0xFE)) + bytes(1022), timeout=20)
     assert rsp[1] == 0x7F
     if board["sim"] is not None:
-        n0 = 0
-        reqs = [w for w in bus_writes(board["sim"], n0) if w[0] == PROT << 1 and len(w[1]) == 72]
+        # (the trace reaches the simulator's log a little after the answer: wait for it, bounded)
+        deadline = time.monotonic() + 5.0
+        while True:
+            reqs = [w for w in bus_writes(board["sim"]) if w[0] == PROT << 1 and len(w[1]) == 72]
+            if len(reqs) >= 16 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert len(reqs) >= 16
 
 
